@@ -1,0 +1,55 @@
+"""Linear CKA (Kornblith et al. 2019), biased and unbiased (HSIC₁, Song et al. 2012; Nguyen et al. 2021).
+
+For per-sample features X ∈ R^{n×p}, Y ∈ R^{n×q} (any per-sample shape is flattened) with centred columns,
+
+    CKA(X, Y) = ‖YᵀX‖²_F / (‖XᵀX‖_F ‖YᵀY‖_F) = tr(K L) / sqrt(tr(K K) tr(L L)),  K = XXᵀ, L = YYᵀ.
+
+It is invariant to orthogonal transforms and isotropic scaling of either side, and CKA(X, X) = 1. The biased
+estimate is inflated when features outnumber samples; the unbiased one replaces each HSIC by
+
+    HSIC₁(K, L) = [tr(K̃L̃) + 1ᵀK̃1·1ᵀL̃1 / ((n−1)(n−2)) − 2/(n−2) · 1ᵀK̃L̃1] / (n(n−3)),  K̃ = K − diag(K),
+
+which can be negative on small batches: the ratio is clamped to [−1, 1], a zero denominator gives 0, and
+batches of fewer than 4 rows fall back to the biased estimate (never a crash or a NaN).
+"""
+
+from __future__ import annotations
+
+import torch
+
+EPS = 1e-12
+
+
+def _gram(x: torch.Tensor) -> torch.Tensor:
+    x = x.flatten(1)
+    x = x - x.mean(0, keepdim=True)
+    return x @ x.T
+
+
+def linear_cka(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Biased linear CKA between two batches of features (same number of rows)."""
+    k, l = _gram(x), _gram(y)
+    hsic_kl = (k * l).sum()
+    denom = torch.sqrt(((k * k).sum() * (l * l).sum()).clamp_min(EPS))  # clamp first: no inf gradient at 0
+    return hsic_kl / denom
+
+
+def _hsic1(k: torch.Tensor, l: torch.Tensor) -> torch.Tensor:
+    n = k.shape[0]
+    k = k - torch.diag(torch.diagonal(k))
+    l = l - torch.diag(torch.diagonal(l))
+    ones_kl = k.sum() * l.sum() / ((n - 1) * (n - 2))
+    cross = 2.0 / (n - 2) * (k.sum(0) @ l.sum(1))
+    return ((k * l).sum() + ones_kl - cross) / (n * (n - 3))
+
+
+def unbiased_linear_cka(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Linear CKA from unbiased HSIC₁ estimates, clamped to [−1, 1]; see the module docstring."""
+    if x.shape[0] < 4:
+        return linear_cka(x, y)
+    x, y = x.flatten(1), y.flatten(1)
+    k, l = x @ x.T, y @ y.T  # HSIC₁ needs no centring
+    denom = _hsic1(k, k) * _hsic1(l, l)
+    value = _hsic1(k, l) / torch.sqrt(denom.clamp_min(EPS))
+    value = torch.where(denom > EPS, value, torch.zeros_like(value))
+    return torch.nan_to_num(value, nan=0.0).clamp(-1.0, 1.0)

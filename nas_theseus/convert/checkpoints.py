@@ -1,0 +1,74 @@
+"""Content-keyed stage checkpoints.
+
+A stage's key hashes everything its result depends on (guide identity, data, settings, seed, and the ordered
+(part, spec, input shape) list swapped so far), so a retried trial resumes from its last finished stage and a
+new candidate that shares a prefix of stages with an earlier one reuses them. A file is the 64-hex sha256 of
+its payload followed by the payload (``torch.save`` bytes, loaded with ``weights_only=True``); writes are
+atomic (temp file + ``os.replace``). An unreadable or mismatching file is one warning and counts as absent.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import warnings
+from pathlib import Path
+
+import torch
+
+from ..utils.files import atomic_write
+
+FORMAT = 1
+
+
+class CheckpointStore:
+    def __init__(self, root: str | os.PathLike | None):
+        self.root = Path(root) if root is not None else None
+
+    def path(self, key: str) -> Path:
+        assert self.root is not None
+        return self.root / f"{key}.ckpt"
+
+    def save(self, key: str, payload: dict) -> None:
+        if self.root is None:
+            return
+        buf = io.BytesIO()
+        torch.save({"format": FORMAT, "key": key, **payload}, buf)
+        data = buf.getvalue()
+        digest = hashlib.sha256(data).hexdigest().encode()
+
+        def write(tmp: str) -> None:
+            with open(tmp, "wb") as f:
+                f.write(digest + data)
+            _test_hook("before_replace", key)
+
+        atomic_write(self.path(key), write)
+
+    def load(self, key: str) -> dict | None:
+        if self.root is None:
+            return None
+        path = self.path(key)
+        if not path.exists():
+            return None
+        try:
+            raw = path.read_bytes()
+            digest, data = raw[:64], raw[64:]
+            if hashlib.sha256(data).hexdigest().encode() != digest:
+                raise ValueError("checksum mismatch")
+            payload = torch.load(io.BytesIO(data), weights_only=True)
+            if payload.get("format") != FORMAT or payload.get("key") != key:
+                raise ValueError("wrong format or key")
+            return payload
+        except Exception as e:  # noqa: BLE001 - any unreadable checkpoint is recomputed, never a crash
+            warnings.warn(f"stage checkpoint {path.name} is unreadable ({type(e).__name__}: {e}); recomputing it",
+                          stacklevel=2)
+            return None
+
+
+def _test_hook(point: str, key: str) -> None:
+    """Tests set NAS_THESEUS_TEST_KILL=<point> to have the process kill itself at that point."""
+    if os.environ.get("NAS_THESEUS_TEST_KILL") == point:
+        import signal
+
+        os.kill(os.getpid(), signal.SIGKILL)

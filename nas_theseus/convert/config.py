@@ -1,0 +1,138 @@
+"""Conversion settings and the candidate architecture (what replaces each guide part, in which order)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+
+from ..errors import UserError, did_you_mean
+from ..targets import BRIDGES, BlockSpec
+from ..training import FitConfig
+
+SCHEDULES = ("progressive", "sequential", "independent", "joint")
+HEADS = ("linear", "guide")
+
+
+@dataclass(frozen=True)
+class ConvertConfig:
+    """How a conversion trains. Every field is a primitive (or a FitConfig), so configs hash and round-trip.
+
+    schedule: ``progressive`` (default) | ``sequential`` | ``independent`` | ``joint`` (see the README).
+    alignment: ``cka`` | ``cka_unbiased`` | ``dmnn`` | ``mse``.
+    steps_per_stage: optimizer steps per swapped part (``joint`` runs K x steps in its single stage, so all
+        schedules spend the same alignment budget).
+    bridge / bridge_rank: adapters between targets and guide parts (``lowrank`` | ``stitch``; rank None = full).
+    refit_every: steps between closed-form refits of the adapters that feed guide parts (0: stage ends only).
+    bn_recalibrate: recompute BatchNorm statistics of the targets on the training data after each stage.
+    probe_size: fixed training rows used to fit adapters and to report alignment (same for every stage).
+    finetune: the end-to-end task training after the last stage (early stopping on validation).
+    """
+
+    schedule: str = "progressive"
+    alignment: str = "cka"
+    steps_per_stage: int = 1000
+    batch_size: int = 256
+    lr: float = 3e-3
+    weight_decay: float = 0.0
+    bridge: str = "lowrank"
+    bridge_rank: int | None = None
+    ridge: float = 1e-3
+    refit_every: int = 100
+    bn_recalibrate: bool = True
+    probe_size: int = 1024
+    dmnn_k: int = 10
+    dmnn_tau: float = 0.05
+    finetune: FitConfig = field(default_factory=lambda: FitConfig(max_epochs=60, patience=10, lr=1e-3))
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        from ..align import ALIGNMENTS
+
+        for name, choices in (("schedule", SCHEDULES), ("alignment", ALIGNMENTS), ("bridge", BRIDGES)):
+            value = getattr(self, name)
+            if value not in choices:
+                raise UserError(f"unknown {name} {value!r}{did_you_mean(str(value), choices)}; "
+                                f"valid: {', '.join(choices)}")
+        for name in ("steps_per_stage", "batch_size", "probe_size"):
+            if getattr(self, name) < 1:
+                raise UserError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.batch_size < 4:
+            raise UserError("batch_size must be >= 4 (similarity losses compare samples within a batch)")
+        if isinstance(self.finetune, dict):
+            object.__setattr__(self, "finetune", fit_config(self.finetune))
+
+    def stage_settings(self) -> dict:
+        """The settings that shape the alignment stages (everything but fine-tuning)."""
+        d = asdict(self)
+        d.pop("finetune")
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> ConvertConfig:
+        names = {f.name for f in fields(cls)}
+        for k in d:
+            if k not in names:
+                raise UserError(f"unknown conversion setting {k!r}{did_you_mean(k, names)}")
+        return cls(**d)
+
+
+def fit_config(d: dict) -> FitConfig:
+    names = {f.name for f in fields(FitConfig)}
+    for k in d:
+        if k not in names:
+            raise UserError(f"unknown fine-tuning setting {k!r}{did_you_mean(k, names)}")
+    return FitConfig(**{**asdict(FitConfig(max_epochs=60, patience=10, lr=1e-3)), **d})
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A target architecture for a guide: one :class:`BlockSpec` per part (None keeps the guide part).
+
+    ``order``: the order in which swapped parts are replaced, as part indices (kept parts may appear and are
+    skipped); None means input -> output. ``head``: ``linear`` (a new linear classifier on the last part's
+    output, initialised by least squares to the guide's logits) or ``guide`` (the guide's own head, behind an
+    adapter when the last part is a target).
+    """
+
+    blocks: tuple[BlockSpec | None, ...]
+    order: tuple[int, ...] | None = None
+    head: str = "linear"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "blocks", tuple(self.blocks))
+        if self.head not in HEADS:
+            raise UserError(f"unknown head {self.head!r}{did_you_mean(self.head, HEADS)}; valid: {', '.join(HEADS)}")
+        if self.order is not None:
+            order = tuple(int(i) for i in self.order)
+            if sorted(set(order)) != sorted(order) or any(not 0 <= i < len(self.blocks) for i in order):
+                raise UserError(f"swap order {list(order)} must list distinct part indices in "
+                                f"0..{len(self.blocks) - 1}")
+            missing = [i for i in self.swapped_parts_forward if i not in order]
+            if missing:
+                raise UserError(f"swap order {list(order)} leaves out swapped parts {missing}")
+            object.__setattr__(self, "order", order)
+
+    @property
+    def swapped_parts_forward(self) -> list[int]:
+        return [i for i, b in enumerate(self.blocks) if b is not None]
+
+    @property
+    def swap_order(self) -> list[int]:
+        """Swapped part indices in the order they are replaced."""
+        if self.order is None:
+            return self.swapped_parts_forward
+        return [i for i in self.order if self.blocks[i] is not None]
+
+    def to_dict(self) -> dict:
+        return {"blocks": [None if b is None else b.to_dict() for b in self.blocks],
+                "order": None if self.order is None else list(self.order), "head": self.head}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Candidate:
+        blocks = tuple(None if b in (None, "keep") else BlockSpec.from_dict(b) for b in d["blocks"])
+        return cls(blocks, tuple(d["order"]) if d.get("order") is not None else None, d.get("head", "linear"))
+
+    def describe(self, part_names: list[str] | None = None) -> str:
+        names = part_names or [str(i) for i in range(len(self.blocks))]
+        parts = ", ".join(f"{n}={'keep' if b is None else b}" for n, b in zip(names, self.blocks))
+        order = " > ".join(names[i] for i in self.swap_order)
+        return f"{parts}; order {order}; head {self.head}"

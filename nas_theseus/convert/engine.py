@@ -1,0 +1,298 @@
+"""The stage loop: swap guide parts for targets, align each to the guide, then fine-tune on the task.
+
+Schedules (our reading of the paper; each stage spends ``steps_per_stage`` optimizer steps):
+
+* ``progressive`` — stage s swaps the s-th part of the order; every target swapped so far trains, on the
+  summed loss Σ_{j swapped} (1 − S(h_j, A_j)), where h_j is target j's output *inside the hybrid*, so errors of
+  earlier stages are corrected rather than compounded.
+* ``sequential`` — as progressive, but only the newest target trains (earlier ones are frozen), on its own loss.
+* ``independent`` — each target trains alone on the guide's own input to its part (blockwise distillation) and
+  the targets are assembled afterwards; where a target was trained behind a temporary input adapter, it first
+  meets its real predecessor in fine-tuning.
+* ``joint`` — every part is swapped at once and all boundaries are aligned together in one stage of
+  K x ``steps_per_stage`` steps.
+
+After the last stage the deploy network (targets, kept guide parts, needed adapters, head) is trained end to
+end on the task with early stopping on the validation split (best state kept).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
+
+from ..align import linear_cka, make_alignment
+from ..data import TaskData
+from ..guides import Guide
+from ..training import FitReport, evaluate, fit_classifier
+from ..utils.hashing import seed_from_key, stable_hash
+from ..utils.progress import progress_bar
+from .activations import GuideActivations
+from .checkpoints import CheckpointStore
+from .config import Candidate, ConvertConfig
+from .hybrid import Hybrid
+from .reports import ConversionResult, StageReport
+
+
+class ConversionError(RuntimeError):
+    """A conversion that cannot go on (a non-finite loss): the reason is in the message."""
+
+
+@dataclass(frozen=True)
+class _Stage:
+    index: int
+    new: tuple[int, ...]       # parts swapped in at this stage
+    train: tuple[int, ...]     # targets whose weights train
+    loss: tuple[int, ...]      # parts whose alignment enters the loss
+    isolated: bool             # independent schedule: targets read the guide's own input
+    steps: int
+
+
+def plan_stages(candidate: Candidate, config: ConvertConfig) -> list[_Stage]:
+    order = candidate.swap_order
+    steps = config.steps_per_stage
+    if not order:
+        return []
+    if config.schedule == "joint":
+        return [_Stage(0, tuple(order), tuple(order), tuple(order), False, steps * len(order))]
+    stages = []
+    for i, k in enumerate(order):
+        prefix = tuple(order[: i + 1])
+        if config.schedule == "progressive":
+            stages.append(_Stage(i, (k,), prefix, prefix, False, steps))
+        else:
+            stages.append(_Stage(i, (k,), (k,), (k,), config.schedule == "independent", steps))
+    return stages
+
+
+def convert(guide: Guide, candidate: Candidate, data: TaskData, config: ConvertConfig = ConvertConfig(), *,
+            checkpoint_dir=None, activations: GuideActivations | None = None, device: str = "cpu",
+            progress: bool = True, on_stage: Callable[[StageReport, Hybrid], None] | None = None
+            ) -> ConversionResult:
+    """Convert ``guide`` into ``candidate`` part by part; returns the fine-tuned network and the reports.
+
+    Deterministic for a given ``config.seed`` on CPU. With ``checkpoint_dir``, every finished stage (and the
+    fine-tuned network) is stored by content key, and a repeated call resumes from the last finished stage.
+    ``activations`` reuses the guide's activations over ``data.train`` (see :class:`GuideActivations`).
+    ``on_stage(report, hybrid)`` is called after every stage (finished or resumed); it may raise to stop the
+    conversion (a study ends hopeless trials this way) — finished stages stay checkpointed.
+
+    >>> result = convert(guide, Candidate((BlockSpec.of("mlp", width=256),) * 3), data)  # doctest: +SKIP
+    >>> result.test_accuracy, [s.alignment for s in result.stages]  # doctest: +SKIP
+    """
+    start = time.perf_counter()
+    store = CheckpointStore(checkpoint_dir)
+    guide.to(device)
+    if activations is None:
+        activations = GuideActivations.compute(guide, data.train.x, data_key=data.fingerprint, device=device,
+                                               progress=progress)
+    hybrid = Hybrid(guide, candidate, config).to(device)
+    g_probe = torch.Generator().manual_seed(0)
+    probe_idx = torch.randperm(len(data.train), generator=g_probe)[: config.probe_size]
+    probe_x = data.train.x[probe_idx].to(device)
+    probe_acts = activations.batch(probe_idx, device)
+    losses = nn.ModuleDict()
+    base = {"guide": guide.identity, "data": data.fingerprint, "settings": config.stage_settings(),
+            "head": candidate.head, "last_kept": (len(guide.parts) - 1) in hybrid.kept}
+    reports: list[StageReport] = []
+    stages = plan_stages(candidate, config)
+    swapped_so_far: list[int] = []
+    for stage in stages:
+        swapped_so_far += list(stage.new)
+        key = stable_hash({**base, "stage": stage.index,
+                           "swapped": [(k, candidate.blocks[k].to_dict(), list(hybrid.in_shapes[k]))
+                                       for k in swapped_so_far]})
+        hybrid.swap_in(stage.new)
+        for k in stage.loss:
+            if str(k) not in losses:
+                torch.manual_seed(seed_from_key(hybrid.part_key(k) + "loss"))
+                losses[str(k)] = make_alignment(config.alignment, hybrid.out_shapes[k], guide.shapes[k + 1],
+                                                dmnn_k=config.dmnn_k, dmnn_tau=config.dmnn_tau,
+                                                bridge_rank=config.bridge_rank).to(device)
+        if stage.isolated:
+            for k in stage.new:
+                _ensure_isolated_adapter(hybrid, k, device)
+        saved = store.load(key)
+        if saved is not None:
+            _load_state(hybrid, losses, saved["state"])
+            hybrid.refit(probe_x, probe_acts)
+            report = StageReport(**saved["report"])
+            report.resumed = True
+        else:
+            hybrid.refit(probe_x, probe_acts)
+            t0 = time.perf_counter()
+            curve = _train_stage(hybrid, losses, stage, data, activations, config, key, device,
+                                 probe_x, probe_acts, progress, len(stages))
+            if config.bn_recalibrate:
+                _recalibrate_bn(hybrid, stage, data, config.batch_size, device)
+            hybrid.refit(probe_x, probe_acts)
+            report = StageReport(index=stage.index, parts=[guide.parts[k].name for k in stage.new],
+                                 swapped=[guide.parts[k].name for k in swapped_so_far], steps=stage.steps,
+                                 wall_s=time.perf_counter() - t0, loss_curve=curve)
+            report.alignment = _probe_alignment(hybrid, probe_x, probe_acts)
+            report.hybrid_val_accuracy = evaluate(hybrid, data.val, device=device)[0]
+            store.save(key, {"state": _state(hybrid, losses), "report": asdict(report)})
+        reports.append(report)
+        if on_stage is not None:
+            on_stage(report, hybrid)
+
+    model = hybrid.deploy().to(device)
+    pre_acc = evaluate(model, data.val, device=device)[0]
+    ft_key = stable_hash({**base, "finetune": asdict(config.finetune), "candidate": candidate.to_dict(),
+                          "stages": [r.index for r in reports]})
+    saved = store.load(ft_key)
+    if saved is not None:
+        model.load_state_dict(saved["state"])
+        ft_report = FitReport(**saved["report"])
+    else:
+        ft_report = fit_classifier(model, data, config.finetune, seed=seed_from_key(ft_key), device=device,
+                                   progress=progress, desc="fine-tune")
+        store.save(ft_key, {"state": model.state_dict(), "report": asdict(ft_report)})
+    model.eval()
+    val_acc = evaluate(model, data.val, device=device)[0]
+    test_acc = evaluate(model, data.test, device=device)[0]
+    return ConversionResult(model, candidate, config, reports, ft_report, pre_acc, val_acc, test_acc,
+                            time.perf_counter() - start, finetune_resumed=saved is not None)
+
+
+def _ensure_isolated_adapter(hybrid: Hybrid, k: int, device) -> None:
+    from ..targets import make_bridge
+
+    if hybrid.gshapes[k] != hybrid.in_shapes[k] and str(k) not in hybrid.in_adapters:
+        torch.manual_seed(seed_from_key(hybrid.part_key(k) + "in"))
+        hybrid.in_adapters[str(k)] = make_bridge(hybrid.config.bridge, hybrid.gshapes[k], hybrid.in_shapes[k],
+                                                 rank=hybrid.config.bridge_rank).to(device)
+
+
+def _trainable_modules(hybrid: Hybrid, stage: _Stage) -> list[nn.Module]:
+    mods = [hybrid.targets[str(k)] for k in stage.train]
+    used = set(stage.train) if stage.isolated else set(hybrid.used_in_adapters()) & set(stage.train)
+    mods += [hybrid.in_adapters[str(k)] for k in sorted(used) if str(k) in hybrid.in_adapters]
+    return mods
+
+
+def _forward_outputs(hybrid: Hybrid, stage: _Stage, x, acts) -> dict[int, torch.Tensor]:
+    if not stage.isolated:
+        return hybrid(x, collect=True)[1]
+    outs = {}
+    for k in stage.train:
+        h = acts[k]
+        if str(k) in hybrid.in_adapters:
+            h = hybrid.in_adapters[str(k)](h)
+        outs[k] = hybrid.targets[str(k)](h)
+    return outs
+
+
+def _train_stage(hybrid: Hybrid, losses: nn.ModuleDict, stage: _Stage, data: TaskData, acts: GuideActivations,
+                 config: ConvertConfig, key: str, device, probe_x, probe_acts, progress: bool,
+                 n_stages: int) -> list[float]:
+    torch.manual_seed(seed_from_key(key))
+    gen = torch.Generator().manual_seed(seed_from_key(key))
+    modules = _trainable_modules(hybrid, stage)
+    params = [p for m in modules for p in m.parameters()]
+    params += [p for k in stage.loss for p in losses[str(k)].parameters()]
+    opt = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=stage.steps, eta_min=config.lr * 0.1)
+    hybrid.eval()
+    for m in modules:
+        m.train()
+    n = len(data.train)
+    bs = min(config.batch_size, n)
+    window = max(1, stage.steps // 50)
+    curve, acc_loss = [], 0.0
+    perm, pos = torch.randperm(n, generator=gen), 0
+    names = ",".join(hybrid.guide.parts[k].name for k in stage.new)
+    bar = progress_bar(total=stage.steps, desc=f"stage {stage.index + 1}/{n_stages} [{names}]", unit="step",
+                       enabled=progress)
+    try:
+        for step in range(stage.steps):
+            if pos + bs > n:
+                perm, pos = torch.randperm(n, generator=gen), 0
+            idx = perm[pos:pos + bs]
+            pos += bs
+            batch_acts = acts.batch(idx, device)
+            outs = _forward_outputs(hybrid, stage, data.train.x[idx].to(device), batch_acts)
+            loss = sum(losses[str(k)](outs[k], batch_acts[k + 1]) for k in stage.loss)
+            if not torch.isfinite(loss):
+                raise ConversionError(f"non-finite alignment loss ({loss.item()}) at stage {stage.index + 1}, "
+                                      f"step {step} ({config.alignment}, parts {names})")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            acc_loss += loss.item() / len(stage.loss)
+            if (step + 1) % window == 0:
+                curve.append(acc_loss / window)
+                acc_loss = 0.0
+                bar.set_postfix(loss=f"{curve[-1]:.4f}")
+            if config.refit_every and (step + 1) % config.refit_every == 0 and not stage.isolated:
+                hybrid.refit(probe_x, probe_acts)
+                for m in modules:
+                    m.train()
+            bar.update(1)
+    finally:
+        bar.close()
+    hybrid.eval()
+    return curve
+
+
+@torch.no_grad()
+def _recalibrate_bn(hybrid: Hybrid, stage: _Stage, data: TaskData, batch_size: int, device) -> None:
+    """Recompute running statistics of BatchNorms in the swapped targets with the hybrid's real inputs."""
+    modules = [hybrid.targets[str(k)] for k in sorted(hybrid.current)]
+    modules += [hybrid.in_adapters[str(k)] for k in hybrid.used_in_adapters()]
+    bns = [m for mod in modules for m in mod.modules() if isinstance(m, _BatchNorm)]
+    if not bns:
+        return
+    momenta = [bn.momentum for bn in bns]
+    for bn in bns:
+        bn.reset_running_stats()
+        bn.momentum = None  # cumulative average over the pass
+    hybrid.eval()
+    for m in modules:
+        m.train()
+    for i in range(0, len(data.train), batch_size):
+        hybrid(data.train.x[i:i + batch_size].to(device))
+    for bn, mom in zip(bns, momenta):
+        bn.momentum = mom
+    hybrid.eval()
+
+
+@torch.no_grad()
+def _probe_alignment(hybrid: Hybrid, probe_x, probe_acts) -> dict[str, float]:
+    hybrid.eval()
+    _, outs = hybrid(probe_x, collect=True)
+    return {hybrid.guide.parts[k].name: float(linear_cka(h.double(), probe_acts[k + 1].double()))
+            for k, h in sorted(outs.items())}
+
+
+def _state(hybrid: Hybrid, losses: nn.ModuleDict) -> dict:
+    return {"targets": {k: hybrid.targets[str(k)].state_dict() for k in map(str, sorted(hybrid.current))},
+            "in_adapters": {k: m.state_dict() for k, m in hybrid.in_adapters.items()},
+            "losses": {k: m.state_dict() for k, m in losses.items()}}
+
+
+def _load_state(hybrid: Hybrid, losses: nn.ModuleDict, state: dict) -> None:
+    for k, sd in state["targets"].items():
+        hybrid.targets[k].load_state_dict(sd)
+    for k, sd in state["in_adapters"].items():
+        if k not in hybrid.in_adapters:
+            _ensure_isolated_adapter(hybrid, int(k), next(iter(hybrid.targets.parameters())).device)
+        hybrid.in_adapters[k].load_state_dict(sd)
+    for k, sd in state["losses"].items():
+        losses[k].load_state_dict(sd)
+
+
+def budget_steps(candidate: Candidate, config: ConvertConfig) -> int:
+    """Alignment optimizer steps a conversion spends (the from-scratch baseline gets them too)."""
+    return sum(s.steps for s in plan_stages(candidate, config))
+
+
+def steps_per_epoch(data: TaskData, batch_size: int) -> int:
+    return math.ceil(len(data.train) / batch_size)

@@ -1,0 +1,52 @@
+"""What a conversion reports: one :class:`StageReport` per stage and the :class:`ConversionResult`."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+from ..training import FitReport
+from .config import Candidate, ConvertConfig
+
+
+@dataclass
+class StageReport:
+    """One alignment stage.
+
+    ``alignment`` is linear CKA on the fixed probe batch between each swapped target's output and the guide's
+    activation at that part (the same measure whatever the training loss, so stages and trials compare);
+    ``loss_curve`` is the training loss averaged over ~50 equal windows; ``hybrid_val_accuracy`` is the
+    half-converted network's validation accuracy after the stage.
+    """
+
+    index: int
+    parts: list[str]
+    swapped: list[str]
+    steps: int
+    wall_s: float
+    loss_curve: list[float] = field(default_factory=list)
+    alignment: dict[str, float] = field(default_factory=dict)
+    hybrid_val_accuracy: float = float("nan")
+    resumed: bool = False
+
+
+@dataclass
+class ConversionResult:
+    """The converted network (``model``), per-stage reports, fine-tuning report and accuracies."""
+
+    model: object
+    candidate: Candidate
+    config: ConvertConfig
+    stages: list[StageReport]
+    finetune: FitReport
+    pre_finetune_val_accuracy: float
+    val_accuracy: float
+    test_accuracy: float
+    wall_s: float
+    finetune_resumed: bool = False
+
+    def summary(self) -> dict:
+        """JSON-able summary (everything but the model)."""
+        return {"candidate": self.candidate.to_dict(), "config": asdict(self.config),
+                "stages": [asdict(s) for s in self.stages], "finetune": asdict(self.finetune),
+                "pre_finetune_val_accuracy": self.pre_finetune_val_accuracy, "val_accuracy": self.val_accuracy,
+                "test_accuracy": self.test_accuracy, "wall_s": self.wall_s}

@@ -1,0 +1,144 @@
+"""Built-in guides the toolkit trains itself: the MNIST-1D 1-D CNN and a small 2-D CNN for the digits set.
+
+A trained guide is cached under ``$NAS_THESEUS_CACHE/guides`` (default ``~/.cache/nas_theseus``) by a hash of
+its architecture, its training options, its seed and the data's fingerprint, so a study trains it once.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from ..data import TaskData
+from ..errors import UserError, unknown_name
+from ..training import FitConfig, evaluate, fit_classifier
+from ..utils.files import atomic_write, atomic_write_text, cache_dir
+from ..utils.hashing import stable_hash
+from .guide import Guide
+
+
+class _Unsqueeze(nn.Module):
+    def forward(self, x):
+        return x.unsqueeze(1)
+
+
+class MNIST1DCNN(nn.Module):
+    """The MNIST-1D benchmark CNN (Greydanus 2020): three strided conv stages and a linear head.
+
+    (B, 40) -> stem (B, 1, 40) -> conv1 (B, C, 19) -> conv2 (B, C, 10) -> conv3 (B, C, 5) -> head (B, 10)
+    """
+
+    def __init__(self, channels: int = 25, num_classes: int = 10, length: int = 40):
+        super().__init__()
+        self.stem = _Unsqueeze()
+        self.conv1 = nn.Sequential(nn.Conv1d(1, channels, 5, stride=2, padding=1), nn.ReLU())
+        self.conv2 = nn.Sequential(nn.Conv1d(channels, channels, 3, stride=2, padding=1), nn.ReLU())
+        self.conv3 = nn.Sequential(nn.Conv1d(channels, channels, 3, stride=2, padding=1), nn.ReLU())
+        out_len = length
+        for k, s in ((5, 2), (3, 2), (3, 2)):
+            out_len = (out_len + 2 - k) // s + 1
+        self.head = nn.Sequential(nn.Flatten(), nn.Linear(channels * out_len, num_classes))
+
+    def forward(self, x):
+        return self.head(self.conv3(self.conv2(self.conv1(self.stem(x)))))
+
+
+class DigitsCNN(nn.Module):
+    """A small 2-D CNN for 8x8 digits: (B,1,8,8) -> (B,C,8,8) -> (B,2C,4,4) -> (B,2C,2,2) -> (B,10)."""
+
+    def __init__(self, channels: int = 16, num_classes: int = 10):
+        super().__init__()
+        self.conv1 = nn.Sequential(nn.Conv2d(1, channels, 3, padding=1), nn.ReLU())
+        self.conv2 = nn.Sequential(nn.Conv2d(channels, 2 * channels, 3, stride=2, padding=1), nn.ReLU())
+        self.conv3 = nn.Sequential(nn.Conv2d(2 * channels, 2 * channels, 3, stride=2, padding=1), nn.ReLU())
+        self.head = nn.Sequential(nn.Flatten(), nn.Linear(2 * channels * 4, num_classes))
+
+    def forward(self, x):
+        return self.head(self.conv3(self.conv2(self.conv1(x))))
+
+
+@dataclass(frozen=True)
+class _BuiltinSpec:
+    factory: type
+    data: str
+    stem: str | None
+    fit: FitConfig
+
+
+BUILTIN_GUIDES: dict[str, _BuiltinSpec] = {
+    # MNIST-1D reference recipe: Adam, lr 1e-2, batch 100 (here with cosine decay and early stopping).
+    "mnist1d_cnn": _BuiltinSpec(MNIST1DCNN, "mnist1d", "stem",
+                                FitConfig(max_epochs=150, patience=40, lr=1e-2, batch_size=100)),
+    "digits_cnn": _BuiltinSpec(DigitsCNN, "digits", None, FitConfig(max_epochs=60, patience=15, lr=3e-3)),
+}
+
+
+def builtin_guide(name: str, data: TaskData, *, weights: str = "train", seed: int = 0,
+                  fit: FitConfig | dict | None = None, progress: bool = True, device: str = "cpu",
+                  **arch) -> Guide:
+    """Build a built-in guide; ``weights`` is ``"train"`` (train once, then load from the cache) or ``"random"``.
+
+    ``arch`` overrides the architecture (``channels=...``); ``fit`` overrides the training options.
+    The trained guide's validation and test accuracy are stored beside it (see :func:`guide_metrics`).
+    """
+    if name not in BUILTIN_GUIDES:
+        raise unknown_name("built-in guide", name, BUILTIN_GUIDES)
+    spec = BUILTIN_GUIDES[name]
+    if data.name != spec.data:
+        raise UserError(f"built-in guide {name!r} is made for the {spec.data!r} data, not {data.name!r}")
+    if fit is None or isinstance(fit, FitConfig):
+        fit_cfg = fit or spec.fit
+    else:
+        fit_cfg = FitConfig(**{**asdict(spec.fit), **fit})
+    arch = {"num_classes": data.num_classes, **arch}
+    try:
+        torch.manual_seed(seed)
+        module = spec.factory(**arch)
+    except TypeError as e:
+        raise UserError(f"bad architecture option for built-in guide {name!r}: {e}") from None
+    source = {"kind": "builtin", "name": name, "arch": arch, "weights": weights, "seed": seed}
+    if weights == "train":
+        key = stable_hash({"name": name, "arch": arch, "fit": fit_cfg, "seed": seed, "data": data.fingerprint})
+        path = cache_dir() / "guides" / f"{name}-{key}.safetensors"
+        if not _load_cached(module, path):
+            report = fit_classifier(module, data, fit_cfg, seed=seed, device=device, progress=progress,
+                                    desc=f"guide {name}")
+            module.cpu()
+            test_acc = evaluate(module, data.test)[0]
+            atomic_write(path, lambda tmp: save_file(module.state_dict(), tmp))
+            atomic_write_text(path.with_suffix(".json"), json.dumps(
+                {"name": name, "arch": arch, "fit": asdict(fit_cfg), "seed": seed, "data": data.fingerprint,
+                 "val_accuracy": report.best_val_accuracy, "test_accuracy": test_acc, "epochs": report.epochs},
+                indent=2))
+        source["cache_key"] = key
+    elif weights != "random":
+        raise UserError(f"built-in guide weights must be 'train' or 'random', got {weights!r}")
+    parts = ["conv1", "conv2", "conv3"]
+    return Guide.from_module(module, parts, sample_shape=data.sample_shape, stem=spec.stem, head="head",
+                             source=source)
+
+
+def _load_cached(module: nn.Module, path: Path) -> bool:
+    if not path.exists():
+        return False
+    try:
+        module.load_state_dict(load_file(str(path)))
+        return True
+    except Exception as e:  # an unreadable cache entry is retrained, never a crash
+        import warnings
+        warnings.warn(f"ignoring unreadable cached guide {path} ({type(e).__name__}: {e}); retraining", stacklevel=3)
+        return False
+
+
+def guide_metrics(guide: Guide) -> dict | None:
+    """The stored training metrics of a cached built-in guide, or None for other guides."""
+    key = guide.source.get("cache_key")
+    if key is None:
+        return None
+    path = cache_dir() / "guides" / f"{guide.source['name']}-{key}.json"
+    return json.loads(path.read_text()) if path.exists() else None

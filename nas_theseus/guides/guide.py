@@ -1,0 +1,236 @@
+"""A guide: a frozen network cut into stem -> part_1 -> ... -> part_K -> head.
+
+The guide's activation A_k(x) is the output of part k (A_0 is the input of part 1). Activations are captured
+by forward hooks on the part modules during the guide's own forward pass, so what the engine aligns to is
+exactly what the unmodified guide computes. Stem, parts and head run in order must reproduce the guide's own
+output; :meth:`Guide.from_module` checks that (max |Δ| ≤ 1e-5) and refuses the guide otherwise.
+
+The guide is shared by every conversion (and every trial of a study), so it stays in ``eval()`` mode with
+``requires_grad=False``; the engine never registers its modules inside a trainable module, and a module
+that must be trained (a kept part, in fine-tuning) is a deep copy.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from ..errors import UserError, did_you_mean
+from ..utils.hashing import module_fingerprint, stable_hash
+
+REPRODUCE_TOL = 1e-5
+
+
+@dataclass(frozen=True)
+class Part:
+    """One replaceable part of a guide: its submodule path and the module itself."""
+
+    name: str
+    module: nn.Module = field(compare=False, repr=False)
+
+
+class _Chain(nn.Module):
+    """Run several submodules in order (a stem or head given as a list of paths)."""
+
+    def __init__(self, modules: Sequence[nn.Module]):
+        super().__init__()
+        self.items = nn.ModuleList(modules)
+
+    def forward(self, x):
+        for m in self.items:
+            x = m(x)
+        return x
+
+
+def _resolve(module: nn.Module, path: str, role: str) -> nn.Module:
+    try:
+        return module.get_submodule(path)
+    except AttributeError:
+        names = [n for n, _ in module.named_modules() if n]
+        raise UserError(f"{role} path {path!r} is not a submodule of the guide{did_you_mean(path, names)}; "
+                        f"top-level modules: {', '.join(n for n, _ in module.named_children())}") from None
+
+
+def _as_module(module: nn.Module, spec, role: str) -> nn.Module:
+    if spec is None:
+        return nn.Identity()
+    if isinstance(spec, nn.Module):
+        return spec
+    if isinstance(spec, str):
+        return _resolve(module, spec, role)
+    if isinstance(spec, (list, tuple)):
+        return _Chain([_resolve(module, p, role) for p in spec])
+    raise UserError(f"{role} must be a submodule path, a list of paths or a module, got {type(spec).__name__}")
+
+
+class Guide:
+    """A frozen guide network with its ordered parts; build with :meth:`from_module`.
+
+    Attributes: ``module`` (the whole network), ``stem``, ``parts`` (list of :class:`Part`), ``head``,
+    ``sample_shape`` (input shape without the batch), ``shapes`` (per-sample shapes of A_0..A_K),
+    ``output_shape``, ``source`` (a JSON-able description) and ``identity`` (a hash of source and weights).
+    """
+
+    def __init__(self, module: nn.Module, stem: nn.Module, parts: list[Part], head: nn.Module, *,
+                 sample_shape: tuple[int, ...], source: dict, input_dtype: torch.dtype = torch.float32):
+        self.module = module
+        self.stem = stem
+        self.parts = parts
+        self.head = head
+        self.sample_shape = tuple(sample_shape)
+        self.source = dict(source)
+        self.input_dtype = input_dtype
+        self.freeze()
+        example = self.example_input(4)
+        acts = self.activations(example)
+        self.shapes: list[tuple[int, ...]] = [tuple(a.shape[1:]) for a in acts[:-1]]
+        self.output_shape: tuple[int, ...] = tuple(acts[-1].shape[1:])
+        self._identity: str | None = None
+
+    # --- construction -------------------------------------------------------------------------------
+    @classmethod
+    def from_module(cls, module: nn.Module, parts: Sequence[str], *, sample_shape: Sequence[int],
+                    stem=None, head=None, source: dict | None = None,
+                    input_dtype: torch.dtype = torch.float32, check_input: torch.Tensor | None = None) -> Guide:
+        """Wrap ``module`` as a guide cut at the submodules named in ``parts`` (in forward order).
+
+        ``stem`` / ``head``: a submodule path, a list of paths run in order, a module, or None (identity).
+        For an ``nn.Sequential`` whose parts are top-level children, stem and head default to the children
+        before the first and after the last part. The guide is refused (:class:`UserError`) unless stem,
+        parts and head run in order reproduce ``module(x)``.
+
+        >>> net = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 3))
+        >>> g = Guide.from_module(net, ["0", "1"], sample_shape=(4,))
+        >>> g.shapes
+        [(4,), (8,), (8,)]
+        """
+        if not parts:
+            raise UserError("a guide needs at least one part path")
+        if len(set(parts)) != len(parts):
+            raise UserError(f"part paths repeat: {list(parts)}")
+        part_list = [Part(p, _resolve(module, p, "part")) for p in parts]
+        if stem is None and head is None and isinstance(module, nn.Sequential):
+            stem, head = _sequential_stem_head(module, list(parts))
+        guide = cls(module, _as_module(module, stem, "stem"), part_list, _as_module(module, head, "head"),
+                    sample_shape=tuple(sample_shape), source=source or {"kind": "module",
+                                                                         "class": type(module).__name__},
+                    input_dtype=input_dtype)
+        guide.check_reproduces(check_input)
+        return guide
+
+    def freeze(self) -> None:
+        for m in (self.module, self.stem, self.head, *(p.module for p in self.parts)):
+            m.eval()
+            m.requires_grad_(False)
+
+    # --- running ------------------------------------------------------------------------------------
+    def example_input(self, n: int, seed: int = 0) -> torch.Tensor:
+        g = torch.Generator().manual_seed(seed)
+        if self.input_dtype.is_floating_point:
+            return torch.randn((n, *self.sample_shape), generator=g, dtype=self.input_dtype)
+        raise UserError("give check_input for a guide whose input is not floating point")
+
+    @property
+    def device(self) -> torch.device:
+        for p in self.module.parameters():
+            return p.device
+        for b in self.module.buffers():
+            return b.device
+        return torch.device("cpu")
+
+    def to(self, device: torch.device | str) -> Guide:
+        self.module.to(device)
+        for m in (self.stem, self.head):
+            m.to(device)
+        return self
+
+    @torch.no_grad()
+    def activations(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """[A_0, A_1, ..., A_K, output] for a batch, captured by hooks during ``module(x)``."""
+        self.freeze()
+        captured: dict[int, torch.Tensor] = {}
+
+        def pre_hook(_m, args):
+            captured.setdefault(0, _first_tensor(args))
+
+        def make_hook(k):
+            def hook(_m, _args, out):
+                captured[k] = _first_tensor(out)
+            return hook
+
+        handles = [self.parts[0].module.register_forward_pre_hook(pre_hook)]
+        handles += [p.module.register_forward_hook(make_hook(k + 1)) for k, p in enumerate(self.parts)]
+        try:
+            out = self.module(x)
+        finally:
+            for h in handles:
+                h.remove()
+        missing = [self.parts[k - 1].name for k in range(1, len(self.parts) + 1) if k not in captured]
+        if missing or 0 not in captured:
+            raise UserError(f"guide parts {missing or [self.parts[0].name]} were not called by the guide's forward")
+        return [captured[k] for k in range(len(self.parts) + 1)] + [_first_tensor(out)]
+
+    @torch.no_grad()
+    def run_chain(self, x: torch.Tensor) -> torch.Tensor:
+        """stem -> parts -> head, the decomposition the hybrid networks are built from."""
+        h = self.stem(x)
+        for p in self.parts:
+            h = p.module(h)
+        return self.head(h)
+
+    def check_reproduces(self, x: torch.Tensor | None = None) -> float:
+        """Max |Δ| between ``module(x)`` and stem -> parts -> head; raises :class:`UserError` above 1e-5."""
+        x = self.example_input(8) if x is None else x
+        x = x.to(self.device)
+        full = self.activations(x)[-1]
+        chained = self.run_chain(x)
+        if full.shape != chained.shape:
+            raise UserError(f"stem + parts + head give shape {tuple(chained.shape)} but the guide gives "
+                            f"{tuple(full.shape)}: the parts do not cover the guide's forward")
+        delta = (full.float() - chained.float()).abs().max().item()
+        if not delta <= REPRODUCE_TOL:
+            raise UserError(f"stem + parts + head do not reproduce the guide's output (max |Δ| = {delta:.3g} > "
+                            f"{REPRODUCE_TOL:g}): give the stem/head paths, or parts that the forward calls in order")
+        return delta
+
+    # --- identity -----------------------------------------------------------------------------------
+    @property
+    def identity(self) -> str:
+        """Hash of the source description and the weights: keys every cache that depends on the guide."""
+        if self._identity is None:
+            self._identity = stable_hash({"source": self.source, "parts": [p.name for p in self.parts],
+                                          "weights": module_fingerprint(self.module)})
+        return self._identity
+
+    @property
+    def part_names(self) -> list[str]:
+        return [p.name for p in self.parts]
+
+    def __repr__(self) -> str:
+        shapes = " -> ".join(str(s) for s in self.shapes)
+        return f"Guide({self.source}, parts={self.part_names}, shapes {shapes} -> {self.output_shape})"
+
+
+def _first_tensor(obj) -> torch.Tensor:
+    if isinstance(obj, torch.Tensor):
+        return obj
+    if isinstance(obj, (tuple, list)) and obj and isinstance(obj[0], torch.Tensor):
+        return obj[0]
+    raise UserError(f"a guide part must take and return a tensor, got {type(obj).__name__}")
+
+
+def _sequential_stem_head(module: nn.Sequential, parts: list[str]):
+    names = [n for n, _ in module.named_children()]
+    top = [p.split(".")[0] for p in parts]
+    if any(p not in names for p in top) or top != sorted(top, key=names.index):
+        raise UserError("parts of an nn.Sequential guide must be its top-level children in order, or give stem/head")
+    first, last = names.index(top[0]), names.index(top[-1])
+    if len(set(top)) != len(top) or names[first:last + 1] != top:
+        raise UserError(f"parts {parts} skip children of the Sequential between them; "
+                        f"list every child from {top[0]!r} to {top[-1]!r} or give stem/head")
+    stem = names[:first] or None
+    head = names[last + 1:] or None
+    return stem, head

@@ -1,0 +1,9 @@
+"""Target blocks (registered by name, built from JSON-able specs) and the bridges that join shapes."""
+
+from . import blocks as _blocks  # noqa: F401  (registers the built-in blocks)
+from .bridges import BRIDGES, LowRankBridge, StitchBridge, make_bridge, ridge_solve
+from .registry import BLOCKS, create_target, list_blocks, options_of, probe_output_shape, register_block
+from .spec import BlockSpec
+
+__all__ = ["BLOCKS", "BRIDGES", "BlockSpec", "LowRankBridge", "StitchBridge", "create_target", "list_blocks",
+           "make_bridge", "options_of", "probe_output_shape", "register_block", "ridge_solve"]

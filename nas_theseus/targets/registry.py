@@ -1,0 +1,100 @@
+"""The block registry: every target block kind, listed and created by name (as timm's ``create_model``).
+
+A block is one class with a frozen ``Options`` dataclass of primitives (its defaults are the block's
+defaults) and a ``build(options, in_shape, guide_out_shape) -> nn.Module`` static method. ``in_shape`` is the
+per-sample shape the block will read; ``guide_out_shape`` is the shape of the guide part it replaces, which a
+block may produce (``width=None``) or ignore (an MLP of width 256 outputs (256,)). Register it with
+``@register_block("name")``; the contract tests in :mod:`nas_theseus.testing` then run it automatically.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from ..errors import UserError, did_you_mean, unknown_name
+from .spec import BlockSpec
+
+Shape = tuple[int, ...]
+BLOCKS: dict[str, type] = {}
+
+
+def register_block(name: str) -> Callable[[type], type]:
+    def deco(cls: type) -> type:
+        if name in BLOCKS:
+            raise ValueError(f"block {name!r} is registered twice")
+        if not (dataclasses.is_dataclass(getattr(cls, "Options", None)) and hasattr(cls, "build")):
+            raise TypeError(f"block {cls.__name__} needs an Options dataclass and a build() method")
+        cls.kind = name
+        BLOCKS[name] = cls
+        return cls
+    return deco
+
+
+def list_blocks() -> list[str]:
+    return sorted(BLOCKS)
+
+
+def _check_type(kind: str, name: str, value, annotation):
+    """Return ``value`` (an int given for a float option becomes a float) or raise :class:`UserError`."""
+    allowed = typing.get_args(annotation) or (annotation,)
+    allowed = tuple(type(None) if a is None else a for a in allowed)
+    if float in allowed and int not in allowed and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, bool) and bool not in allowed:
+        raise UserError(f"block option {kind}.{name} must be {annotation}, got {value!r}")
+    if not isinstance(value, allowed):
+        raise UserError(f"block option {kind}.{name} must be {annotation}, got {type(value).__name__} {value!r}")
+    return value
+
+
+def default_options(kind: str) -> dict:
+    """The block's options with their default values."""
+    return dataclasses.asdict(BLOCKS[kind].Options())
+
+
+def options_of(spec: BlockSpec):
+    """The block's Options instance for a spec (defaults filled in)."""
+    cls = BLOCKS[spec.kind]
+    return cls.Options(**spec.opts)
+
+
+def validate_spec(spec: BlockSpec) -> tuple:
+    """Check a spec; return its options with ints for float options made floats.
+
+    Raises :class:`UserError` for an unknown kind, an unknown option or an option of the wrong type.
+    """
+    if spec.kind not in BLOCKS:
+        raise unknown_name("block", spec.kind, BLOCKS)
+    cls = BLOCKS[spec.kind]
+    hints = typing.get_type_hints(cls.Options)
+    options = []
+    for name, value in spec.options:
+        if name not in hints:
+            raise UserError(f"unknown option {name!r} for block {spec.kind!r}{did_you_mean(name, hints)}; "
+                            f"valid: {', '.join(sorted(hints)) or '(none)'}")
+        options.append((name, _check_type(spec.kind, name, value, hints[name])))
+    check = getattr(cls, "check", None)
+    if check is not None:
+        check(cls.Options(**dict(options)))
+    return tuple(options)
+
+
+def create_target(spec: BlockSpec, in_shape: Shape, guide_out_shape: Shape) -> nn.Module:
+    """Build the module for ``spec`` reading per-sample ``in_shape``; see the module docstring."""
+    cls = BLOCKS[spec.kind]
+    return cls.build(options_of(spec), tuple(in_shape), tuple(guide_out_shape))
+
+
+@torch.no_grad()
+def probe_output_shape(module: nn.Module, in_shape: Shape, dtype: torch.dtype = torch.float32) -> Shape:
+    """Per-sample output shape of ``module`` from one forward pass on a batch of 2 (in eval mode)."""
+    was = module.training
+    module.eval()
+    out = module(torch.zeros((2, *in_shape), dtype=dtype))
+    module.train(was)
+    return tuple(out.shape[1:])

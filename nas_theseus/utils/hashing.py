@@ -1,0 +1,55 @@
+"""Stable content hashes: the same content gives the same key on every machine and Python run."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from typing import Any
+
+import numpy as np
+import torch
+
+
+def _jsonable(obj: Any) -> Any:
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {f.name: _jsonable(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, (np.integer, np.floating)):
+        return obj.item()
+    if obj is None or isinstance(obj, (str, int, float, bool)):
+        return obj
+    raise TypeError(f"cannot hash a {type(obj).__name__}; give primitives, lists, dicts or dataclasses")
+
+
+def stable_hash(obj: Any, length: int = 16) -> str:
+    """sha256 of the canonical JSON of ``obj`` (dataclasses, dicts, lists and primitives), hex-truncated."""
+    text = json.dumps(_jsonable(obj), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:length]
+
+
+def tensor_fingerprint(*tensors: torch.Tensor | np.ndarray, length: int = 16) -> str:
+    """sha256 over the dtype, shape and bytes of the given arrays."""
+    h = hashlib.sha256()
+    for t in tensors:
+        arr = t.detach().cpu().contiguous().numpy() if isinstance(t, torch.Tensor) else np.ascontiguousarray(t)
+        h.update(f"{arr.dtype}{arr.shape}".encode())
+        h.update(arr.tobytes())
+    return h.hexdigest()[:length]
+
+
+def module_fingerprint(module: torch.nn.Module, length: int = 16) -> str:
+    """Hash of a module's state (names, shapes and values of every parameter and buffer)."""
+    h = hashlib.sha256()
+    for name, value in sorted(module.state_dict().items()):
+        h.update(name.encode())
+        h.update(tensor_fingerprint(value, length=64).encode())
+    return h.hexdigest()[:length]
+
+
+def seed_from_key(key: str) -> int:
+    """A 63-bit integer seed derived from a hex key, for generators seeded by content."""
+    return int(hashlib.sha256(key.encode()).hexdigest()[:15], 16)

@@ -1,0 +1,45 @@
+"""Shared fixtures: a private cache directory, MNIST-1D / digits data and a trained MNIST-1D guide."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+os.environ.setdefault("NAS_THESEUS_PROGRESS", "0")
+torch.set_num_threads(min(2, torch.get_num_threads()))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _cache_dir(tmp_path_factory):
+    """Every test session trains guides into its own cache, never the user's ~/.cache."""
+    path = tmp_path_factory.mktemp("cache")
+    old = os.environ.get("NAS_THESEUS_CACHE")
+    os.environ["NAS_THESEUS_CACHE"] = str(path)
+    yield path
+    if old is None:
+        os.environ.pop("NAS_THESEUS_CACHE", None)
+    else:
+        os.environ["NAS_THESEUS_CACHE"] = old
+
+
+@pytest.fixture(scope="session")
+def mnist1d():
+    from nas_theseus.data import load_mnist1d
+
+    return load_mnist1d()
+
+
+@pytest.fixture(scope="session")
+def digits():
+    from nas_theseus.data import load_digits
+
+    return load_digits()
+
+
+@pytest.fixture(scope="session")
+def mnist1d_guide(mnist1d, _cache_dir):
+    from nas_theseus.guides import builtin_guide
+
+    return builtin_guide("mnist1d_cnn", mnist1d, progress=False)

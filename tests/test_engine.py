@@ -1,0 +1,200 @@
+"""Schedules, determinism, checkpoints and resume, the frozen guide, and failure on non-finite losses."""
+
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+from nas_theseus.convert import Candidate, ConversionError, ConvertConfig, budget_steps, convert, plan_stages
+from nas_theseus.convert import engine as engine_module
+from nas_theseus.data import load_mnist1d
+from nas_theseus.guides import Guide
+from nas_theseus.targets import BlockSpec
+from nas_theseus.testing import tiny_guide
+from nas_theseus.training import FitConfig
+from nas_theseus.utils.hashing import module_fingerprint
+
+MLP8 = BlockSpec.of("mlp", width=8)
+FAST_FT = FitConfig(max_epochs=2, patience=2)
+
+
+@pytest.fixture(scope="module")
+def small_data():
+    return load_mnist1d(num_samples=600)
+
+
+def fast(schedule="progressive", **kw):
+    return ConvertConfig(schedule=schedule, steps_per_stage=6, batch_size=32, probe_size=64, refit_every=3,
+                         finetune=FAST_FT, **kw)
+
+
+class _Snapshots:
+    """on_stage callback that keeps a copy of every target's weights after each stage."""
+
+    def __init__(self):
+        self.states = []
+
+    def __call__(self, report, hybrid):
+        self.states.append({k: copy.deepcopy(m.state_dict()) for k, m in hybrid.targets.items()})
+
+
+def _same(a, b):
+    return all(torch.equal(a[n], b[n]) for n in a)
+
+
+@pytest.mark.parametrize("schedule, n_stages", [("progressive", 3), ("sequential", 3), ("independent", 3),
+                                                ("joint", 1)])
+def test_schedules_stage_counts_and_equal_budgets(schedule, n_stages):
+    cand = Candidate((MLP8, MLP8, MLP8))
+    cfg = fast(schedule)
+    assert len(plan_stages(cand, cfg)) == n_stages
+    assert budget_steps(cand, cfg) == 18
+
+
+def test_progressive_trains_earlier_targets_sequential_freezes_them(small_data):
+    guide = tiny_guide("conv1d")
+    cand = Candidate((MLP8, MLP8, MLP8))
+    for schedule, earlier_change in (("progressive", True), ("sequential", False), ("independent", False)):
+        snaps = _Snapshots()
+        convert(guide, cand, small_data, fast(schedule), on_stage=snaps, progress=False)
+        changed = not _same(snaps.states[0]["0"], snaps.states[1]["0"])
+        assert changed == earlier_change, schedule
+
+
+def test_independent_targets_read_the_guide_input(small_data, monkeypatch):
+    guide = tiny_guide("conv1d")
+    seen = []
+    original = engine_module._forward_outputs
+
+    def spy(hybrid, stage, x, acts):
+        seen.append(stage.isolated)
+        return original(hybrid, stage, x, acts)
+
+    monkeypatch.setattr(engine_module, "_forward_outputs", spy)
+    result = convert(guide, Candidate((MLP8, MLP8, MLP8)), small_data, fast("independent"), progress=False)
+    assert seen and all(seen)
+    assert len(result.stages) == 3
+
+
+def test_conversion_is_deterministic_and_reports_every_stage(small_data):
+    guide = tiny_guide("conv1d")
+    cand = Candidate((MLP8, None, BlockSpec.of("conv1d", channels=3)), order=(2, 0))
+    a = convert(guide, cand, small_data, fast(), progress=False)
+    b = convert(guide, cand, small_data, fast(), progress=False)
+    assert [s.parts for s in a.stages] == [["3"], ["1"]]
+    assert a.stages[-1].swapped == ["3", "1"]
+    for s in a.stages:
+        assert s.loss_curve and s.wall_s > 0 and 0 <= s.hybrid_val_accuracy <= 1
+        assert set(s.alignment) == set(s.swapped)
+    assert [s.loss_curve for s in a.stages] == [s.loss_curve for s in b.stages]
+    x = small_data.test.x[:20]
+    assert torch.equal(a.model(x), b.model(x))
+    c = convert(guide, cand, small_data, fast(seed=1), progress=False)
+    assert not torch.equal(a.model(x), c.model(x))
+
+
+def test_resume_from_checkpoints_gives_the_same_result(small_data, tmp_path):
+    guide = tiny_guide("conv1d")
+    cand = Candidate((MLP8, MLP8, MLP8))
+    full = convert(guide, cand, small_data, fast(), progress=False)
+
+    class Stop(Exception):
+        pass
+
+    def stop_after_two(report, hybrid):
+        if report.index == 1:
+            raise Stop
+
+    with pytest.raises(Stop):
+        convert(guide, cand, small_data, fast(), checkpoint_dir=tmp_path, on_stage=stop_after_two, progress=False)
+    assert len(list(tmp_path.glob("*.ckpt"))) == 2
+    resumed = convert(guide, cand, small_data, fast(), checkpoint_dir=tmp_path, progress=False)
+    assert [s.resumed for s in resumed.stages] == [True, True, False]
+    assert not resumed.finetune_resumed
+    x = small_data.test.x[:20]
+    assert torch.equal(full.model(x), resumed.model(x))
+    again = convert(guide, cand, small_data, fast(), checkpoint_dir=tmp_path, progress=False)
+    assert all(s.resumed for s in again.stages) and again.finetune_resumed
+    assert torch.equal(full.model(x), again.model(x))
+    assert again.stages[0].alignment == full.stages[0].alignment
+
+
+def test_a_new_candidate_reuses_a_shared_prefix_of_stages(small_data, tmp_path):
+    guide = tiny_guide("conv1d")
+    convert(guide, Candidate((MLP8, MLP8, MLP8)), small_data, fast(), checkpoint_dir=tmp_path, progress=False)
+    other = convert(guide, Candidate((MLP8, MLP8, BlockSpec.of("mlp", width=4))), small_data, fast(),
+                    checkpoint_dir=tmp_path, progress=False)
+    assert [s.resumed for s in other.stages] == [True, True, False]
+
+
+def test_corrupt_checkpoint_is_one_warning_and_recomputed(small_data, tmp_path):
+    guide = tiny_guide("conv1d")
+    cand = Candidate((MLP8, MLP8, MLP8))
+    first = convert(guide, cand, small_data, fast(), checkpoint_dir=tmp_path, progress=False)
+    files = sorted(tmp_path.glob("*.ckpt"), key=lambda p: p.stat().st_mtime_ns)
+    data = bytearray(files[0].read_bytes())
+    data[100] ^= 0xFF
+    files[0].write_bytes(bytes(data))
+    files[1].write_bytes(b"")
+    with pytest.warns(UserWarning, match="unreadable") as record:
+        second = convert(guide, cand, small_data, fast(), checkpoint_dir=tmp_path, progress=False)
+    assert len([w for w in record if "unreadable" in str(w.message)]) == 2
+    x = small_data.test.x[:20]
+    assert torch.equal(first.model(x), second.model(x))
+
+
+def test_no_temp_files_left_and_checkpoints_load_weights_only(small_data, tmp_path):
+    guide = tiny_guide("conv1d")
+    convert(guide, Candidate((MLP8, None, None)), small_data, fast(), checkpoint_dir=tmp_path, progress=False)
+    assert not list(tmp_path.glob(".*tmp"))
+    assert len(list(tmp_path.glob("*.ckpt"))) == 2  # one stage + fine-tuning
+
+
+class _BNGuide(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Sequential(nn.Linear(40, 16), nn.BatchNorm1d(16), nn.ReLU())
+        self.b = nn.Sequential(nn.Linear(16, 16), nn.BatchNorm1d(16), nn.ReLU())
+        self.head = nn.Linear(16, 10)
+
+    def forward(self, x):
+        return self.head(self.b(self.a(x)))
+
+
+def test_conversion_never_changes_the_guide(small_data):
+    torch.manual_seed(0)
+    net = _BNGuide()
+    with torch.no_grad():
+        net(torch.randn(64, 40))  # non-trivial running statistics
+    guide = Guide.from_module(net, ["a", "b"], sample_shape=(40,), head="head")
+    before = module_fingerprint(guide.module)
+    cand = Candidate((BlockSpec.of("mlp", width=8, norm="batch"), None), head="guide")
+    convert(guide, cand, small_data, fast(bridge="stitch"), progress=False)
+    assert module_fingerprint(guide.module) == before
+    assert not guide.module.training and not any(p.requires_grad for p in guide.module.parameters())
+
+
+def test_non_finite_loss_fails_with_the_reason(small_data, monkeypatch):
+    class NaNLoss(nn.Module):
+        def forward(self, h, a):
+            return h.sum() * float("nan")
+
+    monkeypatch.setattr(engine_module, "make_alignment", lambda *a, **k: NaNLoss())
+    with pytest.raises(ConversionError, match="non-finite alignment loss.*stage 1, step 0"):
+        convert(tiny_guide("conv1d"), Candidate((MLP8, MLP8, MLP8)), small_data, fast(), progress=False)
+
+
+@pytest.mark.parametrize("alignment", ["cka_unbiased", "dmnn", "mse"])
+def test_every_alignment_loss_converts(small_data, alignment):
+    result = convert(tiny_guide("conv1d"), Candidate((MLP8, MLP8, MLP8)), small_data, fast(alignment=alignment),
+                     progress=False)
+    assert 0.0 <= result.test_accuracy <= 1.0
+    assert all(len(s.loss_curve) > 0 for s in result.stages)
+
+
+def test_conv2d_guide_converts(digits):
+    guide = tiny_guide("conv2d")
+    cand = Candidate((BlockSpec.of("conv2d", channels=2), BlockSpec.of("mlp", width=6)))
+    result = convert(guide, cand, digits, fast(bridge="stitch"), progress=False)
+    assert result.model(digits.test.x[:4]).shape == (4, 10)
