@@ -18,6 +18,7 @@ from .convert import (
 )
 from .data import TaskData, load_data
 from .errors import UserError
+from .export import load_exported
 from .guides import Guide, load_guide
 from .targets import BlockSpec, create_target, list_blocks, register_block
 from .training import FitConfig
@@ -26,4 +27,4 @@ __version__ = "0.1.0"
 
 __all__ = ["BlockSpec", "Candidate", "ConversionError", "ConversionResult", "ConvertConfig", "FitConfig", "Guide",
            "GuideActivations", "TaskData", "UserError", "convert", "create_target", "list_blocks", "load_data",
-           "load_guide", "register_block", "stitching_penalty", "train_from_scratch"]
+           "load_exported", "load_guide", "register_block", "stitching_penalty", "train_from_scratch"]

@@ -1,15 +1,28 @@
 """The ``nas-theseus`` command line. ``main(argv) -> int`` so tests call it in-process.
 
-A :class:`~nas_theseus.errors.UserError` prints one line (``error: ...``) and exits with 2; anything else is a
-bug and keeps its traceback.
+A mistake in the user's input (:class:`~nas_theseus.errors.UserError`) prints one line, ``error: ...``, and
+exits with 2; Ctrl-C exits with 130 after re-enqueueing the running trial; anything else is a bug and keeps
+its traceback.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+from pathlib import Path
 
 from .errors import UserError
+
+EPILOG = """\
+examples:
+  nas-theseus run studies/mnist1d_cnn_to_mlp.toml            # search; run again to continue the study
+  nas-theseus run studies/mnist1d_cnn_to_mlp.toml --set study.n_trials=30 --set convert.steps_per_stage=300
+  nas-theseus pareto runs/mnist1d_cnn_to_mlp --format json   # the Pareto-optimal trials
+  nas-theseus export runs/mnist1d_cnn_to_mlp --trial 7       # deployable folder, verified against the trial
+  nas-theseus report runs/mnist1d_cnn_to_mlp                 # Pareto plot (PNG + HTML), alignment curves
+  nas-theseus convert studies/mnist1d_cnn_to_mlp.toml --params '{"conv1.block": "mlp", ...}'
+"""
 
 
 def _cmd_blocks(args: argparse.Namespace) -> int:
@@ -23,12 +36,168 @@ def _cmd_blocks(args: argparse.Namespace) -> int:
     return 0
 
 
+def _load_config(args):
+    from .study.config import load_study_config
+
+    overrides = list(args.set or [])
+    if getattr(args, "device", None):
+        overrides.append(f"study.device={json.dumps(args.device)}")
+    return load_study_config(args.study, overrides)
+
+
+def _workdir(args, config) -> Path:
+    return Path(args.workdir) if args.workdir else Path("runs") / config.study.name
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from .study.runner import run_study
+
+    config = _load_config(args)
+    workdir = _workdir(args, config)
+    progress = not args.no_progress
+    try:
+        run_study(config, workdir, storage=args.storage, force=args.force, progress=progress,
+                  n_trials=args.n_trials, timeout=args.timeout)
+    except KeyboardInterrupt:
+        print(f"\ninterrupted: the running trial was re-enqueued; run the same command again to resume it from "
+              f"its stage checkpoints (work directory {workdir})", file=sys.stderr)
+        return 130
+    print(f"\nwork directory: {workdir}")
+    return _print_front(workdir, "table")
+
+
+def _open(workdir: Path):
+    from .study.config import config_from_dict
+    from .study.runner import make_storage
+    from .study.workdir import WorkDir
+
+    wd = WorkDir(workdir)
+    meta = wd.require_meta()
+    import optuna
+
+    config = config_from_dict(meta["config"], base_dir=meta.get("base_dir", "."))
+    try:
+        study = optuna.load_study(study_name=meta["study_name"], storage=make_storage(meta["storage"], config))
+    except KeyError:
+        raise UserError(f"study {meta['study_name']!r} not found in {meta['storage']}") from None
+    return wd, config, study
+
+
+def _print_front(workdir: Path, fmt: str) -> int:
+    from .measure import CONVENTION
+    from .study.pareto import front
+
+    _, config, study = _open(workdir)
+    names, directions = list(config.objectives), list(config.objectives.values())
+    df, hv, ref = front(study, names, directions, config.hypervolume_reference)
+    if fmt == "json":
+        rows = [{"trial": int(r["trial"]), **{n: float(r[n]) for n in names},
+                 "test_accuracy": r["test_accuracy"], "params": r["params"]} for _, r in df.iterrows()]
+        print(json.dumps(rows, indent=2))
+    elif fmt == "csv":
+        print(df.drop(columns=["feasible"]).to_csv(index=False), end="")
+    else:
+        if df.empty:
+            print("no complete trials yet")
+            return 0
+        show = df.drop(columns=["params", "feasible"])
+        print(show.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+        print(f"\nPareto front: {len(df)} of {len(study.trials)} trials; hypervolume {hv:.6g} (reference {ref})")
+        if "flops" in names:
+            print(CONVENTION)
+    return 0
+
+
+def _cmd_pareto(args: argparse.Namespace) -> int:
+    return _print_front(Path(args.dir), args.format)
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from .report import write_report
+
+    wd, config, study = _open(Path(args.dir))
+    out = Path(args.out) if args.out else wd.root / "report"
+    paths = write_report(study, list(config.objectives), list(config.objectives.values()), out,
+                         config.hypervolume_reference)
+    for p in paths:
+        print(p)
+    return 0
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from .study.export_trial import export_trial
+
+    wd, config, study = _open(Path(args.dir))
+    out = Path(args.out) if args.out else wd.root / "exports" / f"trial-{args.trial}"
+    export_trial(wd, study, args.trial, out)
+    return 0
+
+
+def _cmd_convert(args: argparse.Namespace) -> int:
+    from .study.single import convert_once
+
+    config = _load_config(args)
+    try:
+        params = json.loads(args.params)
+    except json.JSONDecodeError as e:
+        raise UserError(f"--params is not valid JSON: {e}") from None
+    if not isinstance(params, dict):
+        raise UserError("--params must be a JSON object of parameter names to values")
+    summary = convert_once(config, _workdir(args, config), params, out=Path(args.out) if args.out else None,
+                           progress=not args.no_progress)
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="nas-theseus",
-        description="Convert a guide network into another architecture part by part (Network of Theseus).")
+        prog="nas-theseus", formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG,
+        description="Convert a guide network into other architectures part by part (Network of Theseus) and "
+                    "search the accuracy / cost trade-off with Optuna.")
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    def study_args(p):
+        p.add_argument("study", help="study file (TOML), e.g. studies/mnist1d_cnn_to_mlp.toml")
+        p.add_argument("--workdir", help="work directory (default: runs/<study name>)")
+        p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                       help="override a study-file key, e.g. --set convert.steps_per_stage=300 (repeatable)")
+        p.add_argument("--device", help="cpu, cuda or cuda:i (overrides study.device)")
+        p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+    p = sub.add_parser("run", help="run or continue a study (Pareto search)",
+                       description="Run the study's trials until study.n_trials have finished; running it again "
+                                   "continues the same study (an interrupted trial resumes from its stage "
+                                   "checkpoints). Prints the Pareto front at the end.")
+    study_args(p)
+    p.add_argument("--n-trials", type=int, help="finished trials the study should reach (overrides study.n_trials)")
+    p.add_argument("--timeout", type=float, help="stop starting trials after this many seconds")
+    p.add_argument("--storage", help="Optuna storage URL (default: SQLite in the work directory)")
+    p.add_argument("--force", action="store_true", help="continue even though the study file or search space changed")
+    p.set_defaults(func=_cmd_run)
+
+    p = sub.add_parser("pareto", help="print the Pareto front of a study")
+    p.add_argument("dir", help="the study's work directory")
+    p.add_argument("--format", choices=("table", "csv", "json"), default="table")
+    p.set_defaults(func=_cmd_pareto)
+
+    p = sub.add_parser("export", help="export a trial's network (safetensors, torch.export, ONNX), verified")
+    p.add_argument("dir", help="the study's work directory")
+    p.add_argument("--trial", type=int, required=True, help="trial number (see `nas-theseus pareto DIR`)")
+    p.add_argument("--out", help="output folder (default: DIR/exports/trial-N)")
+    p.set_defaults(func=_cmd_export)
+
+    p = sub.add_parser("report", help="write Pareto plots (PNG, HTML) and alignment curves")
+    p.add_argument("dir", help="the study's work directory")
+    p.add_argument("--out", help="output folder (default: DIR/report)")
+    p.set_defaults(func=_cmd_report)
+
+    p = sub.add_parser("convert", help="one conversion with given parameters, no search")
+    study_args(p)
+    p.add_argument("--params", required=True, help="JSON object of search-space parameters (as `pareto` prints)")
+    p.add_argument("--out", help="also export the converted network to this folder")
+    p.set_defaults(func=_cmd_convert)
+
     p = sub.add_parser("blocks", help="list the registered target blocks and their options")
     p.set_defaults(func=_cmd_blocks)
     return parser
@@ -46,6 +215,9 @@ def main(argv: list[str] | None = None) -> int:
     if getattr(args, "func", None) is None:
         parser.print_help()
         return 2
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
         return int(args.func(args) or 0)
     except UserError as e:

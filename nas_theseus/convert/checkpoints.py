@@ -17,6 +17,7 @@ from pathlib import Path
 
 import torch
 
+from ..utils import testhooks
 from ..utils.files import atomic_write
 
 FORMAT = 1
@@ -41,7 +42,7 @@ class CheckpointStore:
         def write(tmp: str) -> None:
             with open(tmp, "wb") as f:
                 f.write(digest + data)
-            _test_hook("before_replace", key)
+            testhooks.hit("before_replace")
 
         atomic_write(self.path(key), write)
 
@@ -65,10 +66,3 @@ class CheckpointStore:
                           stacklevel=2)
             return None
 
-
-def _test_hook(point: str, key: str) -> None:
-    """Tests set NAS_THESEUS_TEST_KILL=<point> to have the process kill itself at that point."""
-    if os.environ.get("NAS_THESEUS_TEST_KILL") == point:
-        import signal
-
-        os.kill(os.getpid(), signal.SIGKILL)

@@ -31,6 +31,7 @@ from ..align import linear_cka, make_alignment
 from ..data import TaskData
 from ..guides import Guide
 from ..training import FitReport, evaluate, fit_classifier
+from ..utils import testhooks
 from ..utils.hashing import seed_from_key, stable_hash
 from ..utils.progress import progress_bar
 from .activations import GuideActivations
@@ -236,6 +237,7 @@ def _train_stage(hybrid: Hybrid, losses: nn.ModuleDict, stage: _Stage, data: Tas
                 for m in modules:
                     m.train()
             bar.update(1)
+            testhooks.hit("stage_step")
     finally:
         bar.close()
     hybrid.eval()

@@ -182,7 +182,8 @@ class Hybrid(nn.Module):
         if self.current != set(range(self.K)) - self.kept:
             raise RuntimeError("deploy() before every planned part is swapped")
         children: OrderedDict[str, nn.Module] = OrderedDict()
-        arch: list[dict] = [{"name": "stem", "kind": "guide", "path": "stem", "out": list(self.gshapes[0])}]
+        arch: list[dict] = [{"name": "stem", "kind": "guide", "path": self.guide.stem_paths,
+                             "out": list(self.gshapes[0])}]
         children["stem"] = copy.deepcopy(self.guide.stem)
         boundaries: list[int] = []
         for k in range(self.K):
@@ -198,8 +199,8 @@ class Hybrid(nn.Module):
             else:
                 children[f"part{k}"] = copy.deepcopy(self.targets[str(k)])
                 arch.append({"name": f"part{k}", "kind": "target", "replaces": name,
-                             "spec": self.candidate.blocks[k].to_dict(), "in": list(self.in_shapes[k]),
-                             "out": list(self.out_shapes[k])})
+                             "spec": self.candidate.blocks[k].to_dict(full=True), "in": list(self.in_shapes[k]),
+                             "out": list(self.out_shapes[k]), "guide_out": list(self.gshapes[k + 1])})
             boundaries.append(len(children) - 1)
         if self._use_new_head():
             children["head"] = nn.Sequential(nn.Flatten(), copy.deepcopy(self.new_head))
@@ -212,7 +213,8 @@ class Hybrid(nn.Module):
                              "rank": self.config.bridge_rank, "in": list(self.out_shapes[-1]),
                              "out": list(self.gshapes[self.K])})
             children["head"] = copy.deepcopy(self.guide.head)
-            arch.append({"name": "head", "kind": "guide", "path": "head", "out": list(self.guide.output_shape)})
+            arch.append({"name": "head", "kind": "guide", "path": self.guide.head_paths,
+                         "out": list(self.guide.output_shape)})
         model = DeployModel(children, arch, boundaries)
         model.requires_grad_(True)
         return model

@@ -54,6 +54,15 @@ def _resolve(module: nn.Module, path: str, role: str) -> nn.Module:
                         f"top-level modules: {', '.join(n for n, _ in module.named_children())}") from None
 
 
+def _paths(spec):
+    """The JSON-able form of a stem/head given by path(s); False when given as a module object."""
+    if spec is None or isinstance(spec, str):
+        return spec
+    if isinstance(spec, (list, tuple)):
+        return list(spec)
+    return False
+
+
 def _as_module(module: nn.Module, spec, role: str) -> nn.Module:
     if spec is None:
         return nn.Identity()
@@ -75,8 +84,11 @@ class Guide:
     """
 
     def __init__(self, module: nn.Module, stem: nn.Module, parts: list[Part], head: nn.Module, *,
-                 sample_shape: tuple[int, ...], source: dict, input_dtype: torch.dtype = torch.float32):
+                 sample_shape: tuple[int, ...], source: dict, input_dtype: torch.dtype = torch.float32,
+                 stem_paths=None, head_paths=None):
         self.module = module
+        self.stem_paths = stem_paths  # how stem and head were named (paths), so exports can rebuild them
+        self.head_paths = head_paths
         self.stem = stem
         self.parts = parts
         self.head = head
@@ -117,7 +129,7 @@ class Guide:
         guide = cls(module, _as_module(module, stem, "stem"), part_list, _as_module(module, head, "head"),
                     sample_shape=tuple(sample_shape), source=source or {"kind": "module",
                                                                          "class": type(module).__name__},
-                    input_dtype=input_dtype)
+                    input_dtype=input_dtype, stem_paths=_paths(stem), head_paths=_paths(head))
         guide.check_reproduces(check_input)
         return guide
 

@@ -12,6 +12,16 @@ from .guide import Guide
 GUIDE_SOURCES: dict[str, Callable[..., Guide]] = {"builtin": builtin_guide}
 
 
+def rebuild_guide_module(source: dict):
+    """The guide's module with fresh weights, from its ``source`` description (for rebuilding exports)."""
+    from ..errors import UserError
+
+    if source.get("kind") == "builtin" and source.get("name") in BUILTIN_GUIDES:
+        return BUILTIN_GUIDES[source["name"]].factory(**source.get("arch", {}))
+    raise UserError(f"cannot rebuild a guide of source {source} without its code: export a network whose kept "
+                    f"guide parts come from a named guide source")
+
+
 def load_guide(source: str, data: TaskData, **options) -> Guide:
     """Load a guide by source string, e.g. ``load_guide("builtin:mnist1d_cnn", data, weights="random")``."""
     prefix, sep, name = source.partition(":")

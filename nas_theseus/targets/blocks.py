@@ -47,7 +47,7 @@ class MLPBlock:
         layers: list[nn.Module] = [nn.Flatten()]
         d_in = numel(in_shape)
         for _ in range(o.depth):
-            layers += [nn.Linear(d_in, width), vector_norm(o.norm, width), activation(o.activation)]
+            layers += [nn.Linear(d_in, width), *vector_norm(o.norm, width), activation(o.activation)]
             if o.dropout:
                 layers.append(nn.Dropout(o.dropout))
             d_in = width
@@ -88,7 +88,7 @@ class _ConvBlock:
         c_in = in_shape[0]
         for i in range(o.depth):
             layers += [conv(c_in, channels, o.kernel, stride=o.stride if i == 0 else 1, padding=o.kernel // 2),
-                       channel_norm(o.norm, channels, cls.dims), activation(o.activation)]
+                       *channel_norm(o.norm, channels, cls.dims), activation(o.activation)]
             c_in = channels
         return nn.Sequential(*layers)
 

@@ -23,20 +23,22 @@ def check_norm(norm: str | None) -> None:
         raise unknown_name("norm", norm, NORMS)
 
 
-def vector_norm(norm: str | None, width: int) -> nn.Module:
+def vector_norm(norm: str | None, width: int) -> list[nn.Module]:
+    """The norm layer for (B, width) features, as a list (empty for no norm) to splice into a Sequential."""
     if norm == "batch":
-        return nn.BatchNorm1d(width)
+        return [nn.BatchNorm1d(width)]
     if norm == "layer":
-        return nn.LayerNorm(width)
-    return nn.Identity()
+        return [nn.LayerNorm(width)]
+    return []
 
 
-def channel_norm(norm: str | None, channels: int, dims: int) -> nn.Module:
+def channel_norm(norm: str | None, channels: int, dims: int) -> list[nn.Module]:
+    """The norm layer for (B, C, *spatial) features, as a list (empty for no norm)."""
     if norm == "batch":
-        return (nn.BatchNorm1d if dims == 1 else nn.BatchNorm2d)(channels)
+        return [(nn.BatchNorm1d if dims == 1 else nn.BatchNorm2d)(channels)]
     if norm == "layer":
-        return nn.GroupNorm(1, channels)
-    return nn.Identity()
+        return [nn.GroupNorm(1, channels)]
+    return []
 
 
 def numel(shape: tuple[int, ...]) -> int:

@@ -1,0 +1,72 @@
+"""Helpers shared by the benchmark scripts: machine description, resumable JSON results, README tables."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import platform
+import statistics
+import sys
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "benchmarks" / "results"
+
+
+def machine() -> str:
+    cpu = platform.processor() or "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
+    return (f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__} ({torch.get_num_threads()} threads), "
+            f"{gpu}, Python {platform.python_version()}")
+
+
+def command() -> str:
+    return "python " + " ".join([os.path.relpath(sys.argv[0], ROOT), *sys.argv[1:]])
+
+
+def today() -> str:
+    return _dt.date.today().isoformat()
+
+
+class ResultStore:
+    """Results as one JSON file of {run key: record}, written after every run so a stopped benchmark resumes."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.records: dict[str, dict] = json.loads(path.read_text())["runs"] if path.exists() else {}
+
+    def get(self, key: str) -> dict | None:
+        return self.records.get(key)
+
+    def put(self, key: str, record: dict, meta: dict) -> None:
+        self.records[key] = record
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"meta": meta, "runs": self.records}, indent=1, sort_keys=True))
+        os.replace(tmp, self.path)
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values) if values else float("nan")
+
+
+def replace_between_markers(path: Path, name: str, text: str) -> None:
+    """Replace the README block between <!-- bench:NAME --> and <!-- /bench:NAME --> with ``text``."""
+    start, end = f"<!-- bench:{name} -->", f"<!-- /bench:{name} -->"
+    content = path.read_text()
+    if start not in content or end not in content:
+        print(f"(README has no {start} block; table not copied there)")
+        return
+    head, rest = content.split(start, 1)
+    _, tail = rest.split(end, 1)
+    path.write_text(f"{head}{start}\n{text.rstrip()}\n{end}{tail}")

@@ -1,0 +1,124 @@
+"""Export folders: everything needed to deploy a converted network without the study.
+
+A folder holds ``arch.json`` (format name and version, the guide source, input shape, and one entry per child
+of the network), ``model.safetensors`` (weights), ``model.pt2`` (a ``torch.export`` program with a dynamic
+batch dimension), ``model.onnx`` when the ``onnx`` package is installed, and ``metrics.json``.
+:func:`load_exported` rebuilds the module from ``arch.json`` + weights alone.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import OrderedDict
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from .convert.hybrid import DeployModel
+from .errors import UserError
+from .targets import BlockSpec, create_target, make_bridge
+from .targets.layers import numel
+from .utils.files import atomic_write, atomic_write_text
+
+FORMAT = "nas_theseus.export"
+VERSION = 1
+
+
+def arch_document(model: DeployModel, *, guide_source: dict, sample_shape, extra: dict | None = None) -> dict:
+    return {"format": FORMAT, "version": VERSION, "guide": guide_source, "sample_shape": list(sample_shape),
+            "input_dtype": "float32", "children": model.arch, "boundaries": model.boundaries, **(extra or {})}
+
+
+def save_network(folder: Path, model: DeployModel, arch: dict) -> None:
+    """Write ``arch.json`` and ``model.safetensors`` (atomically, each)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    atomic_write(folder / "model.safetensors", lambda tmp: save_file(state, tmp))
+    atomic_write_text(folder / "arch.json", json.dumps(arch, indent=2))
+
+
+def _read_arch(folder: Path) -> dict:
+    path = folder / "arch.json"
+    if not path.is_file():
+        raise UserError(f"{folder} is not an export folder (no arch.json)")
+    try:
+        arch = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise UserError(f"{path} is corrupted ({e})") from None
+    found = arch.get("format") if isinstance(arch, dict) else None
+    if found != FORMAT:
+        raise UserError(f"{path} is not a nas_theseus export (format {found!r}, expected {FORMAT!r})")
+    if arch.get("version") != VERSION:
+        raise UserError(f"{path} has export format version {arch.get('version')!r}; this nas_theseus reads version "
+                        f"{VERSION}: use the nas_theseus version that wrote it")
+    return arch
+
+
+def build_network(arch: dict) -> DeployModel:
+    """The module described by an ``arch.json`` document, with fresh weights."""
+    from .guides.guide import _as_module
+    from .guides.sources import rebuild_guide_module
+
+    guide_module = None
+    children: OrderedDict[str, nn.Module] = OrderedDict()
+    try:
+        for c in arch["children"]:
+            kind = c["kind"]
+            if kind == "guide":
+                if guide_module is None:
+                    guide_module = rebuild_guide_module(arch["guide"])
+                if c["path"] is False:
+                    raise UserError("the guide's stem or head was given as a module object and cannot be rebuilt")
+                children[c["name"]] = _as_module(guide_module, c["path"], c["name"])
+            elif kind == "target":
+                children[c["name"]] = create_target(BlockSpec.from_dict(c["spec"]), tuple(c["in"]),
+                                                    tuple(c.get("guide_out", c["out"])))
+            elif kind == "bridge":
+                children[c["name"]] = make_bridge(c["bridge"], tuple(c["in"]), tuple(c["out"]), rank=c["rank"])
+            elif kind == "linear":
+                children[c["name"]] = nn.Sequential(nn.Flatten(), nn.Linear(numel(c["in"]), numel(c["out"])))
+            else:
+                raise UserError(f"unknown network child kind {kind!r}")
+    except (KeyError, TypeError) as e:
+        raise UserError(f"arch.json is corrupted: missing or bad field {e}") from None
+    return DeployModel(children, arch["children"], arch["boundaries"])
+
+
+def load_exported(path: str | Path) -> DeployModel:
+    """Rebuild an exported (or saved trial) network from its folder, in eval mode.
+
+    >>> model = load_exported("runs/mnist1d_cnn_to_mlp/exports/trial-3")  # doctest: +SKIP
+    """
+    folder = Path(path)
+    model = build_network(_read_arch(folder))
+    weights = folder / "model.safetensors"
+    if not weights.is_file():
+        raise UserError(f"{folder} has no model.safetensors")
+    try:
+        state = load_file(str(weights))
+        model.load_state_dict(state, strict=True)
+    except Exception as e:  # noqa: BLE001 - a damaged file is the user's to fix, not a crash
+        raise UserError(f"{weights} is corrupted or does not match arch.json ({type(e).__name__}: "
+                        f"{str(e).splitlines()[0]})") from None
+    model.eval()
+    return model
+
+
+def export_program(model: nn.Module, example: torch.Tensor, path: Path) -> None:
+    """Save a ``torch.export`` program of ``model`` with a dynamic batch dimension."""
+    batch = torch.export.Dim("batch", min=1, max=1 << 16)
+    program = torch.export.export(model, (example,), dynamic_shapes=({0: batch},))
+    atomic_write(path, lambda tmp: torch.export.save(program, tmp))
+
+
+def export_onnx(model: nn.Module, example: torch.Tensor, path: Path) -> bool:
+    """Write ONNX when the ``onnx`` package is installed; returns whether it did."""
+    try:
+        import onnx  # noqa: F401
+    except ImportError:
+        return False
+    atomic_write(path, lambda tmp: torch.onnx.export(model, (example,), tmp, input_names=["x"],
+                                                     output_names=["y"], dynamic_axes={"x": {0: "batch"}}))
+    return True

@@ -1,0 +1,56 @@
+"""Latency of one forward pass, measured the way a deployment would see it.
+
+Warm-up runs first, then ``repeats`` timed runs under ``torch.inference_mode``; on CUDA every run is
+synchronised before the clock stops. The figure is the **median** in milliseconds, for ``batch_size``
+samples, on the given device with the given number of CPU threads (recorded with the figure).
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+
+@dataclass(frozen=True)
+class Latency:
+    median_ms: float
+    p90_ms: float
+    batch_size: int
+    device: str
+    threads: int
+    repeats: int
+
+
+def measure_latency(model: nn.Module, sample_shape: tuple[int, ...], *, batch_size: int = 1,
+                    device: str | torch.device = "cpu", warmup: int = 10, repeats: int = 50,
+                    threads: int | None = None, dtype: torch.dtype = torch.float32) -> Latency:
+    device = torch.device(device)
+    old_threads = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    was = model.training
+    model.eval().to(device)
+    x = torch.randn((batch_size, *sample_shape), dtype=dtype, device=device)
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    times = []
+    try:
+        with torch.inference_mode():
+            for _ in range(warmup):
+                model(x)
+            sync()
+            for _ in range(repeats):
+                t0 = time.perf_counter()
+                model(x)
+                sync()
+                times.append((time.perf_counter() - t0) * 1e3)
+    finally:
+        model.train(was)
+        used = torch.get_num_threads()
+        torch.set_num_threads(old_threads)
+    times.sort()
+    return Latency(statistics.median(times), times[int(0.9 * (len(times) - 1))], batch_size, str(device), used,
+                   repeats)

@@ -1,0 +1,88 @@
+"""`nas-theseus report`: a Pareto plot (PNG with matplotlib, interactive HTML with plotly) and per-stage
+alignment curves, from the study's stored trials. Computes nothing new: reads what the trials recorded."""
+
+from __future__ import annotations
+
+import html
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import optuna  # noqa: E402
+from optuna.trial import TrialState  # noqa: E402
+
+from .measure import CONVENTION  # noqa: E402
+from .study.pareto import front, trials_frame  # noqa: E402
+from .utils.files import atomic_write_text  # noqa: E402
+
+
+def _label(name: str) -> str:
+    return {"accuracy": "validation accuracy", "flops": "FLOPs per sample (multiply-adds)",
+            "params": "parameters", "latency_ms": "latency (ms, median)"}.get(name, name)
+
+
+def write_report(study: optuna.Study, names: list[str], directions: list[str], out: Path,
+                 reference: dict | None = None) -> list[Path]:
+    """Write pareto.png, pareto.html, alignment.png and index.html into ``out``; returns the paths."""
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    df = trials_frame(study, names)
+    pf, hv, ref = front(study, names, directions, reference)
+    x_name = names[1] if len(names) > 1 else names[0]
+    y_name = names[0]
+    fig, ax = plt.subplots(figsize=(6, 4.2))
+    if len(df):
+        ax.scatter(df[x_name], df[y_name], c="0.7", s=18, label="trials")
+    if len(pf):
+        pts = pf.sort_values(x_name)
+        ax.plot(pts[x_name], pts[y_name], "o-", c="C3", label="Pareto front", drawstyle="steps-post")
+        for _, row in pts.iterrows():
+            ax.annotate(str(row["trial"]), (row[x_name], row[y_name]), textcoords="offset points", xytext=(4, 4),
+                        fontsize=7)
+    ax.set_xlabel(_label(x_name))
+    ax.set_ylabel(_label(y_name))
+    ax.set_title(f"{study.study_name}: {len(df)} trials, hypervolume {hv:.4g}", fontsize=9)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    png = out / "pareto.png"
+    fig.savefig(png, dpi=120)
+    plt.close(fig)
+    written.append(png)
+
+    if len(names) > 1 and len(df):
+        plot = optuna.visualization.plot_pareto_front(study, target_names=names)
+        htm = out / "pareto.html"
+        plot.write_html(str(htm), include_plotlyjs=True)
+        written.append(htm)
+
+    fig, ax = plt.subplots(figsize=(6, 4.2))
+    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        stages = t.user_attrs.get("stages") or []
+        if stages:
+            mean = [sum(s["alignment"].values()) / max(len(s["alignment"]), 1) for s in stages]
+            ax.plot(range(1, len(mean) + 1), mean, marker="o", lw=1, label=f"trial {t.number}")
+    ax.set_xlabel("stage")
+    ax.set_ylabel("mean linear CKA on the probe set (swapped parts)")
+    ax.set_title("alignment after each stage", fontsize=9)
+    if ax.lines:
+        ax.legend(fontsize=6, ncol=2)
+    fig.tight_layout()
+    align_png = out / "alignment.png"
+    fig.savefig(align_png, dpi=120)
+    plt.close(fig)
+    written.append(align_png)
+
+    rows = pf.drop(columns=["params"]).to_html(index=False, float_format=lambda v: f"{v:.4g}") if len(pf) else ""
+    link = "<p><a href='pareto.html'>interactive plot</a></p>" if (out / "pareto.html").exists() else ""
+    page = (f"<html><head><meta charset='utf-8'><title>{html.escape(study.study_name)}</title></head><body>"
+            f"<h1>{html.escape(study.study_name)}</h1><p>{len(df)} complete trials; hypervolume {hv:.6g} "
+            f"(reference {html.escape(str(ref))}). {html.escape(CONVENTION)}.</p>"
+            f"<h2>Pareto front</h2>{rows}<img src='pareto.png'>"
+            f"{link}"
+            f"<h2>Alignment per stage</h2><img src='alignment.png'></body></html>")
+    index = out / "index.html"
+    atomic_write_text(index, page)
+    written.append(index)
+    return written

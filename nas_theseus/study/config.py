@@ -1,0 +1,247 @@
+"""Study files: TOML data read into typed sections, with type-checked ``--set key=value`` overrides.
+
+Unknown keys fail with a "did you mean" message naming the key's full path; the resolved config (file +
+overrides + defaults) is what the study stores and compares on resume.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import tomllib
+
+from ..convert import ConvertConfig
+from ..errors import UserError, did_you_mean
+from ..training import FitConfig
+from ..utils.hashing import stable_hash
+
+OBJECTIVES = {"accuracy": "maximize", "flops": "minimize", "params": "minimize", "latency_ms": "minimize"}
+SAMPLERS = ("tpe", "nsga2", "random")
+METHODS = ("not", "scratch")
+# Keys a resumed run may change without --force: budgets and where the work runs, not what is searched.
+RESUMABLE_KEYS = ("study.n_trials", "study.timeout", "study.device", "study.threads")
+
+
+@dataclass(frozen=True)
+class StudySection:
+    """name; search_space (path, relative to the study file); n_trials (finished trials the study aims for,
+    over all runs and workers); timeout (seconds per run); sampler (tpe | nsga2 | random) and startup_trials
+    (random trials before TPE models); seed; method (``not`` converts from the guide, ``scratch`` trains the
+    same targets from scratch); device; threads (torch CPU threads, None = torch's default); heartbeat
+    settings for RDB storages (seconds) and how often a dead worker's trial is retried."""
+
+    name: str
+    search_space: str
+    n_trials: int = 20
+    timeout: float | None = None
+    sampler: str = "tpe"
+    startup_trials: int = 5
+    seed: int = 0
+    method: str = "not"
+    device: str = "cpu"
+    threads: int | None = None
+    heartbeat_interval: int = 60
+    grace_period: int | None = None
+    max_retry: int = 3
+
+
+@dataclass(frozen=True)
+class GuideSection:
+    """source (``builtin:<name>``); weights (``train`` | ``random``); seed; options (architecture kwargs);
+    fit (training options for ``weights = "train"``)."""
+
+    source: str = "builtin:mnist1d_cnn"
+    weights: str = "train"
+    seed: int = 0
+    options: dict = field(default_factory=dict)
+    fit: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class DataSection:
+    """name (``mnist1d`` | ``digits``) and the loader's keyword options."""
+
+    name: str = "mnist1d"
+    options: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class LatencySection:
+    batch_size: int = 1
+    warmup: int = 10
+    repeats: int = 50
+
+
+@dataclass(frozen=True)
+class StudyConfig:
+    study: StudySection
+    guide: GuideSection = GuideSection()
+    data: DataSection = DataSection()
+    convert: ConvertConfig = ConvertConfig()
+    objectives: dict = field(default_factory=lambda: {"accuracy": "maximize", "flops": "minimize"})
+    constraints: dict = field(default_factory=dict)
+    hypervolume_reference: dict = field(default_factory=dict)
+    latency: LatencySection = LatencySection()
+    base_dir: str = "."
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d.pop("base_dir")
+        return d
+
+    @property
+    def search_space_path(self) -> Path:
+        p = Path(self.study.search_space)
+        return p if p.is_absolute() else (Path(self.base_dir) / p).resolve()
+
+    def identity(self, search_space_sha: str) -> str:
+        """Hash of what the study searches (resumable keys left out) and of the search-space file."""
+        d = self.to_dict()
+        for key in RESUMABLE_KEYS:
+            section, name = key.split(".")
+            d[section].pop(name, None)
+        return stable_hash({"config": d, "search_space": search_space_sha})
+
+
+def _type_ok(value: Any, annotation: Any) -> tuple[bool, Any]:
+    origin = typing.get_origin(annotation)
+    if annotation is Any:
+        return True, value
+    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+        for arg in typing.get_args(annotation):
+            ok, v = _type_ok(value, arg)
+            if ok:
+                return True, v
+        return False, value
+    if annotation is type(None) or annotation is None:
+        return value is None, value
+    if annotation is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return True, float(value)
+        return False, value
+    if annotation is int:
+        return isinstance(value, int) and not isinstance(value, bool), value
+    if annotation in (dict, list, str, bool):
+        return isinstance(value, annotation), value
+    if origin in (dict, list):
+        return isinstance(value, origin), value
+    return isinstance(value, annotation), value
+
+
+def build(cls, raw: Any, where: str):
+    """Build dataclass ``cls`` from a dict, checking keys and types; errors name the key path."""
+    if isinstance(raw, cls):
+        return raw
+    if not isinstance(raw, dict):
+        raise UserError(f"{where} must be a table, got {type(raw).__name__} {raw!r}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls) if f.name != "base_dir"]
+    kwargs = {}
+    for key, value in raw.items():
+        path = f"{where}.{key}" if where else key
+        if key not in names:
+            raise UserError(f"unknown key {path!r}{did_you_mean(key, names)}; valid keys in "
+                            f"{where or 'the study file'}: {', '.join(names)}")
+        ann = hints[key]
+        if dataclasses.is_dataclass(ann):
+            kwargs[key] = build(ann, value, path)
+            continue
+        ok, value = _type_ok(value, ann)
+        if not ok:
+            raise UserError(f"{path} must be {_type_name(ann)}, got {type(value).__name__} {value!r}")
+        kwargs[key] = value
+    missing = [f.name for f in dataclasses.fields(cls) if f.name not in kwargs and f.name != "base_dir"
+               and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+    if missing:
+        raise UserError(f"{where or 'the study file'} needs key(s) {', '.join(missing)}")
+    return cls(**kwargs)
+
+
+def _type_name(ann) -> str:
+    return getattr(ann, "__name__", None) or str(ann).replace("typing.", "")
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``a.b=value`` -> (["a", "b"], value); the value is read as TOML, or taken as a bare string."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip():
+        raise UserError(f"--set expects key=value, got {text!r}")
+    try:
+        value = tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw
+    return key.strip().split("."), value
+
+
+def apply_overrides(raw: dict, overrides: list[str]) -> dict:
+    raw = json.loads(json.dumps(raw))
+    for text in overrides:
+        keys, value = parse_override(text)
+        node = raw
+        for k in keys[:-1]:
+            node = node.setdefault(k, {})
+            if not isinstance(node, dict):
+                raise UserError(f"--set {text}: {k!r} is not a table")
+        node[keys[-1]] = value
+    return raw
+
+
+def load_study_config(path: str | Path, overrides: list[str] = ()) -> StudyConfig:
+    """Read a study file, apply ``--set`` overrides, check every key and type."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"study file {path} does not exist")
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as e:
+        raise UserError(f"{path} is not valid TOML: {e}") from None
+    raw = apply_overrides(raw, list(overrides))
+    return config_from_dict(raw, base_dir=str(path.resolve().parent), where=path.name)
+
+
+def config_from_dict(raw: dict, *, base_dir: str, where: str = "study") -> StudyConfig:
+    raw = dict(raw)
+    conv = raw.pop("convert", {})
+    if not isinstance(conv, dict):
+        raise UserError(f"convert must be a table, got {conv!r}")
+    conv = dict(conv)
+    finetune = build(FitConfig, {**dataclasses.asdict(ConvertConfig().finetune), **conv.pop("finetune", {})},
+                     "convert.finetune")
+    convert = build(ConvertConfig, {**conv, "finetune": finetune}, "convert")
+    try:
+        cfg = build(StudyConfig, {**raw, "convert": convert}, "")
+    except UserError as e:
+        raise UserError(f"{where}: {e}") from None
+    cfg = dataclasses.replace(cfg, base_dir=base_dir)
+    _check_semantics(cfg, where)
+    return cfg
+
+
+def _check_semantics(cfg: StudyConfig, where: str) -> None:
+    def bad(msg):
+        raise UserError(f"{where}: {msg}")
+
+    if cfg.study.sampler not in SAMPLERS:
+        bad(f"unknown sampler {cfg.study.sampler!r}{did_you_mean(cfg.study.sampler, SAMPLERS)}; "
+            f"valid: {', '.join(SAMPLERS)}")
+    if cfg.study.method not in METHODS:
+        bad(f"unknown method {cfg.study.method!r}; valid: {', '.join(METHODS)}")
+    if not cfg.objectives:
+        bad("objectives is empty: name at least one of " + ", ".join(OBJECTIVES))
+    for name, direction in cfg.objectives.items():
+        if name not in OBJECTIVES:
+            bad(f"unknown objective {name!r}{did_you_mean(name, OBJECTIVES)}; valid: {', '.join(OBJECTIVES)}")
+        if direction not in ("minimize", "maximize"):
+            bad(f"objectives.{name} must be 'minimize' or 'maximize', got {direction!r}")
+    for name, bound in {**cfg.constraints, **cfg.hypervolume_reference}.items():
+        if name not in OBJECTIVES:
+            bad(f"unknown objective {name!r} in constraints/hypervolume_reference{did_you_mean(name, OBJECTIVES)}")
+        if not isinstance(bound, (int, float)) or isinstance(bound, bool):
+            bad(f"the bound for {name} must be a number, got {bound!r}")
+    if cfg.study.n_trials < 1:
+        bad(f"study.n_trials must be >= 1, got {cfg.study.n_trials}")

@@ -1,0 +1,61 @@
+"""What a study's trials share: the data, the guide, the search space and the conversion settings.
+
+Built once per process from a :class:`StudyConfig` (the composition root: library code below never sees the
+config object).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import optuna
+import torch
+
+from ..convert import Candidate, ConvertConfig, Hybrid
+from ..data import TaskData, load_data
+from ..errors import UserError
+from ..guides import Guide, load_guide
+from ..search import SearchSpace, load_search_space
+from ..training import FitConfig
+from .config import StudyConfig
+
+
+@dataclass
+class StudyContext:
+    config: StudyConfig
+    space: SearchSpace
+    data: TaskData
+    guide: Guide
+
+    def candidate(self, trial) -> tuple[Candidate, ConvertConfig]:
+        """Ask the search space for a trial's candidate and its conversion settings."""
+        candidate, overrides = self.space(trial, self.guide)
+        base = dataclasses.asdict(self.config.convert)
+        unknown = [k for k in overrides if k not in base or k == "seed"]
+        if unknown:
+            raise UserError(f"{self.space.path.name} overrides unknown conversion setting(s) {unknown}")
+        if "finetune" in overrides:
+            overrides["finetune"] = FitConfig(**{**base["finetune"], **overrides["finetune"]})
+        cfg = dataclasses.replace(self.config.convert, **overrides, seed=self.config.study.seed)
+        return candidate, cfg
+
+    def dry_run(self) -> None:
+        """Check the search space once before a study starts: it runs and its candidates fit the guide."""
+        directions = ["minimize"]
+        probe = optuna.create_study(directions=directions, sampler=optuna.samplers.RandomSampler(seed=0))
+        trial = probe.ask()
+        candidate, cfg = self.candidate(trial)
+        Hybrid(self.guide, candidate, cfg)
+
+
+def build_context(config: StudyConfig, *, progress: bool = True) -> StudyContext:
+    space = load_search_space(config.search_space_path)
+    data = load_data(config.data.name, **config.data.options)
+    device = config.study.device
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"device {device!r} asked for, but CUDA is not available here; use --device cpu")
+    options = dict(config.guide.options)
+    guide = load_guide(config.guide.source, data, weights=config.guide.weights, seed=config.guide.seed,
+                       fit=config.guide.fit or None, progress=progress, device=device, **options)
+    return StudyContext(config, space, data, guide)

@@ -1,0 +1,99 @@
+"""One trial: candidate from the search space -> conversion (or scratch training) -> measured objectives."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from dataclasses import dataclass
+
+import optuna
+
+from ..convert import ConversionError, convert, train_from_scratch
+from ..errors import UserError
+from ..export import arch_document, save_network
+from ..measure import CONVENTION, UncountedOpsError, count_flops, count_params, measure_latency
+from ..utils.files import atomic_write_text
+from .config import OBJECTIVES
+from .context import StudyContext
+from .workdir import WorkDir, save_reference
+
+
+class TrialFailed(Exception):
+    """A trial that cannot be scored; the reason is stored in its ``fail_reason`` user attribute."""
+
+
+@dataclass
+class Measured:
+    values: dict
+    attrs: dict
+
+
+def measure(model, ctx: StudyContext, names: set[str], *, strict_flops: bool = True) -> Measured:
+    """The metrics in ``names`` (plus what every trial records) for a deploy model."""
+    cfg = ctx.config
+    values, attrs = {}, {}
+    if "flops" in names:
+        values["flops"] = count_flops(model, ctx.data.sample_shape, strict=strict_flops, device=cfg.study.device)
+        attrs["flops_convention"] = CONVENTION
+    if "params" in names:
+        values["params"] = count_params(model)
+    if "latency_ms" in names:
+        lat = measure_latency(model, ctx.data.sample_shape, batch_size=cfg.latency.batch_size,
+                              device=cfg.study.device, warmup=cfg.latency.warmup, repeats=cfg.latency.repeats,
+                              threads=cfg.study.threads)
+        values["latency_ms"] = lat.median_ms
+        attrs["latency"] = dataclasses.asdict(lat)
+    return Measured(values, attrs)
+
+
+def run_trial(trial: optuna.Trial, ctx: StudyContext, wd: WorkDir, activations, *, progress: bool) -> tuple:
+    cfg = ctx.config
+    start = time.perf_counter()
+    candidate, conv_cfg = ctx.candidate(trial)
+    names = ctx.guide.part_names
+    trial.set_user_attr("candidate", candidate.describe(names))
+    trial.set_user_attr("method", cfg.study.method)
+    stages = []
+
+    def on_stage(report, hybrid):
+        stages.append({"parts": report.parts, "alignment": report.alignment, "wall_s": round(report.wall_s, 3),
+                       "hybrid_val_accuracy": report.hybrid_val_accuracy, "resumed": report.resumed,
+                       "loss_curve": [round(v, 5) for v in report.loss_curve]})
+        trial.set_user_attr("stages", stages)
+
+    wanted = set(cfg.objectives) | set(cfg.constraints)
+    try:
+        if cfg.study.method == "not":
+            result = convert(ctx.guide, candidate, ctx.data, conv_cfg, checkpoint_dir=wd.checkpoints,
+                             activations=activations, device=cfg.study.device, progress=progress,
+                             on_stage=on_stage)
+            model, val_acc, test_acc = result.model, result.val_accuracy, result.test_accuracy
+        else:
+            result = train_from_scratch(ctx.guide, candidate, ctx.data, conv_cfg, device=cfg.study.device,
+                                        progress=progress)
+            model, val_acc, test_acc = result.model, result.val_accuracy, result.test_accuracy
+        measured = measure(model, ctx, wanted)
+    except (ConversionError, UncountedOpsError, UserError) as e:
+        trial.set_user_attr("fail_reason", f"{type(e).__name__}: {e}")
+        raise TrialFailed(f"trial {trial.number}: {e}") from e
+    values = {"accuracy": val_acc, **measured.values}
+    folder = wd.trial(trial.number)
+    arch = arch_document(model.cpu(), guide_source=ctx.guide.source, sample_shape=ctx.data.sample_shape,
+                         extra={"trial": trial.number, "params": trial.params, "candidate": candidate.to_dict(),
+                                "convert": dataclasses.asdict(conv_cfg)})
+    save_network(folder, model, arch)
+    save_reference(folder, model, ctx.data.test.x[:32])
+    metrics = {**values, "val_accuracy": val_acc, "test_accuracy": test_acc, **measured.attrs,
+               "trial_wall_s": time.perf_counter() - start}
+    atomic_write_text(folder / "metrics.json", json.dumps(metrics, indent=2))
+    trial.set_user_attr("test_accuracy", test_acc)
+    trial.set_user_attr("val_accuracy", val_acc)
+    trial.set_user_attr("trial_dir", str(folder))
+    for key, value in measured.attrs.items():
+        trial.set_user_attr(key, value)
+    for name, bound in cfg.constraints.items():
+        # feasible when <= 0: a ceiling for minimised metrics, a floor for accuracy
+        value = values[name]
+        trial.set_constraint(name, (bound - value) if OBJECTIVES[name] == "maximize" else (value - bound))
+    return tuple(values[name] for name in cfg.objectives)

@@ -1,0 +1,167 @@
+"""Running a study: storage, sampler, resume, retries, interruption. The one place that drives Optuna.
+
+* Storage: SQLite in the work directory by default, or any Optuna RDB URL; heartbeats with a retry callback
+  so a killed worker's trial comes back (Optuna's ``RetryHeartbeatStaleTrialCallback``).
+* Resume: running again continues the same study until ``study.n_trials`` trials have finished (COMPLETE,
+  PRUNED, or FAIL for a recorded reason); a changed study file or search space is refused unless ``force``.
+* Ctrl-C / SIGTERM: Optuna marks the running trial FAIL and never retries it by itself, so its parameters
+  are re-enqueued before the worker exits; the next run resumes it from its stage checkpoints.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import sys
+import warnings
+from pathlib import Path
+
+import optuna
+import torch
+from optuna.trial import TrialState
+
+from ..errors import UserError
+from ..utils.hashing import seed_from_key, stable_hash
+from ..utils.progress import progress_bar
+from .config import StudyConfig
+from .context import StudyContext, build_context
+from .objective import TrialFailed, run_trial
+from .workdir import WorkDir
+
+REQUEUED = "requeued_as_waiting"
+
+
+def make_storage(url: str, config: StudyConfig):
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    s = config.study
+    kwargs = {}
+    if url.startswith("sqlite"):
+        kwargs = {"connect_args": {"timeout": 60}}
+    else:
+        kwargs = {"pool_pre_ping": True}
+    try:
+        return optuna.storages.RDBStorage(
+            url, engine_kwargs=kwargs, heartbeat_interval=s.heartbeat_interval, grace_period=s.grace_period,
+            heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=s.max_retry))
+    except (ValueError, ImportError) as e:
+        raise UserError(f"cannot open storage {url!r}: {e}") from None
+
+
+def make_sampler(config: StudyConfig, n_stored: int) -> optuna.samplers.BaseSampler:
+    """A sampler seeded from (study seed, trials stored, worker): resumed and parallel runs do not replay."""
+    worker = os.environ.get("NAS_THESEUS_WORKER", "0")
+    seed = seed_from_key(stable_hash({"seed": config.study.seed, "stored": n_stored, "worker": worker})) % (2**31)
+    name = config.study.sampler
+    if name == "tpe":
+        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=config.study.startup_trials)
+    if name == "nsga2":
+        return optuna.samplers.NSGAIISampler(seed=seed)
+    return optuna.samplers.RandomSampler(seed=seed)
+
+
+def finished_trials(study: optuna.Study) -> int:
+    """Trials that count toward the budget: COMPLETE, PRUNED, and FAIL with a recorded reason."""
+    n = 0
+    for t in study.get_trials(deepcopy=False):
+        if t.state in (TrialState.COMPLETE, TrialState.PRUNED):
+            n += 1
+        elif t.state == TrialState.FAIL and "fail_reason" in t.user_attrs:
+            n += 1
+    return n
+
+
+def open_study(config: StudyConfig, wd: WorkDir, *, storage: str | None, force: bool, identity: str,
+               create: bool = True) -> optuna.Study:
+    meta = wd.read_meta()
+    url = storage or (meta or {}).get("storage") or wd.default_storage()
+    storage_obj = make_storage(url, config)
+    directions = list(config.objectives.values())
+    try:
+        study = optuna.load_study(study_name=config.study.name, storage=storage_obj)
+    except KeyError:
+        if not create:
+            raise UserError(f"no study {config.study.name!r} in {url}") from None
+        study = optuna.create_study(study_name=config.study.name, storage=storage_obj, directions=directions,
+                                    load_if_exists=True)
+    if [d.name.lower() for d in study.directions] != directions:
+        raise UserError(f"study {config.study.name!r} in {url} has other objectives; use another study name")
+    stored = study.user_attrs.get("identity")
+    if stored is not None and stored != identity and not force:
+        raise UserError(f"study {config.study.name!r} in {url} was started from other settings; use --force "
+                        f"or another study name")
+    if stored != identity:
+        study.set_user_attr("identity", identity)
+        study.set_user_attr("config", config.to_dict())
+        study.set_metric_names(list(config.objectives))
+    wd.write_meta({"storage": url, "study_name": config.study.name, "identity": identity,
+                   "config": config.to_dict(), "base_dir": config.base_dir})
+    study.sampler = make_sampler(config, len(study.get_trials(deepcopy=False)))
+    return study
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt():
+    def handler(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    try:
+        old = signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
+
+
+def run_study(config: StudyConfig, workdir: str | Path, *, storage: str | None = None, force: bool = False,
+              progress: bool = True, n_trials: int | None = None, timeout: float | None = None,
+              ctx: StudyContext | None = None) -> optuna.Study:
+    """Run (or continue) a study until its trial budget is reached; returns the Optuna study."""
+    wd = WorkDir(Path(workdir))
+    ctx = ctx or build_context(config, progress=progress)
+    identity = config.identity(ctx.space.sha256)
+    meta = wd.read_meta()
+    if meta is not None and meta.get("identity") != identity and not force:
+        raise UserError(f"the study file or search space changed since {wd.root} was started; run with --force "
+                        f"to continue this study with the new settings, or give a new --workdir")
+    ctx.dry_run()
+    if config.study.threads:
+        torch.set_num_threads(config.study.threads)
+    wd.root.mkdir(parents=True, exist_ok=True)
+    study = open_study(config, wd, storage=storage, force=force, identity=identity)
+    target = n_trials if n_trials is not None else config.study.n_trials
+    done = finished_trials(study)
+    remaining = target - done
+    if remaining <= 0:
+        print(f"study {config.study.name!r} already has {done} finished trials (budget {target}); raise "
+              f"study.n_trials (--n-trials) to run more", file=sys.stderr)
+        return study
+    activations = wd.activations(ctx.guide, ctx.data, device=config.study.device, progress=progress)
+    bar = progress_bar(total=remaining, desc=f"trials ({config.study.name})", unit="trial", enabled=progress,
+                       leave=True)
+
+    def objective(trial: optuna.Trial):
+        try:
+            return run_trial(trial, ctx, wd, activations, progress=progress)
+        except KeyboardInterrupt:
+            trial.set_user_attr(REQUEUED, True)
+            study.enqueue_trial(trial.params, user_attrs={"resumes_trial": trial.number})
+            raise
+
+    def after_trial(study: optuna.Study, trial) -> None:
+        bar.update(1)
+        if trial.state == TrialState.FAIL and "fail_reason" in trial.user_attrs:
+            bar.write(f"trial {trial.number} failed: {trial.user_attrs['fail_reason']}")
+        if finished_trials(study) >= target:
+            study.stop()
+
+    try:
+        with _sigterm_as_interrupt():
+            study.optimize(objective, n_trials=remaining, timeout=timeout if timeout is not None
+                           else config.study.timeout, catch=(TrialFailed,), callbacks=[after_trial])
+    finally:
+        bar.close()
+    return study

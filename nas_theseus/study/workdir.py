@@ -1,0 +1,100 @@
+"""The study's work directory: where its storage, caches, stage checkpoints and trial networks live.
+
+    DIR/study.json              storage URL, study name, identity and resolved config (written once valid)
+    DIR/study.db                the default SQLite storage
+    DIR/cache/activations-*.safetensors   the guide's activations over the training split (one per guide+data)
+    DIR/checkpoints/*.ckpt      content-keyed stage checkpoints (shared by every trial and worker)
+    DIR/trials/N/               arch.json, model.safetensors, reference.safetensors, metrics.json per COMPLETE trial
+    DIR/exports/trial-N/        what `nas-theseus export` writes
+    DIR/report/                 what `nas-theseus report` writes
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from ..convert import GuideActivations
+from ..data import TaskData
+from ..errors import UserError
+from ..guides import Guide
+from ..utils.files import atomic_write, atomic_write_text
+from ..utils.hashing import stable_hash
+
+
+@dataclass(frozen=True)
+class WorkDir:
+    root: Path
+
+    @property
+    def meta(self) -> Path:
+        return self.root / "study.json"
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.root / "checkpoints"
+
+    def trial(self, number: int) -> Path:
+        return self.root / "trials" / str(number)
+
+    def default_storage(self) -> str:
+        return f"sqlite:///{(self.root / 'study.db').resolve()}"
+
+    def read_meta(self) -> dict | None:
+        if not self.meta.is_file():
+            return None
+        try:
+            return json.loads(self.meta.read_text())
+        except json.JSONDecodeError:
+            raise UserError(f"{self.meta} is corrupted; restore it or start a new --workdir") from None
+
+    def require_meta(self) -> dict:
+        meta = self.read_meta()
+        if meta is None:
+            raise UserError(f"{self.root} is not a study work directory (no study.json); run `nas-theseus run` first")
+        return meta
+
+    def write_meta(self, meta: dict) -> None:
+        atomic_write_text(self.meta, json.dumps(meta, indent=2))
+
+    def activations(self, guide: Guide, data: TaskData, *, device: str, progress: bool) -> GuideActivations:
+        """The guide's activations over ``data.train``: computed once per study, then read from the cache."""
+        key = stable_hash({"guide": guide.identity, "data": data.fingerprint})
+        path = self.root / "cache" / f"activations-{key}.safetensors"
+        n = len(guide.parts) + 2
+        if path.is_file():
+            try:
+                tensors = load_file(str(path))
+                acts = [tensors[f"a{i}"] for i in range(n)]
+                if all(len(a) == len(data.train) for a in acts):
+                    return GuideActivations(acts, key)
+                raise ValueError("row count differs from the training split")
+            except Exception as e:  # noqa: BLE001 - a bad cache is recomputed
+                warnings.warn(f"guide-activation cache {path.name} is unreadable ({e}); recomputing", stacklevel=2)
+        acts = GuideActivations.compute(guide, data.train.x, data_key=data.fingerprint, device=device,
+                                        progress=progress)
+        tensors = {f"a{i}": a.contiguous() for i, a in enumerate(acts.acts)}
+        atomic_write(path, lambda tmp: save_file(tensors, tmp))
+        return acts
+
+
+def save_reference(folder: Path, model: torch.nn.Module, x: torch.Tensor) -> None:
+    """Store a probe input and the model's outputs on it, to verify rebuilt networks against."""
+    model.eval()
+    with torch.no_grad():
+        y = model(x)
+    tensors = {"x": x.detach().cpu().contiguous(), "y": y.detach().cpu().contiguous()}
+    atomic_write(folder / "reference.safetensors", lambda tmp: save_file(tensors, tmp))
+
+
+def load_reference(folder: Path) -> tuple[torch.Tensor, torch.Tensor]:
+    try:
+        t = load_file(str(folder / "reference.safetensors"))
+        return t["x"], t["y"]
+    except Exception as e:  # noqa: BLE001
+        raise UserError(f"{folder}/reference.safetensors is missing or corrupted ({type(e).__name__})") from None

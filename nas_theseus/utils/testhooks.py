@@ -1,0 +1,36 @@
+"""Fault injection for tests: make this process stop at a chosen point, as a crash or Ctrl-C would.
+
+Set ``NAS_THESEUS_TEST_HOOK="<point>:<action>:<n>"``: the n-th time (default 1) this process reaches
+``<point>``, it does ``<action>``: ``kill`` (SIGKILL itself: nothing is cleaned up) or ``interrupt`` (raise
+KeyboardInterrupt, as Ctrl-C does). Points: ``stage_step`` (every alignment step), ``before_replace`` (a
+checkpoint fully written to its temp file, just before ``os.replace``). Unset, a hook costs one dict lookup.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections import Counter
+
+_counts: Counter = Counter()
+
+
+def hit(point: str) -> None:
+    spec = os.environ.get("NAS_THESEUS_TEST_HOOK")
+    if not spec:
+        return
+    want, _, rest = spec.partition(":")
+    if want != point:
+        return
+    action, _, nth = rest.partition(":")
+    _counts[point] += 1
+    if _counts[point] != int(nth or 1):
+        return
+    if action == "kill":
+        os.kill(os.getpid(), signal.SIGKILL)
+    elif action == "interrupt":
+        raise KeyboardInterrupt(f"test hook at {point} #{_counts[point]}")
+
+
+def reset() -> None:
+    _counts.clear()

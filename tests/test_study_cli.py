@@ -1,0 +1,207 @@
+"""The study through the CLI, in-process: run, interrupt, resume, Pareto JSON, export and reload; bad input."""
+
+import json
+from pathlib import Path
+
+import optuna
+import pytest
+import torch
+from optuna.trial import TrialState
+
+from nas_theseus import load_exported
+from nas_theseus.cli import main
+from nas_theseus.study.runner import REQUEUED
+from nas_theseus.utils import testhooks
+
+REPO = Path(__file__).resolve().parent.parent
+
+STUDY = """
+[study]
+name = "tiny"
+search_space = "{space}"
+n_trials = {n_trials}
+sampler = "{sampler}"
+startup_trials = 2
+seed = 0
+method = "{method}"
+
+[objectives]
+accuracy = "maximize"
+flops = "minimize"
+latency_ms = "minimize"
+
+[constraints]
+latency_ms = 10000.0
+
+[latency]
+repeats = 3
+warmup = 1
+
+[guide]
+source = "builtin:mnist1d_cnn"
+fit = {{ max_epochs = 5 }}
+
+[data]
+name = "mnist1d"
+options = {{ num_samples = 600 }}
+
+[convert]
+steps_per_stage = 8
+batch_size = 64
+probe_size = 128
+refit_every = 4
+
+[convert.finetune]
+max_epochs = 2
+patience = 2
+"""
+
+
+def write_study(tmp_path, *, n_trials=3, sampler="random", method="not", name="tiny.toml"):
+    path = tmp_path / name
+    path.write_text(STUDY.format(space=REPO / "search_spaces" / "mnist1d_cnn_to_mlp.py", n_trials=n_trials,
+                                 sampler=sampler, method=method))
+    return path
+
+
+def load(wd):
+    meta = json.loads((wd / "study.json").read_text())
+    return optuna.load_study(study_name=meta["study_name"], storage=meta["storage"])
+
+
+@pytest.mark.slow
+def test_run_interrupt_resume_pareto_export(tmp_path, monkeypatch, capsys):
+    study_file, wd = write_study(tmp_path), tmp_path / "wd"
+    # interrupt (as Ctrl-C would) in the middle of an alignment stage of the second trial
+    monkeypatch.setenv("NAS_THESEUS_TEST_HOOK", "stage_step:interrupt:36")
+    testhooks.reset()
+    assert main(["run", str(study_file), "--workdir", str(wd), "--no-progress"]) == 130
+    assert "re-enqueued" in capsys.readouterr().err
+    monkeypatch.delenv("NAS_THESEUS_TEST_HOOK")
+    study = load(wd)
+    interrupted = [t for t in study.trials if t.user_attrs.get(REQUEUED)]
+    assert len(interrupted) == 1 and interrupted[0].state == TrialState.FAIL
+    finished_before = len(interrupted[0].user_attrs.get("stages", []))
+    assert finished_before >= 1
+    waiting = [t for t in study.trials if t.state == TrialState.WAITING]
+    assert len(waiting) == 1 and waiting[0].system_attrs["fixed_params"] == interrupted[0].params
+
+    assert main(["run", str(study_file), "--workdir", str(wd), "--no-progress"]) == 0
+    study = load(wd)
+    complete = study.get_trials(states=(TrialState.COMPLETE,))
+    assert len(complete) == 3
+    resumed = [t for t in complete if t.user_attrs.get("resumes_trial") == interrupted[0].number]
+    assert len(resumed) == 1 and resumed[0].params == interrupted[0].params
+    flags = [s["resumed"] for s in resumed[0].user_attrs["stages"]]
+    assert flags[:finished_before] == [True] * finished_before and not any(flags[finished_before:])
+    for t in complete:
+        assert t.user_attrs["flops_convention"].startswith("FLOPs = multiply-adds")
+        assert t.constraints == {"latency_ms": pytest.approx(t.values[2] - 10000.0)}
+
+    capsys.readouterr()
+    assert main(["pareto", str(wd), "--format", "json"]) == 0
+    front = json.loads(capsys.readouterr().out)
+    assert front and {"trial", "accuracy", "flops", "latency_ms", "params"} <= set(front[0])
+    assert all(isinstance(r["params"]["conv1.width"], int) for r in front)
+    assert main(["pareto", str(wd)]) == 0
+    assert "hypervolume" in capsys.readouterr().out
+
+    n = front[0]["trial"]
+    assert main(["export", str(wd), "--trial", str(n)]) == 0
+    assert "verified" in capsys.readouterr().out
+    out = wd / "exports" / f"trial-{n}"
+    assert {"arch.json", "model.safetensors", "model.pt2", "metrics.json"} <= {p.name for p in out.iterdir()}
+    model = load_exported(out)
+    from nas_theseus.study.workdir import load_reference
+
+    x, y = load_reference(wd / "trials" / str(n))
+    assert (model(x) - y).abs().max().item() <= 1e-5
+    program = torch.export.load(str(out / "model.pt2")).module()
+    assert torch.allclose(program(x[:5]), y[:5], atol=1e-5)
+
+    assert main(["report", str(wd)]) == 0
+    assert {"pareto.png", "pareto.html", "alignment.png", "index.html"} <= {p.name for p in (wd / "report").iterdir()}
+
+    # budget reached: another run starts nothing; a larger budget continues the same study
+    assert main(["run", str(study_file), "--workdir", str(wd), "--no-progress"]) == 0
+    assert len(load(wd).get_trials(states=(TrialState.COMPLETE,))) == 3
+
+
+@pytest.mark.slow
+def test_changed_study_is_refused_unless_forced(tmp_path, capsys):
+    study_file, wd = write_study(tmp_path, n_trials=1), tmp_path / "wd"
+    assert main(["run", str(study_file), "--workdir", str(wd), "--no-progress"]) == 0
+    before = (wd / "study.json").read_text()
+    changed = ["--set", "convert.steps_per_stage=9"]
+    assert main(["run", str(study_file), "--workdir", str(wd), "--no-progress", *changed]) == 2
+    assert "changed since" in capsys.readouterr().err
+    assert (wd / "study.json").read_text() == before
+    # a bigger budget is not a change
+    assert main(["run", str(study_file), "--workdir", str(wd), "--no-progress", "--n-trials", "2"]) == 0
+    assert main(["run", str(study_file), "--workdir", str(wd), "--no-progress", "--force", *changed,
+                 "--n-trials", "3"]) == 0
+    assert len(load(wd).get_trials(states=(TrialState.COMPLETE,))) == 3
+
+
+@pytest.mark.slow
+def test_scratch_method_and_single_convert(tmp_path, capsys):
+    study_file, wd = write_study(tmp_path, n_trials=2, method="scratch", sampler="nsga2"), tmp_path / "wd"
+    assert main(["run", str(study_file), "--workdir", str(wd), "--no-progress"]) == 0
+    study = load(wd)
+    assert all(t.user_attrs["method"] == "scratch" for t in study.get_trials(states=(TrialState.COMPLETE,)))
+    conv_file = write_study(tmp_path, name="conv.toml")
+    params = {"conv1.width": 16, "conv2.width": 16, "conv3.width": 32, "order.0": 2, "order.1": 0}
+    capsys.readouterr()
+    assert main(["convert", str(conv_file), "--workdir", str(tmp_path / "w2"), "--params", json.dumps(params),
+                 "--no-progress", "--out", str(tmp_path / "one")]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["flops"] == 40 * 16 + 16 * 16 + 16 * 32 + 32 * 10
+    assert [s["parts"] for s in summary["stages"]] == [["conv3"], ["conv1"], ["conv2"]]
+    assert load_exported(tmp_path / "one").arch[1]["spec"]["width"] == 16
+    assert main(["convert", str(conv_file), "--params", '{"conv1.width": 16}', "--no-progress"]) == 2
+    assert "does not fit" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda s: s.replace("n_trials", "n_trails"), "unknown key 'study.n_trails' (did you mean 'n_trials'?)"),
+    (lambda s: s.replace('sampler = "random"', 'sampler = "tpes"'), "unknown sampler 'tpes' (did you mean 'tpe'?)"),
+    (lambda s: s.replace('flops = "minimize"', 'flop = "minimize"'), "unknown objective 'flop'"),
+    (lambda s: s.replace("[study]", "[study"), "is not valid TOML"),
+    (lambda s: s.replace("steps_per_stage = 8", "steps_per_stage = 8.5"), "convert.steps_per_stage must be int"),
+    (lambda s: s.replace('source = "builtin:mnist1d_cnn"', 'source = "biltin:mnist1d_cnn"'),
+     "did you mean 'builtin'"),
+])
+def test_bad_study_files_are_one_line_errors(tmp_path, capsys, edit, message):
+    path = write_study(tmp_path)
+    path.write_text(edit(path.read_text()))
+    assert main(["run", str(path), "--workdir", str(tmp_path / "wd"), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1 and "Traceback" not in err
+    assert not (tmp_path / "wd").exists()
+
+
+@pytest.mark.parametrize("override, message", [
+    ("study.n_trials=many", "study.n_trials must be int, got str 'many'"),
+    ("convert.schedul=joint", "unknown key 'convert.schedul' (did you mean 'schedule'?)"),
+    ("convert.schedule=jiont", "unknown schedule 'jiont' (did you mean 'joint'?)"),
+    ("nonsense", "--set expects key=value"),
+])
+def test_bad_overrides(tmp_path, capsys, override, message):
+    assert main(["run", str(write_study(tmp_path)), "--set", override, "--no-progress"]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_unknown_subcommand_and_missing_workdir(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        main(["serch"])
+    assert "invalid choice: 'serch'" in capsys.readouterr().err
+    assert main(["pareto", str(tmp_path)]) == 2
+    assert "not a study work directory" in capsys.readouterr().err
+
+
+def test_blocks_lists_every_block(capsys):
+    from nas_theseus.targets import list_blocks
+
+    assert main(["blocks"]) == 0
+    out = capsys.readouterr().out
+    assert all(name in out for name in list_blocks())
