@@ -205,3 +205,29 @@ def test_blocks_lists_every_block(capsys):
     assert main(["blocks"]) == 0
     out = capsys.readouterr().out
     assert all(name in out for name in list_blocks())
+
+
+def test_guide_activation_cache_is_computed_once_and_keyed_by_guide_and_data(tmp_path, monkeypatch):
+    from nas_theseus.convert import GuideActivations
+    from nas_theseus.data import load_mnist1d
+    from nas_theseus.study.workdir import WorkDir
+    from nas_theseus.testing import tiny_guide
+
+    wd, guide, data = WorkDir(tmp_path), tiny_guide("conv1d"), load_mnist1d(num_samples=300)
+    first = wd.activations(guide, data, device="cpu", progress=False)
+    files = list((tmp_path / "cache").glob("activations-*.safetensors"))
+    assert len(files) == 1
+
+    def boom(*a, **k):
+        raise AssertionError("recomputed")
+
+    monkeypatch.setattr(GuideActivations, "compute", boom)
+    again = wd.activations(guide, data, device="cpu", progress=False)
+    assert all(torch.equal(a, b) for a, b in zip(first.acts, again.acts))
+    monkeypatch.undo()
+    wd.activations(tiny_guide("conv1d", seed=1), data, device="cpu", progress=False)
+    wd.activations(guide, load_mnist1d(num_samples=300, split_seed=1), device="cpu", progress=False)
+    assert len(list((tmp_path / "cache").glob("activations-*.safetensors"))) == 3
+    files[0].write_bytes(b"junk")
+    with pytest.warns(UserWarning, match="unreadable"):
+        wd.activations(guide, data, device="cpu", progress=False)
