@@ -68,7 +68,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 def _open(workdir: Path):
     from .study.config import config_from_dict
-    from .study.runner import make_storage
+    from .study.runner import open_storage
     from .study.workdir import WorkDir
 
     wd = WorkDir(workdir)
@@ -76,8 +76,9 @@ def _open(workdir: Path):
     import optuna
 
     config = config_from_dict(meta["config"], base_dir=meta.get("base_dir", "."))
+    storage = open_storage(config, meta["storage"], create=False)
     try:
-        study = optuna.load_study(study_name=meta["study_name"], storage=make_storage(meta["storage"], config))
+        study = optuna.load_study(study_name=meta["study_name"], storage=storage)
     except KeyError:
         raise UserError(f"study {meta['study_name']!r} not found in {meta['storage']}") from None
     return wd, config, study

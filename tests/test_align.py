@@ -82,7 +82,8 @@ def test_cka_invariances(measure, xy):
 
 
 def test_unbiased_cka_never_nan_on_tiny_or_constant_batches():
-    for n in (1, 2, 3, 4, 5):
+    torch.manual_seed(0)
+    for n in [1, 2, 3, 4, 5] * 200:
         v = unbiased_linear_cka(torch.randn(n, 6), torch.randn(n, 3))
         assert torch.isfinite(v) and -1.0 <= v.item() <= 1.0
     assert unbiased_linear_cka(torch.randn(8, 4), torch.zeros(8, 3)).item() == 0.0

@@ -46,7 +46,7 @@ def _hsic1(k: torch.Tensor, l: torch.Tensor) -> torch.Tensor:
 def unbiased_linear_cka(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """Linear CKA from unbiased HSIC₁ estimates, clamped to [−1, 1]; see the module docstring."""
     if x.shape[0] < 4:
-        return linear_cka(x, y)
+        return linear_cka(x, y).clamp(-1.0, 1.0)  # rank-1 grams (n = 2) give 1 + rounding
     x, y = x.flatten(1), y.flatten(1)
     k, l = x @ x.T, y @ y.T  # HSIC₁ needs no centring
     denom = _hsic1(k, k) * _hsic1(l, l)

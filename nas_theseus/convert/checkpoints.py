@@ -5,13 +5,16 @@ A stage's key hashes everything its result depends on (guide identity, data, set
 new candidate that shares a prefix of stages with an earlier one reuses them. A file is the 64-hex sha256 of
 its payload followed by the payload (``torch.save`` bytes, loaded with ``weights_only=True``); writes are
 atomic (temp file + ``os.replace``). An unreadable or mismatching file is one warning and counts as absent.
+Temp files of writers that died before ``os.replace`` are swept when a store opens, once an hour old.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import os
+import time
 import warnings
 from pathlib import Path
 
@@ -24,8 +27,14 @@ FORMAT = 1
 
 
 class CheckpointStore:
-    def __init__(self, root: str | os.PathLike | None):
+    def __init__(self, root: str | os.PathLike | None, *, stale_temp_s: float = 3600.0):
         self.root = Path(root) if root is not None else None
+        if self.root is not None and self.root.is_dir():
+            now = time.time()
+            for tmp in self.root.glob(".*.tmp.ckpt"):
+                with contextlib.suppress(FileNotFoundError):
+                    if now - tmp.stat().st_mtime > stale_temp_s:
+                        tmp.unlink()
 
     def path(self, key: str) -> Path:
         assert self.root is not None

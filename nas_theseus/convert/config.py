@@ -24,7 +24,11 @@ class ConvertConfig:
     refit_every: steps between closed-form refits of the adapters that feed guide parts (0: stage ends only).
     bn_recalibrate: recompute BatchNorm statistics of the targets on the training data after each stage.
     probe_size: fixed training rows used to fit adapters and to report alignment (same for every stage).
-    finetune: the end-to-end task training after the last stage (early stopping on validation).
+    finetune: the end-to-end task training after the last stage (early stopping on validation, best state
+        kept). The default (lr 3e-3, patience 20, at most 100 epochs) was chosen on MNIST-1D validation
+        accuracy as the best shared rule for NoT and from-scratch MLPs among lr {1e-3, 3e-3, 1e-2} x patience
+        {10, 20, 40}: lr 1e-3 / patience 10 stopped scratch MLPs early (5-9 points lost), lr 1e-2 erases what
+        alignment taught (NoT 7-12 points lower).
     """
 
     schedule: str = "progressive"
@@ -41,7 +45,7 @@ class ConvertConfig:
     probe_size: int = 1024
     dmnn_k: int = 10
     dmnn_tau: float = 0.05
-    finetune: FitConfig = field(default_factory=lambda: FitConfig(max_epochs=60, patience=10, lr=1e-3))
+    finetune: FitConfig = field(default_factory=lambda: FitConfig(max_epochs=100, patience=20, lr=3e-3))
     seed: int = 0
 
     def __post_init__(self) -> None:

@@ -24,7 +24,8 @@ OBJECTIVES = {"accuracy": "maximize", "flops": "minimize", "params": "minimize",
 SAMPLERS = ("tpe", "nsga2", "random")
 METHODS = ("not", "scratch")
 # Keys a resumed run may change without --force: budgets and where the work runs, not what is searched.
-RESUMABLE_KEYS = ("study.n_trials", "study.timeout", "study.device", "study.threads")
+RESUMABLE_KEYS = ("study.n_trials", "study.timeout", "study.device", "study.threads", "study.heartbeat_interval",
+                  "study.grace_period", "study.max_retry", "study.storage_retry")
 
 
 @dataclass(frozen=True)
@@ -32,8 +33,10 @@ class StudySection:
     """name; search_space (path, relative to the study file); n_trials (finished trials the study aims for,
     over all runs and workers); timeout (seconds per run); sampler (tpe | nsga2 | random) and startup_trials
     (random trials before TPE models); seed; method (``not`` converts from the guide, ``scratch`` trains the
-    same targets from scratch); device; threads (torch CPU threads, None = torch's default); heartbeat
-    settings for RDB storages (seconds) and how often a dead worker's trial is retried."""
+    same targets from scratch); device; threads (torch CPU threads, None = torch's default); heartbeat_interval
+    and grace_period (seconds; a RUNNING trial whose heartbeat is older than the grace period, default 2 x the
+    interval, belongs to a dead worker and is retried, at most max_retry times); storage_retry (seconds a
+    worker keeps retrying an unreachable or locked database before it gives up)."""
 
     name: str
     search_space: str
@@ -48,6 +51,7 @@ class StudySection:
     heartbeat_interval: int = 60
     grace_period: int | None = None
     max_retry: int = 3
+    storage_retry: float = 300.0
 
 
 @dataclass(frozen=True)
@@ -72,7 +76,11 @@ class DataSection:
 
 @dataclass(frozen=True)
 class LatencySection:
+    """batch_size, warmup and repeats of the timed forward passes; threads: torch CPU threads while timing
+    (fixed, so figures compare across workers; the measurement also holds a per-machine lock)."""
+
     batch_size: int = 1
+    threads: int = 1
     warmup: int = 10
     repeats: int = 50
 

@@ -8,12 +8,14 @@ import time
 from dataclasses import dataclass
 
 import optuna
+import torch
 
 from ..convert import ConversionError, convert, train_from_scratch
 from ..errors import UserError
 from ..export import arch_document, save_network
 from ..measure import CONVENTION, UncountedOpsError, count_flops, count_params, measure_latency
 from ..utils.files import atomic_write_text
+from ..utils.locks import machine_lock
 from .config import OBJECTIVES
 from .context import StudyContext
 from .workdir import WorkDir, save_reference
@@ -39,22 +41,30 @@ def measure(model, ctx: StudyContext, names: set[str], *, strict_flops: bool = T
     if "params" in names:
         values["params"] = count_params(model)
     if "latency_ms" in names:
-        lat = measure_latency(model, ctx.data.sample_shape, batch_size=cfg.latency.batch_size,
-                              device=cfg.study.device, warmup=cfg.latency.warmup, repeats=cfg.latency.repeats,
-                              threads=cfg.study.threads)
+        # one measurement per machine at a time, with fixed threads: a neighbour worker's training
+        # must not pollute the figure
+        with machine_lock("latency"):
+            lat = measure_latency(model, ctx.data.sample_shape, batch_size=cfg.latency.batch_size,
+                                  device=cfg.study.device, warmup=cfg.latency.warmup, repeats=cfg.latency.repeats,
+                                  threads=cfg.latency.threads)
         values["latency_ms"] = lat.median_ms
         attrs["latency"] = dataclasses.asdict(lat)
     return Measured(values, attrs)
 
 
-def run_trial(trial: optuna.Trial, ctx: StudyContext, wd: WorkDir, activations, *, progress: bool) -> tuple:
+def run_trial(trial: optuna.Trial, ctx: StudyContext, wd: WorkDir, activations, *, progress: bool,
+              worker: str = "0") -> tuple:
     cfg = ctx.config
     start = time.perf_counter()
     candidate, conv_cfg = ctx.candidate(trial)
     names = ctx.guide.part_names
     trial.set_user_attr("candidate", candidate.describe(names))
     trial.set_user_attr("method", cfg.study.method)
+    trial.set_user_attr("device", str(cfg.study.device))
+    trial.set_user_attr("threads", torch.get_num_threads())
+    trial.set_user_attr("worker", worker)
     stages = []
+    trial.set_user_attr("stages", stages)  # a retried trial inherits its predecessor's attributes
 
     def on_stage(report, hybrid):
         stages.append({"parts": report.parts, "alignment": report.alignment, "wall_s": round(report.wall_s, 3),

@@ -14,7 +14,6 @@ import contextlib
 import os
 import signal
 import sys
-import warnings
 from pathlib import Path
 
 import optuna
@@ -23,34 +22,19 @@ from optuna.trial import TrialState
 
 from ..errors import UserError
 from ..utils.hashing import seed_from_key, stable_hash
+from ..utils.locks import Slot
 from ..utils.progress import progress_bar
 from .config import StudyConfig
 from .context import StudyContext, build_context
 from .objective import TrialFailed, run_trial
+from .storage import ResilientRDBStorage, make_storage
 from .workdir import WorkDir
 
 REQUEUED = "requeued_as_waiting"
 
 
-def make_storage(url: str, config: StudyConfig):
-    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-    s = config.study
-    kwargs = {}
-    if url.startswith("sqlite"):
-        kwargs = {"connect_args": {"timeout": 60}}
-    else:
-        kwargs = {"pool_pre_ping": True}
-    try:
-        return optuna.storages.RDBStorage(
-            url, engine_kwargs=kwargs, heartbeat_interval=s.heartbeat_interval, grace_period=s.grace_period,
-            heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=s.max_retry))
-    except (ValueError, ImportError) as e:
-        raise UserError(f"cannot open storage {url!r}: {e}") from None
-
-
-def make_sampler(config: StudyConfig, n_stored: int) -> optuna.samplers.BaseSampler:
+def make_sampler(config: StudyConfig, n_stored: int, worker: str = "0") -> optuna.samplers.BaseSampler:
     """A sampler seeded from (study seed, trials stored, worker): resumed and parallel runs do not replay."""
-    worker = os.environ.get("NAS_THESEUS_WORKER", "0")
     seed = seed_from_key(stable_hash({"seed": config.study.seed, "stored": n_stored, "worker": worker})) % (2**31)
     name = config.study.sampler
     if name == "tpe":
@@ -71,11 +55,17 @@ def finished_trials(study: optuna.Study) -> int:
     return n
 
 
+def open_storage(config: StudyConfig, url: str, *, create: bool = True) -> ResilientRDBStorage:
+    s = config.study
+    return make_storage(url, heartbeat_interval=s.heartbeat_interval, grace_period=s.grace_period,
+                        max_retry=s.max_retry, retry_s=s.storage_retry, create=create)
+
+
 def open_study(config: StudyConfig, wd: WorkDir, *, storage: str | None, force: bool, identity: str,
-               create: bool = True) -> optuna.Study:
+               create: bool = True, worker: str = "0") -> tuple[optuna.Study, ResilientRDBStorage]:
     meta = wd.read_meta()
     url = storage or (meta or {}).get("storage") or wd.default_storage()
-    storage_obj = make_storage(url, config)
+    storage_obj = open_storage(config, url)
     directions = list(config.objectives.values())
     try:
         study = optuna.load_study(study_name=config.study.name, storage=storage_obj)
@@ -96,8 +86,8 @@ def open_study(config: StudyConfig, wd: WorkDir, *, storage: str | None, force: 
         study.set_metric_names(list(config.objectives))
     wd.write_meta({"storage": url, "study_name": config.study.name, "identity": identity,
                    "config": config.to_dict(), "base_dir": config.base_dir})
-    study.sampler = make_sampler(config, len(study.get_trials(deepcopy=False)))
-    return study
+    study.sampler = make_sampler(config, len(study.get_trials(deepcopy=False)), worker)
+    return study, storage_obj
 
 
 @contextlib.contextmanager
@@ -131,7 +121,20 @@ def run_study(config: StudyConfig, workdir: str | Path, *, storage: str | None =
     if config.study.threads:
         torch.set_num_threads(config.study.threads)
     wd.root.mkdir(parents=True, exist_ok=True)
-    study = open_study(config, wd, storage=storage, force=force, identity=identity)
+    slot = Slot(wd.root / "workers")  # a small stable number per concurrent worker of this work directory
+    try:
+        worker = os.environ.get("NAS_THESEUS_WORKER") or str(slot.number)
+        return _run(config, ctx, wd, identity, worker, storage=storage, force=force, progress=progress,
+                    n_trials=n_trials, timeout=timeout)
+    finally:
+        slot.release()
+
+
+def _run(config: StudyConfig, ctx: StudyContext, wd: WorkDir, identity: str, worker: str, *, storage, force,
+         progress, n_trials, timeout) -> optuna.Study:
+    study, storage_obj = open_study(config, wd, storage=storage, force=force, identity=identity, worker=worker)
+    # trials of workers that died (no heartbeat for the grace period) are failed and re-enqueued now
+    optuna.storages.fail_stale_trials(study)
     target = n_trials if n_trials is not None else config.study.n_trials
     done = finished_trials(study)
     remaining = target - done
@@ -144,12 +147,15 @@ def run_study(config: StudyConfig, workdir: str | Path, *, storage: str | None =
                        leave=True)
 
     def objective(trial: optuna.Trial):
+        storage_obj.running_trial = trial.number
         try:
-            return run_trial(trial, ctx, wd, activations, progress=progress)
+            return run_trial(trial, ctx, wd, activations, progress=progress, worker=worker)
         except KeyboardInterrupt:
             trial.set_user_attr(REQUEUED, True)
             study.enqueue_trial(trial.params, user_attrs={"resumes_trial": trial.number})
             raise
+        finally:
+            storage_obj.running_trial = None
 
     def after_trial(study: optuna.Study, trial) -> None:
         bar.update(1)

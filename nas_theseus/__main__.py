@@ -1,0 +1,7 @@
+"""``python -m nas_theseus`` is the ``nas-theseus`` command."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())

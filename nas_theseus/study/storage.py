@@ -1,0 +1,167 @@
+"""Optuna storage that survives what long multi-worker studies meet: a database restart, a busy SQLite file.
+
+* Every storage call is retried with exponential backoff (0.5 s doubling to 10 s) while the error is a lost
+  or refused connection or a locked SQLite database, for up to ``retry_s`` seconds (``study.storage_retry``);
+  the first failure and the recovery are one line each on stderr, naming the trial this worker is running.
+  Heartbeats go through the same retries, so a database restart never kills the heartbeat thread (which would
+  let another worker declare a live trial stale).
+* PostgreSQL/MySQL engines use ``pool_pre_ping`` so connections broken by a restart are replaced on checkout.
+* SQLite files are switched to WAL mode (readers never block the writer; persistent in the file) with a 60 s
+  busy timeout, so several workers on one machine share the default storage.
+"""
+
+from __future__ import annotations
+
+import functools
+import sqlite3
+import sys
+import threading
+import time
+import warnings
+from pathlib import Path
+
+import optuna
+from optuna.exceptions import StorageInternalError, UpdateFinishedTrialError
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.engine import make_url
+
+from ..errors import UserError
+
+# calls that only read or that are safe to repeat; everything the study and its trials do goes through these
+_RETRIED = (
+    "create_new_study", "delete_study", "set_study_user_attr", "set_study_system_attr", "get_study_id_from_name",
+    "get_study_name_from_id", "get_study_directions", "get_study_user_attrs", "get_study_system_attrs",
+    "get_trial_user_attrs", "get_trial_system_attrs", "get_all_studies", "create_new_trial", "set_trial_param",
+    "get_trial_param", "set_trial_state_values", "set_trial_intermediate_value", "set_trial_user_attr",
+    "set_trial_system_attr", "get_trial_id_from_study_id_trial_number", "get_trial", "get_all_trials",
+    "get_best_trial", "record_heartbeat", "_get_stale_trial_ids", "get_n_trials",
+)
+_TRANSIENT_WORDS = ("could not connect", "connection", "terminating", "server closed", "database is locked",
+                    "database is busy", "the database system is", "timeout", "broken pipe", "shutting down",
+                    "no route", "refused", "ssl syscall", "eof detected")
+
+
+def is_transient(e: BaseException) -> bool:
+    """A lost/refused connection or a locked database: worth retrying. Anything else is raised at once."""
+    for err in (e, e.__cause__, e.__context__):
+        if isinstance(err, sa_exc.DBAPIError) and err.connection_invalidated:
+            return True
+        if isinstance(err, (sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.DisconnectionError)):
+            return True
+        if isinstance(err, (StorageInternalError, sa_exc.SQLAlchemyError)):
+            text = str(err).lower()
+            if any(w in text for w in _TRANSIENT_WORDS):
+                return True
+    return False
+
+
+class ResilientRDBStorage(optuna.storages.RDBStorage):
+    """``RDBStorage`` whose calls are retried through database restarts and lock contention (see module)."""
+
+    retry_s: float = 300.0
+    running_trial: int | None = None  # set by the runner, named in the log lines
+    _log_lock = threading.Lock()
+
+    def _call(self, name: str, method, *args, **kwargs):
+        start, delay, attempt, announced = time.monotonic(), 0.5, 0, False
+        while True:
+            try:
+                out = method(*args, **kwargs)
+            except UpdateFinishedTrialError:
+                if attempt and name == "set_trial_state_values":
+                    return True  # the first attempt committed before its connection dropped
+                raise
+            except Exception as e:  # noqa: BLE001 - filtered by is_transient
+                waited = time.monotonic() - start
+                if not is_transient(e) or waited > self.retry_s:
+                    raise
+                if not announced:
+                    self._log(f"storage unavailable ({type(e).__name__}: {_first_line(e)}); retrying for up to "
+                              f"{self.retry_s:.0f} s{self._trial_words()}")
+                    announced = True
+                time.sleep(delay)
+                delay, attempt = min(2 * delay, 10.0), attempt + 1
+                continue
+            if announced:
+                self._log(f"storage reachable again after {time.monotonic() - start:.1f} s{self._trial_words()}")
+            return out
+
+    def _trial_words(self) -> str:
+        return f"; trial {self.running_trial} is still running here" if self.running_trial is not None else ""
+
+    def _log(self, line: str) -> None:
+        with self._log_lock:
+            print(f"nas-theseus: {line}", file=sys.stderr, flush=True)
+
+
+def _wrap(name: str):
+    base = getattr(optuna.storages.RDBStorage, name)
+
+    @functools.wraps(base)
+    def method(self, *args, **kwargs):
+        return self._call(name, functools.partial(base, self), *args, **kwargs)
+
+    return method
+
+
+for _name in _RETRIED:
+    if hasattr(optuna.storages.RDBStorage, _name):
+        setattr(ResilientRDBStorage, _name, _wrap(_name))
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return text[0][:160] if text else ""
+
+
+def enable_sqlite_wal(url: str, *, create: bool = True) -> None:
+    """Switch an SQLite database file to WAL mode; in-memory databases are left alone. With ``create=False``
+    a missing file is an error instead of a new empty database."""
+    db = make_url(url).database
+    if not db or db == ":memory:":
+        return
+    if not create and not Path(db).is_file():
+        raise UserError(f"storage {url!r}: no such database file {db}")
+    for attempt in range(20):
+        try:
+            con = sqlite3.connect(db, timeout=60)
+            try:
+                con.execute("PRAGMA journal_mode=WAL")
+            finally:
+                con.close()
+            return
+        except sqlite3.OperationalError:
+            if attempt == 19:
+                raise
+            time.sleep(0.5)
+
+
+def make_storage(url: str, *, heartbeat_interval: int | None, grace_period: int | None, max_retry: int,
+                 retry_s: float = 300.0, create: bool = True) -> ResilientRDBStorage:
+    """An Optuna RDB storage with heartbeats, stale-trial retries and connection retries (see module)."""
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    try:
+        backend = make_url(url).get_backend_name()
+    except Exception as e:  # noqa: BLE001 - sqlalchemy raises several types for a bad URL
+        raise UserError(f"cannot parse storage URL {url!r}: {e}") from None
+    if backend == "sqlite":
+        enable_sqlite_wal(url, create=create)
+        kwargs = {"connect_args": {"timeout": 60}}
+    else:
+        kwargs = {"pool_pre_ping": True}
+    deadline, delay = time.monotonic() + retry_s, 0.5
+    while True:
+        try:
+            storage = ResilientRDBStorage(
+                url, engine_kwargs=kwargs, heartbeat_interval=heartbeat_interval, grace_period=grace_period,
+                heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=max_retry))
+            break
+        except (ValueError, ImportError, ModuleNotFoundError) as e:
+            raise UserError(f"cannot open storage {url!r}: {_first_line(e)}") from None
+        except Exception as e:  # noqa: BLE001 - a server that is restarting: retry, then say what failed
+            if not is_transient(e) or time.monotonic() > deadline:
+                raise UserError(f"cannot open storage {url!r}: {type(e).__name__}: {_first_line(e)}") from None
+            time.sleep(delay)
+            delay = min(2 * delay, 10.0)
+    storage.retry_s = retry_s
+    return storage

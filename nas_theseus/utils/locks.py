@@ -1,0 +1,56 @@
+"""Inter-process locks on files (``fcntl.flock``): released by the kernel when the holder dies, even by SIGKILL."""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+from .files import cache_dir
+
+
+@contextlib.contextmanager
+def file_lock(path: str | os.PathLike) -> Iterator[None]:
+    """Hold an exclusive lock on ``path`` (created if missing) for the ``with`` block; waits for other holders."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as f:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+
+
+def machine_lock(name: str) -> contextlib.AbstractContextManager[None]:
+    """A lock shared by every process of this machine (its file name carries the host name, so a cache
+    directory on a shared file system still gives one lock per machine)."""
+    return file_lock(cache_dir() / "locks" / f"{name}-{socket.gethostname()}.lock")
+
+
+class Slot:
+    """The lowest free slot number under ``folder``, held until ``release`` or process exit: a stable, small
+    worker number for processes that share a work directory on one machine."""
+
+    def __init__(self, folder: str | os.PathLike, limit: int = 4096):
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        for i in range(limit):
+            f = open(folder / f"slot-{i}.lock", "a+")  # noqa: SIM115 - held open for the slot's lifetime
+            try:
+                fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                f.close()
+                continue
+            self.number, self._file = i, f
+            return
+        raise RuntimeError(f"no free worker slot under {folder}")
+
+    def release(self) -> None:
+        if self._file is not None:
+            fcntl.flock(self._file.fileno(), fcntl.LOCK_UN)
+            self._file.close()
+            self._file = None

@@ -1,0 +1,115 @@
+"""Many workers on one SQLite study; SIGKILL and SIGTERM in the middle of stages; nothing finished is lost."""
+
+from __future__ import annotations
+
+import signal
+import time
+import warnings
+
+import pytest
+from optuna.trial import TrialState
+from workers import (
+    STEPS_PER_STAGE,
+    finished,
+    load_study,
+    run_worker,
+    start_worker,
+    unexplained_duplicates,
+    write_study,
+)
+
+from nas_theseus.convert.checkpoints import CheckpointStore
+
+pytestmark = pytest.mark.slow
+
+
+def snapshot(study) -> dict:
+    return {t.number: (t.params, t.values, t.user_attrs.get("test_accuracy")) for t in finished(study)}
+
+
+def assert_checkpoints_whole(workdir):
+    store = CheckpointStore(workdir / "checkpoints")
+    files = sorted(f for f in (workdir / "checkpoints").glob("*.ckpt") if not f.name.startswith("."))
+    assert files, "no stage checkpoint was written"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # an unreadable checkpoint warns: fail instead
+        for f in files:
+            assert store.load(f.stem) is not None, f
+
+
+def test_workers_share_the_sqlite_study(tmp_path):
+    n = 5
+    study_file, wd = write_study(tmp_path, n), tmp_path / "wd"
+    rc, _, err = run_worker(study_file, wd, "--n-trials", "0")  # trains the guide and its cache once
+    workers = [start_worker(study_file, wd) for _ in range(3)]
+    outs = [w.communicate(timeout=600) for w in workers]
+    for w, (_, err) in zip(workers, outs):
+        assert w.returncode == 0, err
+        assert "locked" not in err and "Traceback" not in err, err
+    study = load_study(wd)
+    assert n <= len(finished(study)) <= n + 2  # each worker stops once the budget is met
+    assert not unexplained_duplicates(study)
+    assert {t.user_attrs["worker"] for t in finished(study)} <= {"0", "1", "2"}
+
+
+def test_sigkill_mid_stage_five_times_loses_nothing(tmp_path):
+    n = 4
+    study_file, wd = write_study(tmp_path, n), tmp_path / "wd"
+    kept = {}
+    # kill points: mid-stage (after 1.5 stages of fresh steps) and just before a checkpoint's os.replace
+    hooks = [f"stage_step:kill:{int(STEPS_PER_STAGE * 1.5)}", "before_replace:kill:2",
+             f"stage_step:kill:{int(STEPS_PER_STAGE * 2.5)}", "before_replace:kill:1",
+             f"stage_step:kill:{STEPS_PER_STAGE // 2}"]
+    for hook in hooks:
+        rc, _, err = run_worker(study_file, wd, NAS_THESEUS_TEST_HOOK=hook)
+        assert rc == -signal.SIGKILL, (hook, rc, err)
+        study = load_study(wd)
+        now = snapshot(study)
+        assert {k: now[k] for k in kept} == kept, "a finished trial was lost or changed"
+        kept = now
+        assert not list(wd.glob("trials/*/.*.tmp*")), "a trial artefact was left half-written"
+        assert_checkpoints_whole(wd)
+        time.sleep(3.5)  # the grace period: the killed trial's heartbeat is now stale
+    rc, _, err = run_worker(study_file, wd)
+    assert rc == 0, err
+    study = load_study(wd)
+    assert len(finished(study)) >= n and {k: snapshot(study)[k] for k in kept} == kept
+    killed = [t for t in study.get_trials() if t.state == TrialState.FAIL and "fail_reason" not in t.user_attrs]
+    assert len(killed) == len(hooks)
+    by_number = {t.number: t for t in study.get_trials()}
+    resumed_any = False
+    for t in killed:
+        retry = next(r for r in study.get_trials() if r.system_attrs.get("retry_history", [None])[-1] == t.number)
+        assert retry.params == t.params
+        done_before = len(t.user_attrs.get("stages", []))  # stages the killed trial had finished
+        if retry.state == TrialState.COMPLETE:
+            flags = [s["resumed"] for s in retry.user_attrs["stages"]]
+            assert flags[:done_before] == [True] * done_before, (t.number, flags, done_before)
+            resumed_any |= done_before > 0
+    assert resumed_any
+    assert not unexplained_duplicates(study)
+    assert by_number  # every trial is readable
+    assert_checkpoints_whole(wd)
+
+
+def test_sigterm_stops_within_ten_seconds_and_requeues(tmp_path):
+    study_file, wd = write_study(tmp_path, 2), tmp_path / "wd"
+    run_worker(study_file, wd, "--n-trials", "0")
+    worker = start_worker(study_file, wd)
+    deadline = time.monotonic() + 300
+    while not list(wd.glob("checkpoints/[0-9a-f]*.ckpt")):  # the first stage finished: we are mid-trial
+        assert worker.poll() is None and time.monotonic() < deadline
+        time.sleep(0.05)
+    t0 = time.monotonic()
+    worker.send_signal(signal.SIGTERM)
+    _, err = worker.communicate(timeout=30)
+    assert time.monotonic() - t0 < 10
+    assert worker.returncode == 130 and "re-enqueued" in err, err
+    study = load_study(wd)
+    waiting = [t for t in study.get_trials() if t.state == TrialState.WAITING]
+    assert len(waiting) == 1 and waiting[0].user_attrs["resumes_trial"] == 0
+    rc, _, err = run_worker(study_file, wd)
+    assert rc == 0, err
+    study = load_study(wd)
+    resumed = [t for t in finished(study) if t.user_attrs.get("resumes_trial") == 0]
+    assert resumed and resumed[0].user_attrs["stages"][0]["resumed"]
