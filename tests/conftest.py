@@ -43,3 +43,21 @@ def mnist1d_guide(mnist1d, _cache_dir):
     from nas_theseus.guides import builtin_guide
 
     return builtin_guide("mnist1d_cnn", mnist1d, progress=False)
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """One throw-away PostgreSQL server per test session (see tests/pgserver.py). Skipped where the server
+    binaries are missing, unless NAS_THESEUS_REQUIRE_POSTGRES=1 (set by .ci/run, which installs them)."""
+    from pgserver import PostgresServer
+
+    try:
+        server = PostgresServer()
+    except FileNotFoundError as e:
+        if os.environ.get("NAS_THESEUS_REQUIRE_POSTGRES") == "1":
+            raise
+        pytest.skip(str(e))
+    server.start()
+    server.wait_ready()
+    yield server
+    server.close()

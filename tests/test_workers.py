@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+import socket
 import time
 import warnings
 
@@ -49,7 +50,8 @@ def test_workers_share_the_sqlite_study(tmp_path):
     study = load_study(wd)
     assert n <= len(finished(study)) <= n + 2  # each worker stops once the budget is met
     assert not unexplained_duplicates(study)
-    assert {t.user_attrs["worker"] for t in finished(study)} <= {"0", "1", "2"}
+    host = socket.gethostname()
+    assert {t.user_attrs["worker"] for t in finished(study)} <= {f"{host}/{i}" for i in range(3)}
 
 
 def test_sigkill_mid_stage_five_times_loses_nothing(tmp_path):

@@ -56,7 +56,7 @@ STEPS_PER_STAGE = 12
 
 def write_study(folder: Path, n_trials: int) -> Path:
     path = folder / "workers.toml"
-    path.write_text(STUDY.format(space=REPO / "search_spaces" / "mnist1d_cnn_to_mlp.py", n_trials=n_trials))
+    path.write_text(STUDY.format(space=REPO / "tests" / "spaces" / "wide_mlp.py", n_trials=n_trials))
     return path
 
 

@@ -11,9 +11,13 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
+import re
 import signal
+import socket
 import sys
+import time
 from pathlib import Path
 
 import optuna
@@ -90,6 +94,44 @@ def open_study(config: StudyConfig, wd: WorkDir, *, storage: str | None, force: 
     return study, storage_obj
 
 
+def _taken_over(study: optuna.Study, number: int) -> bool:
+    t = next((t for t in study.get_trials(deepcopy=False) if t.number == number), None)
+    return (t is not None and t.state == TrialState.FAIL and "fail_reason" not in t.user_attrs
+            and not t.user_attrs.get(REQUEUED))
+
+
+class TrialTakenOver(Exception):
+    """This worker's trial was failed as stale by another worker (which retries it)."""
+
+
+class _DropOwnFailures(logging.Filter):
+    """Optuna logs every failed trial with a traceback; ours (a recorded reason, a taken-over trial) are
+    reported in one line by the runner instead."""
+
+    def __init__(self):
+        super().__init__()
+        self.dropped: set[str] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        number = re.match(r"Trial (\d+) failed", record.getMessage())
+        if isinstance(exc, (TrialFailed, TrialTakenOver)):
+            if number:
+                self.dropped.add(number.group(1))
+            return False
+        return not (number and number.group(1) in self.dropped)  # its "failed with value None" line
+
+
+@contextlib.contextmanager
+def _quiet_optuna_failures():
+    logger, f = logging.getLogger("optuna.study._optimize"), _DropOwnFailures()
+    logger.addFilter(f)
+    try:
+        yield
+    finally:
+        logger.removeFilter(f)
+
+
 @contextlib.contextmanager
 def _sigterm_as_interrupt():
     def handler(signum, frame):
@@ -123,7 +165,7 @@ def run_study(config: StudyConfig, workdir: str | Path, *, storage: str | None =
     wd.root.mkdir(parents=True, exist_ok=True)
     slot = Slot(wd.root / "workers")  # a small stable number per concurrent worker of this work directory
     try:
-        worker = os.environ.get("NAS_THESEUS_WORKER") or str(slot.number)
+        worker = os.environ.get("NAS_THESEUS_WORKER") or f"{socket.gethostname()}/{slot.number}"
         return _run(config, ctx, wd, identity, worker, storage=storage, force=force, progress=progress,
                     n_trials=n_trials, timeout=timeout)
     finally:
@@ -146,14 +188,19 @@ def _run(config: StudyConfig, ctx: StudyContext, wd: WorkDir, identity: str, wor
     bar = progress_bar(total=remaining, desc=f"trials ({config.study.name})", unit="trial", enabled=progress,
                        leave=True)
 
+    last: list[int] = []  # the number of the trial this worker ran last
+
     def objective(trial: optuna.Trial):
         storage_obj.running_trial = trial.number
+        last[:] = [trial.number]
         try:
             return run_trial(trial, ctx, wd, activations, progress=progress, worker=worker)
         except KeyboardInterrupt:
             trial.set_user_attr(REQUEUED, True)
             study.enqueue_trial(trial.params, user_attrs={"resumes_trial": trial.number})
             raise
+        except optuna.exceptions.UpdateFinishedTrialError as e:
+            raise TrialTakenOver(str(e)) from e
         finally:
             storage_obj.running_trial = None
 
@@ -164,10 +211,25 @@ def _run(config: StudyConfig, ctx: StudyContext, wd: WorkDir, identity: str, wor
         if finished_trials(study) >= target:
             study.stop()
 
+    limit = timeout if timeout is not None else config.study.timeout
+    deadline = None if limit is None else time.monotonic() + limit
     try:
-        with _sigterm_as_interrupt():
-            study.optimize(objective, n_trials=remaining, timeout=timeout if timeout is not None
-                           else config.study.timeout, catch=(TrialFailed,), callbacks=[after_trial])
+        with _sigterm_as_interrupt(), _quiet_optuna_failures():
+            while True:
+                left = target - finished_trials(study)
+                if left <= 0 or (deadline is not None and time.monotonic() >= deadline):
+                    break
+                try:
+                    study.optimize(objective, n_trials=left, catch=(TrialFailed,), callbacks=[after_trial],
+                                   timeout=None if deadline is None else deadline - time.monotonic())
+                    break
+                except Exception:
+                    # our heartbeat lapsed (a storage outage longer than the grace period): another worker
+                    # declared our trial dead and retries it; Optuna cannot tell it, so abandon this copy
+                    if not (last and _taken_over(study, last[0])):
+                        raise
+                    bar.write(f"trial {last[0]} was declared dead by another worker while the storage was "
+                              f"unreachable and is retried there; this worker goes on with the next trial")
     finally:
         bar.close()
     return study

@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import sqlite3
 import sys
@@ -35,6 +36,8 @@ _RETRIED = (
     "get_trial_param", "set_trial_state_values", "set_trial_intermediate_value", "set_trial_user_attr",
     "set_trial_system_attr", "get_trial_id_from_study_id_trial_number", "get_trial", "get_all_trials",
     "get_best_trial", "record_heartbeat", "_get_stale_trial_ids", "get_n_trials",
+    # the private entry points that Optuna's _CachedStorage calls instead of the public ones
+    "_create_new_trial", "_set_trial_param", "_get_best_trial_id", "_get_trials",
 )
 _TRANSIENT_WORDS = ("could not connect", "connection", "terminating", "server closed", "database is locked",
                     "database is busy", "the database system is", "timeout", "broken pipe", "shutting down",
@@ -46,7 +49,8 @@ def is_transient(e: BaseException) -> bool:
     for err in (e, e.__cause__, e.__context__):
         if isinstance(err, sa_exc.DBAPIError) and err.connection_invalidated:
             return True
-        if isinstance(err, (sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.DisconnectionError)):
+        if isinstance(err, (sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.DisconnectionError,
+                            sa_exc.PendingRollbackError)):
             return True
         if isinstance(err, (StorageInternalError, sa_exc.SQLAlchemyError)):
             text = str(err).lower()
@@ -75,6 +79,8 @@ class ResilientRDBStorage(optuna.storages.RDBStorage):
                 waited = time.monotonic() - start
                 if not is_transient(e) or waited > self.retry_s:
                     raise
+                with contextlib.suppress(Exception):
+                    self.scoped_session.remove()  # a session broken mid-transaction cannot be reused
                 if not announced:
                     self._log(f"storage unavailable ({type(e).__name__}: {_first_line(e)}); retrying for up to "
                               f"{self.retry_s:.0f} s{self._trial_words()}")
