@@ -1,0 +1,122 @@
+"""Study benchmark: the default study run twice with one trial budget and seed — NoT targets vs the same
+targets trained from scratch — with both Pareto fronts, their hypervolumes (same reference point) and the
+ratio; and the per-trial time of a conversion through the study vs the same conversion called directly.
+
+    python benchmarks/study_not_vs_scratch.py               # ~5 min on 2 CPU cores
+    python benchmarks/study_not_vs_scratch.py --overhead-trials 3
+
+Results: benchmarks/results/study_not_vs_scratch.{json,md} and the README block. Work directories go to
+benchmarks/out/ (ignored); delete them to run from scratch, keep them to reuse finished studies.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _common import RESULTS, ROOT, command, machine, replace_between_markers, today  # noqa: E402
+
+from nas_theseus.convert import Candidate, ConvertConfig, convert  # noqa: E402
+from nas_theseus.study.config import load_study_config  # noqa: E402
+from nas_theseus.study.context import build_context  # noqa: E402
+from nas_theseus.study.pareto import front  # noqa: E402
+from nas_theseus.study.runner import run_study  # noqa: E402
+
+STUDY = ROOT / "studies" / "mnist1d_cnn_to_mlp.toml"
+
+
+def run(method: str, out: Path, n_trials: int):
+    config = load_study_config(STUDY, [f'study.method="{method}"', f"study.n_trials={n_trials}"])
+    t0 = time.perf_counter()
+    study = run_study(config, out / method, progress=False)
+    return config, study, time.perf_counter() - t0
+
+
+def dominates(a, b) -> bool:
+    """Front a dominates front b: every point of b is weakly dominated by some point of a (acc max, flops min)."""
+    return all(any(pa[0] >= pb[0] and pa[1] <= pb[1] for pa in a) for pb in b)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--n-trials", type=int, default=12)
+    ap.add_argument("--overhead-trials", type=int, default=4)
+    ap.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    out = ROOT / "benchmarks" / "out" / "study_not_vs_scratch"
+    results = {"command": command(), "machine": machine(), "date": today(), "n_trials": args.n_trials}
+    fronts = {}
+    for method in ("not", "scratch"):
+        config, study, wall = run(method, out, args.n_trials)
+        names, directions = list(config.objectives), list(config.objectives.values())
+        df, hv, ref = front(study, names, directions, config.hypervolume_reference)
+        fronts[method] = df
+        results[method] = {"hypervolume": hv, "reference": ref, "wall_s": wall,
+                           "front": [{"trial": int(r.trial), "accuracy": r.accuracy, "flops": r.flops,
+                                      "test_accuracy": r.test_accuracy, "candidate": r.candidate}
+                                     for r in df.itertuples()]}
+    ref_point = results["not"]["reference"]
+    assert ref_point == results["scratch"]["reference"], "both studies must share the hypervolume reference"
+    results["hypervolume_ratio"] = results["not"]["hypervolume"] / results["scratch"]["hypervolume"]
+    pts = {m: [(r["accuracy"], r["flops"]) for r in results[m]["front"]] for m in ("not", "scratch")}
+    results["not_front_dominates_scratch_front"] = dominates(pts["not"], pts["scratch"])
+
+    # overhead: the study's recorded trial time vs the same conversion called directly (no checkpoints)
+    config = load_study_config(STUDY)
+    ctx = build_context(config, progress=False)
+    wd = out / "not"
+    import optuna
+
+    study = optuna.load_study(study_name=config.study.name, storage=f"sqlite:///{(wd / 'study.db').resolve()}")
+    fresh = [t for t in study.get_trials(deepcopy=False) if t.state.name == "COMPLETE"
+             and not any(s["resumed"] for s in t.user_attrs.get("stages", []))][: args.overhead_trials]
+    ratios = []
+    for t in fresh:
+        metrics = json.loads((wd / "trials" / str(t.number) / "metrics.json").read_text())
+        cand = Candidate.from_dict(json.loads((wd / "trials" / str(t.number) / "arch.json").read_text())["candidate"])
+        cfg_dict = json.loads((wd / "trials" / str(t.number) / "arch.json").read_text())["convert"]
+        cfg = ConvertConfig(**{**cfg_dict, "finetune": config.convert.finetune})
+        t0 = time.perf_counter()
+        convert(ctx.guide, cand, ctx.data, cfg, progress=False)
+        direct = time.perf_counter() - t0
+        ratios.append({"trial": t.number, "study_s": metrics["trial_wall_s"], "direct_s": direct,
+                       "ratio": metrics["trial_wall_s"] / direct})
+    results["overhead"] = {"trials": ratios,
+                           "median_ratio": statistics.median(r["ratio"] for r in ratios) if ratios else None}
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "study_not_vs_scratch.json").write_text(json.dumps(results, indent=1))
+
+    def rows(method):
+        return "\n".join(f"| {method} | {r['trial']} | {100 * r['accuracy']:.1f} | {100 * r['test_accuracy']:.1f} | "
+                         f"{r['flops']:.0f} | {r['candidate'].split('; head')[0]} |" for r in results[method]["front"])
+
+    ov = results["overhead"]
+    text = (f"Default study (`studies/mnist1d_cnn_to_mlp.toml`), {args.n_trials} trials each, seed 0, same budget; "
+            f"hypervolume of (validation accuracy ↑, FLOPs ↓) w.r.t. reference {ref_point}.\n\n"
+            "| method | trial | val acc % | test acc % | FLOPs | candidate |\n|---|---|---|---|---|---|\n"
+            f"{rows('not')}\n{rows('scratch')}\n\n"
+            f"- hypervolume: NoT {results['not']['hypervolume']:.1f}, scratch {results['scratch']['hypervolume']:.1f}, "
+            f"ratio {results['hypervolume_ratio']:.3f}; NoT front dominates the scratch front: "
+            f"{'yes' if results['not_front_dominates_scratch_front'] else '**no**'}\n"
+            f"- study wall time: NoT {results['not']['wall_s']:.0f} s, scratch {results['scratch']['wall_s']:.0f} s\n"
+            f"- overhead (trial through the study ÷ the same `convert()` called directly, median of "
+            f"{len(ov['trials'])} trials without reused stages): "
+            + (f"{ov['median_ratio']:.3f}" if ov["median_ratio"] else "n/a")
+            + f" ({'≤' if ov['median_ratio'] and ov['median_ratio'] <= 1.15 else '**>**'} 1.15)\n\n"
+            f"Command: `{results['command']}` — machine: {results['machine']} — date: {results['date']}.\n")
+    (RESULTS / "study_not_vs_scratch.md").write_text(text)
+    replace_between_markers(ROOT / "README.md", "study_not_vs_scratch", text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
