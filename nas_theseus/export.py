@@ -8,6 +8,7 @@ batch dimension), ``model.onnx`` when the ``onnx`` package is installed, and ``m
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections import OrderedDict
 from pathlib import Path
@@ -32,11 +33,21 @@ def arch_document(model: DeployModel, *, guide_source: dict, sample_shape, extra
 
 
 def save_network(folder: Path, model: DeployModel, arch: dict) -> None:
-    """Write ``arch.json`` and ``model.safetensors`` (atomically, each)."""
+    """Write ``model.safetensors`` then ``arch.json`` (atomically, each); arch.json records the weights'
+    sha256, so a damaged weights file is detected on load (safetensors itself has no checksum)."""
     folder.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     atomic_write(folder / "model.safetensors", lambda tmp: save_file(state, tmp))
+    arch = {**arch, "weights_sha256": _sha256(folder / "model.safetensors")}
     atomic_write_text(folder / "arch.json", json.dumps(arch, indent=2))
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def _read_arch(folder: Path) -> dict:
@@ -92,10 +103,15 @@ def load_exported(path: str | Path) -> DeployModel:
     >>> model = load_exported("runs/mnist1d_cnn_to_mlp/exports/trial-3")  # doctest: +SKIP
     """
     folder = Path(path)
-    model = build_network(_read_arch(folder))
+    model_arch = _read_arch(folder)
+    model = build_network(model_arch)
     weights = folder / "model.safetensors"
     if not weights.is_file():
         raise UserError(f"{folder} has no model.safetensors")
+    expected = model_arch.get("weights_sha256")
+    if expected is not None and _sha256(weights) != expected:
+        raise UserError(f"{weights} is corrupted or does not match arch.json (sha256 differs from the one "
+                        f"recorded when it was written)")
     try:
         state = load_file(str(weights))
         model.load_state_dict(state, strict=True)

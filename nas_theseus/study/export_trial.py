@@ -30,6 +30,9 @@ def export_trial(wd: WorkDir, study: optuna.Study, number: int, out: Path) -> di
     if number not in complete or not folder.is_dir():
         listed = ", ".join(map(str, sorted(complete))) or "none yet"
         raise UserError(f"trial {number} is not a complete trial of this study (complete trials: {listed})")
+    if out.exists() and not (out / "verification.json").is_file():
+        raise UserError(f"{out} exists and is not an earlier export; choose another --out (an earlier export "
+                        f"there would be replaced)")
     model = load_exported(folder)
     x, y_ref = load_reference(folder)
     with torch.no_grad():

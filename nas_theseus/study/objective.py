@@ -100,6 +100,8 @@ def run_trial(trial: optuna.Trial, ctx: StudyContext, wd: WorkDir, activations, 
     trial.set_user_attr("test_accuracy", test_acc)
     trial.set_user_attr("val_accuracy", val_acc)
     trial.set_user_attr("trial_dir", str(folder))
+    trial.set_user_attr("export", f"nas-theseus export {wd.root} --trial {trial.number}  "
+                                  f"(writes {wd.root / 'exports' / f'trial-{trial.number}'})")
     for key, value in measured.attrs.items():
         trial.set_user_attr(key, value)
     for name, bound in cfg.constraints.items():

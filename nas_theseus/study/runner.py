@@ -207,7 +207,7 @@ def _run(config: StudyConfig, ctx: StudyContext, wd: WorkDir, identity: str, wor
     def after_trial(study: optuna.Study, trial) -> None:
         bar.update(1)
         if trial.state == TrialState.FAIL and "fail_reason" in trial.user_attrs:
-            bar.write(f"trial {trial.number} failed: {trial.user_attrs['fail_reason']}")
+            bar.write(f"trial {trial.number} failed: {trial.user_attrs['fail_reason']}", file=sys.stderr)
         if finished_trials(study) >= target:
             study.stop()
 
@@ -229,7 +229,8 @@ def _run(config: StudyConfig, ctx: StudyContext, wd: WorkDir, identity: str, wor
                     if not (last and _taken_over(study, last[0])):
                         raise
                     bar.write(f"trial {last[0]} was declared dead by another worker while the storage was "
-                              f"unreachable and is retried there; this worker goes on with the next trial")
+                              f"unreachable and is retried there; this worker goes on with the next trial",
+                              file=sys.stderr)
     finally:
         bar.close()
     return study
