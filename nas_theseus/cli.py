@@ -21,7 +21,10 @@ examples:
   nas-theseus pareto runs/mnist1d_cnn_to_mlp --format json   # the Pareto-optimal trials
   nas-theseus export runs/mnist1d_cnn_to_mlp --trial 7       # deployable folder, verified against the trial
   nas-theseus report runs/mnist1d_cnn_to_mlp                 # Pareto plot (PNG + HTML), alignment curves
-  nas-theseus convert studies/mnist1d_cnn_to_mlp.toml --params '{"conv1.block": "mlp", ...}'
+  nas-theseus dashboard runs/mnist1d_cnn_to_mlp              # optuna-dashboard on http://127.0.0.1:8080
+  nas-theseus convert studies/mnist1d_cnn_to_mlp.toml \
+      --params '{"conv1.width": 64, "conv2.width": 32, "conv3.width": 32, "order.0": 0, "order.1": 0}'
+  NAS_THESEUS_WORKER=3 nas-theseus run STUDY --storage postgresql://user@host/db   # one of many workers
 """
 
 
@@ -134,6 +137,21 @@ def _cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_dashboard(args: argparse.Namespace) -> int:
+    try:
+        from optuna_dashboard import run_server
+    except ImportError:
+        raise UserError("optuna-dashboard is not installed: pip install 'nas_theseus[dashboard]'") from None
+    _, _, study = _open(Path(args.dir))
+    print(f"serving study {study.study_name!r} on http://{args.host}:{args.port}/dashboard (Ctrl-C stops)",
+          flush=True)
+    try:
+        run_server(study._storage, host=args.host, port=args.port)
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
 def _cmd_convert(args: argparse.Namespace) -> int:
     from .study.single import convert_once
 
@@ -192,6 +210,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("dir", help="the study's work directory")
     p.add_argument("--out", help="output folder (default: DIR/report)")
     p.set_defaults(func=_cmd_report)
+
+    p = sub.add_parser("dashboard", help="serve the study in optuna-dashboard (the `dashboard` extra)",
+                       description="Serve the study's storage in optuna-dashboard: trials with their candidate, "
+                                   "stage reports and export command as user attributes, and the Pareto front.")
+    p.add_argument("dir", help="the study's work directory")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8080)
+    p.set_defaults(func=_cmd_dashboard)
 
     p = sub.add_parser("convert", help="one conversion with given parameters, no search")
     study_args(p)
