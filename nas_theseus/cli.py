@@ -141,12 +141,12 @@ def _cmd_dashboard(args: argparse.Namespace) -> int:
     try:
         from optuna_dashboard import run_server
     except ImportError:
-        raise UserError("optuna-dashboard is not installed: pip install 'nas_theseus[dashboard]'") from None
-    _, _, study = _open(Path(args.dir))
+        raise UserError("optuna-dashboard is not installed: pip install 'nas-theseus[dashboard]'") from None
+    wd, _, study = _open(Path(args.dir))  # checks the work directory and its storage first
     print(f"serving study {study.study_name!r} on http://{args.host}:{args.port}/dashboard (Ctrl-C stops)",
           flush=True)
     try:
-        run_server(study._storage, host=args.host, port=args.port)
+        run_server(wd.require_meta()["storage"], host=args.host, port=args.port)
     except KeyboardInterrupt:
         pass
     return 0

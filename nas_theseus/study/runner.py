@@ -1,7 +1,10 @@
 """Running a study: storage, sampler, resume, retries, interruption. The one place that drives Optuna.
 
-* Storage: SQLite in the work directory by default, or any Optuna RDB URL; heartbeats with a retry callback
-  so a killed worker's trial comes back (Optuna's ``RetryHeartbeatStaleTrialCallback``).
+* Storage (storage.py): SQLite in the work directory by default, or any Optuna RDB URL; calls retried through
+  outages; heartbeats with a retry callback so a killed worker's trial comes back (Optuna's
+  ``RetryHeartbeatStaleTrialCallback``; stale trials are swept when a worker starts and before each trial).
+* Workers: any number share one study; each has a name (``$NAS_THESEUS_WORKER`` or ``<host>/<slot>``) that
+  seeds its sampler. A worker whose trial another worker declared dead abandons that copy and goes on.
 * Resume: running again continues the same study until ``study.n_trials`` trials have finished (COMPLETE,
   PRUNED, or FAIL for a recorded reason); a changed study file or search space is refused unless ``force``.
 * Ctrl-C / SIGTERM: Optuna marks the running trial FAIL and never retries it by itself, so its parameters
