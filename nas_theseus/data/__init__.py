@@ -1,22 +1,35 @@
-"""Task data: splits as tensors, and the offline loaders (MNIST-1D, scikit-learn digits)."""
+"""Task data: splits as tensors; offline loaders (MNIST-1D, scikit-learn digits) and local files (npz,
+CIFAR-10 python batches, image folders)."""
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 
-from ..errors import unknown_name
+from ..errors import UserError, did_you_mean, unknown_name
 from .base import Split, TaskData, carve_validation
 from .digits import load_digits
+from .local import load_cifar10, load_image_folder, load_npz
 from .mnist1d import load_mnist1d
 
-DATASETS: dict[str, Callable[..., TaskData]] = {"mnist1d": load_mnist1d, "digits": load_digits}
+DATASETS: dict[str, Callable[..., TaskData]] = {"mnist1d": load_mnist1d, "digits": load_digits, "npz": load_npz,
+                                                "cifar10": load_cifar10, "imagefolder": load_image_folder}
 
 
 def load_data(name: str, **options) -> TaskData:
     """Load a registered dataset by name with its keyword options."""
     if name not in DATASETS:
         raise unknown_name("dataset", name, DATASETS)
-    return DATASETS[name](**options)
+    loader = DATASETS[name]
+    params = inspect.signature(loader).parameters
+    unknown = [k for k in options if k not in params]
+    missing = [k for k, p in params.items() if p.default is inspect.Parameter.empty and k not in options]
+    if unknown or missing:
+        what = "; ".join(filter(None, [f"unknown option {k!r}{did_you_mean(k, params)}" for k in unknown]
+                                + [f"missing option {k!r}" for k in missing]))
+        raise UserError(f"data {name!r}: {what}; options: {', '.join(params)}")
+    return loader(**options)
 
 
-__all__ = ["DATASETS", "Split", "TaskData", "carve_validation", "load_data", "load_digits", "load_mnist1d"]
+__all__ = ["DATASETS", "Split", "TaskData", "carve_validation", "load_cifar10", "load_data", "load_digits",
+           "load_image_folder", "load_mnist1d", "load_npz"]

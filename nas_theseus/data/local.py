@@ -1,0 +1,160 @@
+"""Data the user brings, read from local files (nothing is downloaded):
+
+* ``npz``: ``X`` (N, ...) and integer ``y`` (N,), optionally ``X_test`` / ``y_test``; without a test split one
+  is carved out (stratified, ``test_fraction``). Any array shape works: vectors, sequences, images.
+* ``cifar10``: the standard python-pickle batches of CIFAR-10 (``data_batch_1`` … ``data_batch_5``,
+  ``test_batch``, as in ``cifar-10-python.tar.gz``) under ``root``; images (3, 32, 32).
+* ``imagefolder``: ``root/<class>/<image>`` (one subfolder per class, sorted names = labels), resized to
+  ``size`` x ``size``; ``channels`` 1 (grey) or 3 (RGB).
+
+Every loader carves its validation split out of the training data (stratified, ``val_fraction``, seeded) and
+standardises with statistics of the **training split only**: per channel for (C, ...) samples, per feature
+for flat vectors.
+"""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..errors import UserError
+from .base import Split, TaskData, carve_validation
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+
+
+def _finish(name: str, x: torch.Tensor, y: torch.Tensor, test: tuple[torch.Tensor, torch.Tensor] | None, *,
+            val_fraction: float, test_fraction: float, split_seed: int, config: dict,
+            num_classes: int | None = None) -> TaskData:
+    if test is None:
+        rest, test_split = carve_validation(x, y, test_fraction, split_seed + 1)
+    else:
+        rest, test_split = Split(x, y), Split(*test)
+    train, val = carve_validation(rest.x, rest.y, val_fraction, split_seed)
+    dims = [0] if train.x.dim() == 2 else [0, *range(2, train.x.dim())]  # per feature / per channel
+    mean = train.x.mean(dim=dims, keepdim=True)
+    std = train.x.std(dim=dims, keepdim=True).clamp_min(1e-6)
+
+    def norm(s: Split) -> Split:
+        return Split((s.x - mean[0]) / std[0], s.y)
+
+    labels = torch.cat([train.y, val.y, test_split.y])
+    num_classes = num_classes or int(labels.max()) + 1
+    return TaskData(name, norm(train), norm(val), norm(test_split), num_classes=num_classes,
+                    config={**config, "val_fraction": val_fraction, "split_seed": split_seed})
+
+
+def _labels(y, where: str) -> torch.Tensor:
+    y = np.asarray(y)
+    if y.ndim != 1 or not np.issubdtype(y.dtype, np.integer) or (y.size and y.min() < 0):
+        raise UserError(f"{where}: labels must be a 1-D array of non-negative integers, got dtype {y.dtype} "
+                        f"and shape {y.shape}")
+    return torch.as_tensor(y, dtype=torch.long)
+
+
+def load_npz(*, path: str, val_fraction: float = 0.1, test_fraction: float = 0.2, split_seed: int = 0) -> TaskData:
+    """Arrays from an ``.npz`` file (see the module docstring); loaded with ``allow_pickle=False``."""
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise UserError(f"npz data: no such file {p}")
+    try:
+        with np.load(p, allow_pickle=False) as f:
+            arrays = {k: f[k] for k in f.files}
+    except Exception as e:  # noqa: BLE001 - a damaged file is the user's to fix
+        raise UserError(f"npz data: cannot read {p} ({type(e).__name__}: {e})") from None
+    missing = {"X", "y"} - set(arrays)
+    if missing:
+        raise UserError(f"npz data: {p} lacks {sorted(missing)} (has {sorted(arrays)}); expected X, y and "
+                        f"optionally X_test, y_test")
+    if ("X_test" in arrays) != ("y_test" in arrays):
+        raise UserError(f"npz data: {p} has only one of X_test / y_test")
+    x = torch.as_tensor(arrays["X"], dtype=torch.float32)
+    y = _labels(arrays["y"], f"{p}: y")
+    if len(x) != len(y):
+        raise UserError(f"npz data: X has {len(x)} rows but y has {len(y)}")
+    test = None
+    if "X_test" in arrays:
+        xt = torch.as_tensor(arrays["X_test"], dtype=torch.float32)
+        yt = _labels(arrays["y_test"], f"{p}: y_test")
+        if xt.shape[1:] != x.shape[1:] or len(xt) != len(yt):
+            raise UserError(f"npz data: X_test {tuple(xt.shape)} / y_test {tuple(yt.shape)} do not match X "
+                            f"{tuple(x.shape)}")
+        test = (xt, yt)
+    return _finish("npz", x, y, test, val_fraction=val_fraction, test_fraction=test_fraction,
+                   split_seed=split_seed, config={"path": str(p)})
+
+
+def _cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    # the official format is a pickle of {b"data": uint8 (N, 3072), b"labels": [...]}; it is the user's
+    # own local copy (never downloaded), and only numpy arrays and lists are accepted from it
+    with open(path, "rb") as f:
+        d = pickle.load(f, encoding="bytes")
+    data, labels = d.get(b"data"), d.get(b"labels")
+    if not isinstance(data, np.ndarray) or labels is None:
+        raise UserError(f"cifar10 data: {path} is not a CIFAR-10 python batch (no b'data' / b'labels')")
+    return data.reshape(-1, 3, 32, 32), np.asarray(labels, dtype=np.int64)
+
+
+def load_cifar10(*, root: str, limit: int | None = None, val_fraction: float = 0.1, split_seed: int = 0) -> TaskData:
+    """CIFAR-10 from ``root`` (the ``cifar-10-batches-py`` folder); ``limit`` keeps the first N train images."""
+    folder = Path(root).expanduser()
+    names = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
+    missing = [n for n in names if not (folder / n).is_file()]
+    if missing:
+        raise UserError(f"cifar10 data: {folder} lacks {', '.join(missing)} (expected the extracted "
+                        f"cifar-10-batches-py folder of the python version)")
+    train = [_cifar_batch(folder / n) for n in names[:5]]
+    x = np.concatenate([b[0] for b in train])
+    y = np.concatenate([b[1] for b in train])
+    if limit is not None:
+        x, y = x[:limit], y[:limit]
+    xt, yt = _cifar_batch(folder / "test_batch")
+    to = lambda a: torch.as_tensor(a, dtype=torch.float32) / 255.0  # noqa: E731
+    return _finish("cifar10", to(x), torch.as_tensor(y), (to(xt), torch.as_tensor(yt)), val_fraction=val_fraction,
+                   test_fraction=0.0, split_seed=split_seed, num_classes=10,
+                   config={"root": str(folder), "limit": limit})
+
+
+def load_image_folder(*, root: str, size: int = 32, channels: int = 3, val_fraction: float = 0.1,
+                      test_fraction: float = 0.2, split_seed: int = 0) -> TaskData:
+    """Images under ``root/<class>/``; a ``test`` folder beside ``train`` is used as the test split when
+    ``root`` holds ``train/`` and ``test/``."""
+    from PIL import Image
+
+    folder = Path(root).expanduser()
+    if not folder.is_dir():
+        raise UserError(f"imagefolder data: no such folder {folder}")
+    if channels not in (1, 3):
+        raise UserError(f"imagefolder data: channels must be 1 or 3, got {channels}")
+    split_dirs = (folder / "train", folder / "test")
+    has_split = all(d.is_dir() for d in split_dirs)
+    classes = sorted(d.name for d in (split_dirs[0] if has_split else folder).iterdir() if d.is_dir())
+    if not classes:
+        raise UserError(f"imagefolder data: {folder} has no class subfolders")
+
+    def read(base: Path) -> tuple[torch.Tensor, torch.Tensor]:
+        xs, ys = [], []
+        for label, name in enumerate(classes):
+            for f in sorted((base / name).iterdir()) if (base / name).is_dir() else []:
+                if f.suffix.lower() not in IMAGE_SUFFIXES:
+                    continue
+                with Image.open(f) as im:
+                    im = im.convert("L" if channels == 1 else "RGB").resize((size, size))
+                    a = np.asarray(im, dtype=np.float32) / 255.0
+                xs.append(a[None] if channels == 1 else a.transpose(2, 0, 1))
+                ys.append(label)
+        if not xs:
+            raise UserError(f"imagefolder data: no images ({', '.join(IMAGE_SUFFIXES)}) under {base}")
+        return torch.as_tensor(np.stack(xs)), torch.as_tensor(ys, dtype=torch.long)
+
+    if has_split:
+        x, y = read(split_dirs[0])
+        test = read(split_dirs[1])
+    else:
+        (x, y), test = read(folder), None
+    return _finish("imagefolder", x, y, test, val_fraction=val_fraction, test_fraction=test_fraction,
+                   split_seed=split_seed, num_classes=len(classes),
+                   config={"root": str(folder), "size": size, "channels": channels, "classes": classes})
