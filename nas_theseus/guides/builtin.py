@@ -8,18 +8,15 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
 from torch import nn
 
 from ..data import TaskData
 from ..errors import UserError, unknown_name
-from ..training import FitConfig, evaluate, fit_classifier
-from ..utils.files import atomic_write, atomic_write_text, cache_dir
-from ..utils.hashing import stable_hash
+from ..training import FitConfig
 from .guide import Guide
+from .weights import cached_training, check_weights, load_weights_file, metrics_path
 
 
 class _Unsqueeze(nn.Module):
@@ -81,7 +78,8 @@ BUILTIN_GUIDES: dict[str, _BuiltinSpec] = {
 def builtin_guide(name: str, data: TaskData, *, weights: str = "train", seed: int = 0,
                   fit: FitConfig | dict | None = None, progress: bool = True, device: str = "cpu",
                   **arch) -> Guide:
-    """Build a built-in guide; ``weights`` is ``"train"`` (train once, then load from the cache) or ``"random"``.
+    """Build a built-in guide; ``weights`` is ``"train"`` (train once, then load from the cache), ``"random"``
+    or a local weights file (see :mod:`nas_theseus.guides.weights`).
 
     ``arch`` overrides the architecture (``channels=...``); ``fit`` overrides the training options.
     The trained guide's validation and test accuracy are stored beside it (see :func:`guide_metrics`).
@@ -91,10 +89,8 @@ def builtin_guide(name: str, data: TaskData, *, weights: str = "train", seed: in
     spec = BUILTIN_GUIDES[name]
     if data.name != spec.data:
         raise UserError(f"built-in guide {name!r} is made for the {spec.data!r} data, not {data.name!r}")
-    if fit is None or isinstance(fit, FitConfig):
-        fit_cfg = fit or spec.fit
-    else:
-        fit_cfg = FitConfig(**{**asdict(spec.fit), **fit})
+    check_weights(weights)
+    fit_cfg = fit_config(spec.fit, fit)
     arch = {"num_classes": data.num_classes, **arch}
     try:
         torch.manual_seed(seed)
@@ -103,42 +99,31 @@ def builtin_guide(name: str, data: TaskData, *, weights: str = "train", seed: in
         raise UserError(f"bad architecture option for built-in guide {name!r}: {e}") from None
     source = {"kind": "builtin", "name": name, "arch": arch, "weights": weights, "seed": seed}
     if weights == "train":
-        key = stable_hash({"name": name, "arch": arch, "fit": fit_cfg, "seed": seed, "data": data.fingerprint})
-        path = cache_dir() / "guides" / f"{name}-{key}.safetensors"
-        if not _load_cached(module, path):
-            report = fit_classifier(module, data, fit_cfg, seed=seed, device=device, progress=progress,
-                                    desc=f"guide {name}")
-            module.cpu()
-            test_acc = evaluate(module, data.test)[0]
-            atomic_write(path, lambda tmp: save_file(module.state_dict(), tmp))
-            atomic_write_text(path.with_suffix(".json"), json.dumps(
-                {"name": name, "arch": arch, "fit": asdict(fit_cfg), "seed": seed, "data": data.fingerprint,
-                 "val_accuracy": report.best_val_accuracy, "test_accuracy": test_acc, "epochs": report.epochs},
-                indent=2))
-        source["cache_key"] = key
+        source["cache_key"] = cached_training(module, name=name, key_info={"arch": arch}, data=data, fit=fit_cfg,
+                                              seed=seed, device=device, progress=progress)
+    elif weights == "pretrained":
+        raise UserError(f"built-in guide {name!r} has no pretrained weights: use 'train', 'random' or a path")
     elif weights != "random":
-        raise UserError(f"built-in guide weights must be 'train' or 'random', got {weights!r}")
+        load_weights_file(module, weights)
     parts = ["conv1", "conv2", "conv3"]
     return Guide.from_module(module, parts, sample_shape=data.sample_shape, stem=spec.stem, head="head",
                              source=source)
 
 
-def _load_cached(module: nn.Module, path: Path) -> bool:
-    if not path.exists():
-        return False
+def fit_config(default: FitConfig, fit: FitConfig | dict | None) -> FitConfig:
+    """The guide's training options: ``default`` with the study's ``fit`` table (or a FitConfig) on top."""
+    if fit is None or isinstance(fit, FitConfig):
+        return fit or default
     try:
-        module.load_state_dict(load_file(str(path)))
-        return True
-    except Exception as e:  # an unreadable cache entry is retrained, never a crash
-        import warnings
-        warnings.warn(f"ignoring unreadable cached guide {path} ({type(e).__name__}: {e}); retraining", stacklevel=3)
-        return False
+        return FitConfig(**{**asdict(default), **fit})
+    except TypeError as e:
+        raise UserError(f"bad guide.fit option: {e}") from None
 
 
 def guide_metrics(guide: Guide) -> dict | None:
-    """The stored training metrics of a cached built-in guide, or None for other guides."""
+    """The stored training metrics of a guide trained by the toolkit, or None for other guides."""
     key = guide.source.get("cache_key")
     if key is None:
         return None
-    path = cache_dir() / "guides" / f"{guide.source['name']}-{key}.json"
+    path = metrics_path(guide.source.get("name", ""), key)
     return json.loads(path.read_text()) if path.exists() else None

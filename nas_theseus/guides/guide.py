@@ -12,7 +12,7 @@ that must be trained (a kept part, in fine-tuning) is a deep copy.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -45,7 +45,16 @@ class _Chain(nn.Module):
         return x
 
 
+# Named adapters for stems/heads that are not plain submodules (a timm ViT's embedding, a model's forward_head):
+# "@name" in a stem/head path list calls GUIDE_ADAPTERS[name](module), so exports can rebuild them by name.
+GUIDE_ADAPTERS: dict[str, Callable[[nn.Module], nn.Module]] = {}
+
+
 def _resolve(module: nn.Module, path: str, role: str) -> nn.Module:
+    if path.startswith("@"):
+        if path[1:] not in GUIDE_ADAPTERS:
+            raise UserError(f"unknown {role} adapter {path!r}; known: {', '.join('@' + n for n in GUIDE_ADAPTERS)}")
+        return GUIDE_ADAPTERS[path[1:]](module)
     try:
         return module.get_submodule(path)
     except AttributeError:

@@ -56,14 +56,18 @@ class StudySection:
 
 @dataclass(frozen=True)
 class GuideSection:
-    """source (``builtin:<name>``); weights (``train`` | ``random``); seed; options (architecture kwargs);
-    fit (training options for ``weights = "train"``)."""
+    """source (``builtin:<name>`` | ``timm:<model>`` | ``torch:<module>:<function>``); weights (``train`` |
+    ``random`` | ``pretrained`` | a file path); seed; options (architecture kwargs); fit (training options for
+    ``weights = "train"``); parts, stem, head (submodule paths; required parts for ``torch:``)."""
 
     source: str = "builtin:mnist1d_cnn"
     weights: str = "train"
     seed: int = 0
     options: dict = field(default_factory=dict)
     fit: dict = field(default_factory=dict)
+    parts: list | None = None
+    stem: str | list | None = None
+    head: str | list | None = None
 
 
 @dataclass(frozen=True)

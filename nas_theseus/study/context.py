@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from pathlib import Path
 
 import optuna
 import torch
@@ -56,6 +57,10 @@ def build_context(config: StudyConfig, *, progress: bool = True) -> StudyContext
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise UserError(f"device {device!r} asked for, but CUDA is not available here; use --device cpu")
     options = dict(config.guide.options)
-    guide = load_guide(config.guide.source, data, weights=config.guide.weights, seed=config.guide.seed,
-                       fit=config.guide.fit or None, progress=progress, device=device, **options)
+    g = config.guide
+    weights = g.weights
+    if weights not in ("train", "random", "pretrained"):  # a file path, relative to the study file
+        weights = str((Path(config.base_dir) / Path(weights).expanduser()).resolve())
+    guide = load_guide(g.source, data, weights=weights, seed=g.seed, fit=g.fit or None, progress=progress,
+                       device=device, parts=g.parts, stem=g.stem, head=g.head, **options)
     return StudyContext(config, space, data, guide)

@@ -1,0 +1,94 @@
+"""Where a guide's weights come from, the same for every guide source (``weights = ...`` in a study):
+
+* ``"train"`` (default): the toolkit trains the guide on the task data, once, and caches the weights under
+  ``$NAS_THESEUS_CACHE/guides`` by a hash of everything that shapes them (source, options, training options,
+  seed, the data's fingerprint); training metrics are stored beside them.
+* ``"random"``: untrained (seeded random init), frozen.
+* a local path: ``*.safetensors``, or a ``torch.save`` file read with ``torch.load(weights_only=True)``
+  (a state dict, or a dict holding one under ``state_dict`` / ``model``).
+* ``"pretrained"``: the source library's own loading (timm, transformers), for users with network access or
+  a local Hugging Face cache; sources that have no such loading refuse it.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from ..data import TaskData
+from ..errors import UserError
+from ..training import FitConfig, evaluate, fit_classifier
+from ..utils.files import atomic_write, atomic_write_text, cache_dir
+from ..utils.hashing import stable_hash
+
+KEYWORDS = ("train", "random", "pretrained")
+
+
+def cached_training(module: nn.Module, *, name: str, key_info: dict, data: TaskData, fit: FitConfig, seed: int,
+                    device: str = "cpu", progress: bool = True) -> str:
+    """Load ``module``'s trained weights from the cache, or train it on ``data`` and cache them; returns the
+    cache key. ``key_info`` describes the architecture (JSON-able); ``name`` prefixes the file name."""
+    key = stable_hash({"name": name, **key_info, "fit": fit, "seed": seed, "data": data.fingerprint})
+    path = cache_dir() / "guides" / f"{_file_safe(name)}-{key}.safetensors"
+    if not _load_cached(module, path):
+        torch.manual_seed(seed)
+        report = fit_classifier(module, data, fit, seed=seed, device=device, progress=progress,
+                                desc=f"guide {name}")
+        module.cpu()
+        test_acc = evaluate(module, data.test)[0]
+        state = {k: v.detach().contiguous() for k, v in module.state_dict().items()}
+        atomic_write(path, lambda tmp: save_file(state, tmp))
+        atomic_write_text(path.with_suffix(".json"), json.dumps(
+            {"name": name, **key_info, "fit": asdict(fit), "seed": seed, "data": data.fingerprint,
+             "val_accuracy": report.best_val_accuracy, "test_accuracy": test_acc, "epochs": report.epochs},
+            indent=2, default=str))
+    return key
+
+
+def metrics_path(name: str, key: str) -> Path:
+    return cache_dir() / "guides" / f"{_file_safe(name)}-{key}.json"
+
+
+def load_weights_file(module: nn.Module, path: str | Path) -> None:
+    """Load a local weights file into ``module`` (strict): safetensors, or torch.load(weights_only=True)."""
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise UserError(f"guide weights: no such file {p} (weights is 'train', 'random', 'pretrained' or a path)")
+    try:
+        if p.suffix == ".safetensors":
+            state = load_file(str(p))
+        else:
+            state = torch.load(p, map_location="cpu", weights_only=True)
+            if isinstance(state, dict) and not any(isinstance(v, torch.Tensor) for v in state.values()):
+                state = state.get("state_dict") or state.get("model") or state
+        module.load_state_dict(state, strict=True)
+    except Exception as e:  # noqa: BLE001 - a file that does not fit is the user's to fix
+        raise UserError(f"guide weights {p} do not load into the guide ({type(e).__name__}: "
+                        f"{str(e).splitlines()[0][:300]})") from None
+
+
+def check_weights(weights) -> None:
+    if not isinstance(weights, str) or not weights:
+        raise UserError(f"guide weights must be one of {', '.join(KEYWORDS)} or a file path, got {weights!r}")
+
+
+def _load_cached(module: nn.Module, path: Path) -> bool:
+    if not path.exists():
+        return False
+    try:
+        module.load_state_dict(load_file(str(path)))
+        return True
+    except Exception as e:  # noqa: BLE001 - an unreadable cache entry is retrained, never a crash
+        warnings.warn(f"ignoring unreadable cached guide {path} ({type(e).__name__}: {e}); retraining",
+                      stacklevel=3)
+        return False
+
+
+def _file_safe(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
