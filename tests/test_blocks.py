@@ -3,13 +3,18 @@
 import pytest
 
 from nas_theseus.errors import UserError
-from nas_theseus.targets import BlockSpec, create_target, list_blocks, probe_output_shape
-from nas_theseus.testing import check_block
+from nas_theseus.targets import BLOCKS, BlockSpec, create_target, list_blocks, probe_output_shape
+from nas_theseus.testing import check_block, check_causal
 
 
 @pytest.mark.parametrize("kind", list_blocks())
 def test_block_contract(kind):
     check_block(kind)
+
+
+@pytest.mark.parametrize("kind", [k for k in list_blocks() if getattr(BLOCKS[k], "causal", None) is True])
+def test_causal_blocks_do_not_see_the_future(kind):
+    check_causal(kind)
 
 
 def test_spec_normalises_defaults_and_types():

@@ -52,15 +52,25 @@ class StudyContext:
 
 def build_context(config: StudyConfig, *, progress: bool = True) -> StudyContext:
     space = load_search_space(config.search_space_path)
-    data = load_data(config.data.name, **config.data.options)
+    data = load_data(config.data.name, **_relative_to(config.data.options, Path(config.base_dir)))
     device = config.study.device
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise UserError(f"device {device!r} asked for, but CUDA is not available here; use --device cpu")
     options = dict(config.guide.options)
-    g = config.guide
-    weights = g.weights
+    g, base = config.guide, Path(config.base_dir)
+    weights, source = g.weights, g.source
     if weights not in ("train", "random", "pretrained"):  # a file path, relative to the study file
-        weights = str((Path(config.base_dir) / Path(weights).expanduser()).resolve())
-    guide = load_guide(g.source, data, weights=weights, seed=g.seed, fit=g.fit or None, progress=progress,
+        weights = str((base / Path(weights).expanduser()).resolve())
+    kind, _, rest = source.partition(":")
+    target, sep, fn = rest.rpartition(":")
+    if kind == "torch" and target.endswith(".py"):  # torch:file.py:function, relative to the study file
+        source = f"torch:{(base / Path(target).expanduser()).resolve()}:{fn}"
+    guide = load_guide(source, data, weights=weights, seed=g.seed, fit=g.fit or None, progress=progress,
                        device=device, parts=g.parts, stem=g.stem, head=g.head, **options)
     return StudyContext(config, space, data, guide)
+
+
+def _relative_to(options: dict, base: Path) -> dict:
+    """Data options naming local files (``path``, ``root``) are relative to the study file."""
+    return {k: str((base / Path(v).expanduser()).resolve()) if k in ("path", "root") and isinstance(v, str) else v
+            for k, v in options.items()}

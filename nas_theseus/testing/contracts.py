@@ -6,6 +6,9 @@ the block accepts: the spec round-trips through JSON; the module builds, runs a 
 the probed shape, passes gradients to every parameter, and is identical when built twice under one seed.
 A block must accept at least one of :data:`SHAPE_CASES`; a shape it refuses must be refused with a
 :class:`~nas_theseus.errors.UserError`.
+
+A block whose class sets ``causal = True`` also runs :func:`check_causal` on the (T, D) sequence cases: its
+output at position t must not depend on inputs after t.
 """
 
 from __future__ import annotations
@@ -22,6 +25,9 @@ SHAPE_CASES = [
     ((1, 40), (25, 19)),       # 1-D signals
     ((25, 10), (25, 5)),
     ((4, 8, 8), (8, 4, 4)),    # 2-D images
+    ((16, 12), (16, 12)),      # (T, D) sequences
+    ((16, 12), (16, 24)),
+    ((9, 12), (9, 12)),        # (N, D) tokens
 ]
 
 
@@ -57,4 +63,51 @@ def check_block(kind: str) -> list[tuple]:
                 assert torch.equal(initial[n], b), f"{spec}: {n} differs when built twice under one seed"
             ran.append((options, in_shape, out_shape, shape))
     assert ran, f"block {kind!r} accepted none of the contract's shape cases"
+    return ran
+
+
+def _perturbed_after(x: torch.Tensor, t: int) -> torch.Tensor:
+    """``x`` (B, T, D) with new random values at positions > t."""
+    x = x.clone()
+    x[:, t + 1:] = torch.randn_like(x[:, t + 1:])
+    return x
+
+
+def _check_no_leak(module, name: str, steps: int, x: torch.Tensor) -> None:
+    """Assert that ``module``'s outputs at positions <= t ignore inputs after t, and later outputs do not."""
+    y = module(x)
+    assert y.shape[:2] == x.shape[:2], f"{name}: output {tuple(y.shape)} is not a sequence of {steps} steps"
+    future_seen = False
+    for t in sorted({0, steps // 2, steps - 2}):
+        y2 = module(_perturbed_after(x, t))
+        assert torch.allclose(y[:, :t + 1], y2[:, :t + 1], atol=1e-6), \
+            f"{name}: outputs at positions <= {t} change when inputs after {t} change (not causal)"
+        future_seen |= not torch.allclose(y[:, t + 1:], y2[:, t + 1:], atol=1e-6)
+    assert future_seen, f"{name}: outputs after t never change with the inputs after t, so no leak could be seen"
+
+
+@torch.no_grad()
+def check_causal(kind: str, examples: tuple[dict, ...] | None = None) -> list[tuple]:
+    """Check that a block's output at position t depends on no input after t; returns the cases run.
+
+    For each option set (``examples``, else the block's examples, else the defaults) and each (T, D) case of
+    :data:`SHAPE_CASES` with T >= 2 that the block accepts: build it in eval mode (float64), run x, then for
+    a few t change x at positions > t. Outputs at positions <= t must stay the same (atol 1e-6); outputs after
+    t must change for at least one t, so that the check could see a leak. Raises AssertionError on a leak.
+    """
+    cls = BLOCKS[kind]
+    ran = []
+    for options in examples or getattr(cls, "examples", ()) or ({},):
+        spec = BlockSpec.of(kind, **options)
+        for in_shape, out_shape in SHAPE_CASES:
+            if len(in_shape) != 2 or in_shape[0] < 2:
+                continue
+            try:
+                torch.manual_seed(0)
+                module = create_target(spec, in_shape, out_shape).double().eval()
+            except UserError:
+                continue
+            _check_no_leak(module, f"{spec} on {in_shape}", in_shape[0], torch.randn(2, *in_shape).double())
+            ran.append((options, in_shape, out_shape))
+    assert ran, f"block {kind!r} accepted none of the contract's (T, D) sequence cases"
     return ran
