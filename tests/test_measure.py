@@ -1,6 +1,7 @@
 """FLOPs by hand, no silent zeros, and latency records what it measured on."""
 
 import pytest
+import torch
 from torch import nn
 
 from nas_theseus.measure import UncountedOpsError, count_flops, count_params, measure_latency
@@ -20,11 +21,16 @@ def test_flops_of_the_guide_cnn_by_hand():
     assert count_flops(MNIST1DCNN(), (40,)) == expected
 
 
+class _FFT(nn.Module):
+    def forward(self, x):
+        return torch.fft.rfft(x).abs()
+
+
 def test_unknown_op_is_never_a_silent_zero():
-    with pytest.raises(UncountedOpsError, match="aten::lstm"):
-        count_flops(nn.LSTM(4, 8, batch_first=True), (3, 4))
-    with pytest.warns(UserWarning, match="aten::lstm"):
-        count_flops(nn.LSTM(4, 8, batch_first=True), (3, 4), strict=False)
+    with pytest.raises(UncountedOpsError, match="aten::fft_rfft"):
+        count_flops(_FFT(), (16,))
+    with pytest.warns(UserWarning, match="aten::fft_rfft"):
+        count_flops(_FFT(), (16,), strict=False)
 
 
 def test_latency_reports_median_and_settings():

@@ -4,7 +4,9 @@ fvcore silently counts 0 for operators it has no handle for. We never report suc
 with no handle that is not on :data:`ZERO_COST_OPS` (element-wise and shape operators, which fvcore's
 convention counts as free) raises :class:`UncountedOpsError` with the operator names when ``strict`` (a study
 fails that trial) or warns otherwise (``convert`` alone). Handles for more operators register in
-:data:`EXTRA_HANDLES`.
+:data:`EXTRA_HANDLES`; it starts with :data:`nas_theseus.measure.flop_handles.FLOP_HANDLES` (recurrent layers,
+scaled-dot-product and native multi-head attention, ``baddbmm``, and replacements for fvcore's ``matmul``
+and ``einsum``).
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ from collections.abc import Callable
 
 import torch
 from torch import nn
+
+from .flop_handles import FLOP_HANDLES
 
 CONVENTION = "FLOPs = multiply-adds (fvcore convention: one multiply-add counts as 1 FLOP), per sample"
 
@@ -29,9 +33,16 @@ ZERO_COST_OPS = frozenset({
     "aten::expand", "aten::slice", "aten::select", "aten::index", "aten::embedding", "aten::ones_like",
     "aten::zeros_like", "aten::full_like", "aten::masked_fill", "aten::where", "aten::t", "aten::numpy_T",
     "aten::size", "aten::to", "aten::type_as", "aten::clone", "aten::detach", "aten::scalar_tensor",
+    "aten::chunk", "aten::unsafe_chunk", "aten::split", "aten::unbind",  # views of the input
+    "aten::_pack_padded_sequence", "aten::_pad_packed_sequence",  # reorder/pad rows for packed RNN input
+    "aten::sigmoid_", "aten::tanh_",  # in-place activations (the RNN cells' gates)
+    "aten::zeros", "aten::ones", "aten::full", "aten::new_zeros", "aten::new_ones",  # constants (e.g. RNN h0)
+    "aten::triu", "aten::tril", "aten::masked_fill_",  # building and applying attention masks: selections
 })
 
-EXTRA_HANDLES: dict[str, Callable] = {}
+# Extra fvcore op handles (name -> handle), set on every analysis after fvcore's defaults, so an entry also
+# replaces fvcore's handle for that operator.
+EXTRA_HANDLES: dict[str, Callable] = dict(FLOP_HANDLES)
 
 
 class UncountedOpsError(RuntimeError):
