@@ -198,3 +198,25 @@ def test_conv2d_guide_converts(digits):
     cand = Candidate((BlockSpec.of("conv2d", channels=2), BlockSpec.of("mlp", width=6)))
     result = convert(guide, cand, digits, fast(bridge="stitch"), progress=False)
     assert result.model(digits.test.x[:4]).shape == (4, 10)
+
+
+def test_activations_beyond_the_memory_budget_are_memory_mapped_float16(small_data, tmp_path, monkeypatch):
+    from nas_theseus.convert.activations import GuideActivations
+
+    guide = tiny_guide("conv1d")
+    x = small_data.train.x
+    in_memory = GuideActivations.compute(guide, x, data_key="d", progress=False, mmap_dir=tmp_path / "acts")
+    assert not in_memory.mapped and not (tmp_path / "acts").exists()
+    monkeypatch.setenv("NAS_THESEUS_ACTIVATION_MEMORY", "0")
+    mapped = GuideActivations.compute(guide, x, data_key="d", batch_size=7, progress=False,
+                                      mmap_dir=tmp_path / "acts")
+    assert mapped.mapped and (tmp_path / "acts" / "complete").is_file() and mapped.key == in_memory.key
+    assert all(a.dtype == "float16" for a in mapped.acts)
+    idx = torch.tensor([5, 1, 9, 2])
+    for a, b in zip(mapped.batch(idx), in_memory.batch(idx)):
+        assert a.dtype == torch.float32 and torch.allclose(a, b.half().float())
+    reopened = GuideActivations.open_mapped(tmp_path / "acts", len(mapped.acts))
+    assert torch.equal(reopened.batch(idx)[1], mapped.batch(idx)[1])
+    result = convert(guide, Candidate((MLP8,) * len(guide.parts)), small_data, fast(), activations=mapped,
+                     progress=False)
+    assert result.test_accuracy >= 0.0

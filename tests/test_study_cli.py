@@ -231,3 +231,20 @@ def test_guide_activation_cache_is_computed_once_and_keyed_by_guide_and_data(tmp
     files[0].write_bytes(b"junk")
     with pytest.warns(UserWarning, match="unreadable"):
         wd.activations(guide, data, device="cpu", progress=False)
+
+
+def test_large_activation_cache_is_a_memory_mapped_folder_reused_across_runs(tmp_path, monkeypatch):
+    from nas_theseus.convert import GuideActivations
+    from nas_theseus.data import load_mnist1d
+    from nas_theseus.study.workdir import WorkDir
+    from nas_theseus.testing import tiny_guide
+
+    monkeypatch.setenv("NAS_THESEUS_ACTIVATION_MEMORY", "0")
+    wd, guide, data = WorkDir(tmp_path), tiny_guide("conv1d"), load_mnist1d(num_samples=300)
+    first = wd.activations(guide, data, device="cpu", progress=False)
+    folders = [p for p in (tmp_path / "cache").iterdir() if p.is_dir()]
+    assert first.mapped and len(folders) == 1 and not list((tmp_path / "cache").glob("*.safetensors"))
+    monkeypatch.setattr(GuideActivations, "compute", lambda *a, **k: pytest.fail("recomputed"))
+    again = wd.activations(guide, data, device="cpu", progress=False)
+    idx = torch.arange(10)
+    assert again.mapped and all(torch.equal(a, b) for a, b in zip(first.batch(idx), again.batch(idx)))

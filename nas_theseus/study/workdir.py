@@ -63,23 +63,32 @@ class WorkDir:
         atomic_write_text(self.meta, json.dumps(meta, indent=2))
 
     def activations(self, guide: Guide, data: TaskData, *, device: str, progress: bool) -> GuideActivations:
-        """The guide's activations over ``data.train``: computed once per study, then read from the cache."""
+        """The guide's activations over ``data.train``: computed once per study, then read from the cache
+        (``activations-<key>.safetensors``, or the memory-mapped folder ``activations-<key>/`` for caches
+        beyond the memory budget, see :mod:`nas_theseus.convert.activations`)."""
         key = stable_hash({"guide": guide.identity, "data": data.fingerprint})
         path = self.root / "cache" / f"activations-{key}.safetensors"
+        folder = self.root / "cache" / f"activations-{key}"
         n = len(guide.parts) + 2
-        if path.is_file():
-            try:
+        try:
+            if folder.is_dir():
+                acts = GuideActivations.open_mapped(folder, n)
+            elif path.is_file():
                 tensors = load_file(str(path))
-                acts = [tensors[f"a{i}"] for i in range(n)]
-                if all(len(a) == len(data.train) for a in acts):
-                    return GuideActivations(acts, key)
+                acts = GuideActivations([tensors[f"a{i}"] for i in range(n)], key)
+            else:
+                acts = None
+            if acts is not None:
+                if len(acts) == len(data.train):
+                    return acts
                 raise ValueError("row count differs from the training split")
-            except Exception as e:  # noqa: BLE001 - a bad cache is recomputed
-                warnings.warn(f"guide-activation cache {path.name} is unreadable ({e}); recomputing", stacklevel=2)
+        except Exception as e:  # noqa: BLE001 - a bad cache is recomputed
+            warnings.warn(f"guide-activation cache for {key} is unreadable ({e}); recomputing", stacklevel=2)
         acts = GuideActivations.compute(guide, data.train.x, data_key=data.fingerprint, device=device,
-                                        progress=progress)
-        tensors = {f"a{i}": a.contiguous() for i, a in enumerate(acts.acts)}
-        atomic_write(path, lambda tmp: save_file(tensors, tmp))
+                                        progress=progress, mmap_dir=folder)
+        if not acts.mapped:
+            tensors = {f"a{i}": a.contiguous() for i, a in enumerate(acts.acts)}
+            atomic_write(path, lambda tmp: save_file(tensors, tmp))
         return acts
 
 
