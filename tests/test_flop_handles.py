@@ -241,3 +241,10 @@ def test_no_operator_is_both_counted_and_free():
 
 def test_convention_unchanged():
     assert CONVENTION == "FLOPs = multiply-adds (fvcore convention: one multiply-add counts as 1 FLOP), per sample"
+
+
+def test_max_pooling_is_free_and_counted_as_such():
+    from nas_theseus.measure import count_flops
+
+    net = nn.Sequential(nn.Conv2d(1, 2, 3, padding=1), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(2 * 4 * 4, 3))
+    assert count_flops(net, (1, 8, 8)) == 2 * 9 * 64 + 32 * 3  # conv + linear multiply-adds; the pool adds none

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+from test_local_data import write_fake_cifar10
 
 from nas_theseus.cli import main
 
@@ -15,11 +16,14 @@ TINY = ["study.n_trials=2", "study.startup_trials=1", "convert.steps_per_stage=4
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("study", ["mnist1d_cnn_to_mlp.toml", "digits_vit_to_mlp.toml"])
+@pytest.mark.parametrize("study", ["mnist1d_cnn_to_mlp.toml", "digits_vit_to_mlp.toml", "cifar10_resnet18_to_mlp.toml"])
 def test_shipped_study_runs(study, tmp_path, capsys):
     args = ["run", str(STUDIES / study), "--workdir", str(tmp_path / "wd"), "--no-progress"]
     for s in TINY:
         args += ["--set", s]
+    if study.startswith("cifar10"):  # a small fake CIFAR-10 in the real format, on the CPU
+        root = write_fake_cifar10(tmp_path / "cifar-10-batches-py", per_batch=24)
+        args += ["--set", f'data.options.root="{root}"', "--device", "cpu", "--set", "convert.batch_size=32"]
     assert main(args) == 0
     capsys.readouterr()
     assert main(["pareto", str(tmp_path / "wd"), "--format", "json"]) == 0

@@ -38,6 +38,8 @@ ZERO_COST_OPS = frozenset({
     "aten::sigmoid_", "aten::tanh_",  # in-place activations (the RNN cells' gates)
     "aten::zeros", "aten::ones", "aten::full", "aten::new_zeros", "aten::new_ones",  # constants (e.g. RNN h0)
     "aten::triu", "aten::tril", "aten::masked_fill_",  # building and applying attention masks: selections
+    "aten::max_pool1d", "aten::max_pool2d", "aten::max_pool3d",  # comparisons only, no multiply-adds
+    "aten::adaptive_max_pool1d", "aten::adaptive_max_pool2d",
 })
 
 # Extra fvcore op handles (name -> handle), set on every analysis after fvcore's defaults, so an entry also
