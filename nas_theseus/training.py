@@ -31,6 +31,11 @@ class FitConfig:
     weight_decay: float = 0.0
     batch_size: int = 128
     cosine: bool = True
+    monitor: str = "accuracy"  # the best state: highest validation accuracy ("accuracy") or lowest loss ("loss")
+
+    def __post_init__(self) -> None:
+        if self.monitor not in ("accuracy", "loss"):
+            raise UserError(f"fit monitor must be 'accuracy' or 'loss', got {self.monitor!r}")
 
 
 @dataclass
@@ -47,10 +52,19 @@ class FitReport:
     wall_s: float = 0.0
 
 
+def task_loss(logits: torch.Tensor, y: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+    """Cross-entropy for class labels ``y`` (N,) with logits (N, C), or next-token targets ``y`` (N, T) with
+    logits (N, T, V) (every position counts once)."""
+    if y.dim() > 1:
+        return F.cross_entropy(logits.flatten(0, -2), y.flatten(), reduction=reduction)
+    return F.cross_entropy(logits, y, reduction=reduction)
+
+
 @torch.no_grad()
 def evaluate(model: nn.Module, split: Split, *, batch_size: int = 1024,
              device: torch.device | str = "cpu") -> tuple[float, float]:
-    """(accuracy, mean cross-entropy) of ``model`` on ``split``, in eval mode; restores the model's mode."""
+    """(accuracy, mean cross-entropy) of ``model`` on ``split``, in eval mode; restores the model's mode.
+    For next-token targets both are per token (perplexity = exp of the loss)."""
     was_training = model.training
     model.eval()
     correct, loss_sum = 0, 0.0
@@ -58,10 +72,10 @@ def evaluate(model: nn.Module, split: Split, *, batch_size: int = 1024,
         xb = split.x[i:i + batch_size].to(device)
         yb = split.y[i:i + batch_size].to(device)
         logits = model(xb)
-        loss_sum += F.cross_entropy(logits, yb, reduction="sum").item()
+        loss_sum += task_loss(logits, yb, reduction="sum").item()
         correct += (logits.argmax(-1) == yb).sum().item()
     model.train(was_training)
-    n = max(len(split), 1)
+    n = max(split.y.numel(), 1)
     return correct / n, loss_sum / n
 
 
@@ -101,7 +115,7 @@ def fit_classifier(model: nn.Module, data: TaskData, config: FitConfig = FitConf
             for i in range(0, n, config.batch_size):
                 idx = perm[i:i + config.batch_size]
                 xb, yb = data.train.x[idx].to(device), data.train.y[idx].to(device)
-                loss = F.cross_entropy(model(xb), yb)
+                loss = task_loss(model(xb), yb)
                 if not torch.isfinite(loss):
                     raise FloatingPointError(f"{desc}: non-finite training loss ({loss.item()}) at epoch {epoch}")
                 opt.zero_grad(set_to_none=True)
@@ -115,8 +129,10 @@ def fit_classifier(model: nn.Module, data: TaskData, config: FitConfig = FitConf
             report.train_loss.append(loss_sum / n)
             report.val_accuracy.append(val_acc)
             report.epochs = epoch + 1
-            if (val_acc, -val_loss) > (report.best_val_accuracy if report.best_epoch >= 0 else -1.0,
-                                       -report.best_val_loss):
+            score = (val_acc, -val_loss) if config.monitor == "accuracy" else (-val_loss, val_acc)
+            best = ((report.best_val_accuracy, -report.best_val_loss) if config.monitor == "accuracy"
+                    else (-report.best_val_loss, report.best_val_accuracy))
+            if report.best_epoch < 0 or score > best:
                 report.best_epoch, report.best_val_accuracy, report.best_val_loss = epoch, val_acc, val_loss
                 best_state = copy.deepcopy(model.state_dict())
                 bad_epochs = 0

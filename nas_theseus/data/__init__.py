@@ -1,5 +1,5 @@
-"""Task data: splits as tensors; offline loaders (MNIST-1D, scikit-learn digits) and local files (npz,
-CIFAR-10 python batches, image folders)."""
+"""Task data: splits as tensors; offline loaders (MNIST-1D, scikit-learn digits, the stdlib's pydoc text),
+and local files (npz, CIFAR-10 python batches, image folders, UTF-8 text)."""
 
 from __future__ import annotations
 
@@ -11,9 +11,11 @@ from .base import Split, TaskData, carve_validation
 from .digits import load_digits
 from .local import load_cifar10, load_image_folder, load_npz
 from .mnist1d import load_mnist1d
+from .text import ByteTokenizer, load_text
 
 DATASETS: dict[str, Callable[..., TaskData]] = {"mnist1d": load_mnist1d, "digits": load_digits, "npz": load_npz,
-                                                "cifar10": load_cifar10, "imagefolder": load_image_folder}
+                                                "cifar10": load_cifar10, "imagefolder": load_image_folder,
+                                                "text": load_text}
 
 
 def load_data(name: str, **options) -> TaskData:
@@ -31,5 +33,5 @@ def load_data(name: str, **options) -> TaskData:
     return loader(**options)
 
 
-__all__ = ["DATASETS", "Split", "TaskData", "carve_validation", "load_cifar10", "load_data", "load_digits",
-           "load_image_folder", "load_mnist1d", "load_npz"]
+__all__ = ["DATASETS", "ByteTokenizer", "Split", "TaskData", "carve_validation", "load_cifar10", "load_data",
+           "load_digits", "load_image_folder", "load_mnist1d", "load_npz", "load_text"]

@@ -71,6 +71,9 @@ def build_context(config: StudyConfig, *, progress: bool = True) -> StudyContext
 
 
 def _relative_to(options: dict, base: Path) -> dict:
-    """Data options naming local files (``path``, ``root``) are relative to the study file."""
-    return {k: str((base / Path(v).expanduser()).resolve()) if k in ("path", "root") and isinstance(v, str) else v
+    """Data options naming local files (``path``, ``root``, a text ``source``) are relative to the study file."""
+    def is_file_option(k, v):
+        return isinstance(v, str) and (k in ("path", "root") or (k == "source" and v != "pydoc"))
+
+    return {k: str((base / Path(v).expanduser()).resolve()) if is_file_option(k, v) else v
             for k, v in options.items()}
