@@ -36,7 +36,7 @@ def save_network(folder: Path, model: DeployModel, arch: dict) -> None:
     """Write ``model.safetensors`` then ``arch.json`` (atomically, each); arch.json records the weights'
     sha256, so a damaged weights file is detected on load (safetensors itself has no checksum)."""
     folder.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}  # no shared (tied) storage
     atomic_write(folder / "model.safetensors", lambda tmp: save_file(state, tmp))
     arch = {**arch, "weights_sha256": _sha256(folder / "model.safetensors")}
     atomic_write_text(folder / "arch.json", json.dumps(arch, indent=2))

@@ -121,7 +121,7 @@ def test_torch_source_from_a_file_trains_once_then_caches(digits, tmp_path, monk
     ("torch:{dir}/mymodels.py:make_net", {"parts": ["bdy"], "head": "out"}, "did you mean 'body'"),
     ("torch:{dir}/mymodels.py:make_net", {"parts": ["body"], "depth": 3}, "does not take these options"),
     ("torch:nonexistent_pkg_xyz:make", {"parts": ["a"]}, "cannot import"),
-    ("torhc:x:y", {}, "valid prefixes: builtin:, timm:, torch:"),
+    ("torhc:x:y", {}, "valid prefixes: builtin:, hf:, timm:, torch:"),
     ("timm:resnet18", {"parts": ["layer9"]}, "did you mean 'layer4'"),
 ])
 def test_bad_guide_sources_are_one_line(digits, tmp_path, source, kw, message):

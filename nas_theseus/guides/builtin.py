@@ -125,5 +125,5 @@ def guide_metrics(guide: Guide) -> dict | None:
     key = guide.source.get("cache_key")
     if key is None:
         return None
-    path = metrics_path(guide.source.get("name", ""), key)
+    path = metrics_path(guide.source.get("cache_name", guide.source.get("name", "")), key)
     return json.loads(path.read_text()) if path.exists() else None

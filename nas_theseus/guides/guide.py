@@ -94,7 +94,7 @@ class Guide:
 
     def __init__(self, module: nn.Module, stem: nn.Module, parts: list[Part], head: nn.Module, *,
                  sample_shape: tuple[int, ...], source: dict, input_dtype: torch.dtype = torch.float32,
-                 stem_paths=None, head_paths=None):
+                 stem_paths=None, head_paths=None, example: torch.Tensor | None = None):
         self.module = module
         self.stem_paths = stem_paths  # how stem and head were named (paths), so exports can rebuild them
         self.head_paths = head_paths
@@ -104,6 +104,7 @@ class Guide:
         self.sample_shape = tuple(sample_shape)
         self.source = dict(source)
         self.input_dtype = input_dtype
+        self._example = None if example is None else example.detach().cpu()
         self.freeze()
         example = self.example_input(4)
         acts = self.activations(example)
@@ -138,7 +139,8 @@ class Guide:
         guide = cls(module, _as_module(module, stem, "stem"), part_list, _as_module(module, head, "head"),
                     sample_shape=tuple(sample_shape), source=source or {"kind": "module",
                                                                          "class": type(module).__name__},
-                    input_dtype=input_dtype, stem_paths=_paths(stem), head_paths=_paths(head))
+                    input_dtype=input_dtype, stem_paths=_paths(stem), head_paths=_paths(head),
+                    example=None if input_dtype.is_floating_point else check_input)
         guide.check_reproduces(check_input)
         return guide
 
@@ -152,6 +154,8 @@ class Guide:
         g = torch.Generator().manual_seed(seed)
         if self.input_dtype.is_floating_point:
             return torch.randn((n, *self.sample_shape), generator=g, dtype=self.input_dtype)
+        if self._example is not None:  # integer inputs (tokens): rows of the example given at construction
+            return self._example[torch.randint(len(self._example), (n,), generator=g)]
         raise UserError("give check_input for a guide whose input is not floating point")
 
     @property

@@ -1,5 +1,5 @@
 """Guide sources by name, the same in study files and the Python API: ``builtin:<name>``, ``timm:<model>``,
-``torch:<module>:<function>`` (``hf:`` comes with the language-model guides)."""
+``torch:<module>:<function>``, ``hf:gpt2`` / ``hf:<local directory>`` (GPT-2-family language models)."""
 
 from __future__ import annotations
 
@@ -10,16 +10,17 @@ from ..errors import UserError, did_you_mean
 from .builtin import BUILTIN_GUIDES, builtin_guide
 from .external import rebuild_external, timm_guide, torch_guide
 from .guide import Guide
+from .hf import hf_guide, rebuild_hf
 
 GUIDE_SOURCES: dict[str, Callable[..., Guide]] = {"builtin": builtin_guide, "timm": timm_guide,
-                                                  "torch": torch_guide}
+                                                  "torch": torch_guide, "hf": hf_guide}
 
 
 def rebuild_guide_module(source: dict):
     """The guide's module with fresh weights, from its ``source`` description (for rebuilding exports)."""
     if source.get("kind") == "builtin" and source.get("name") in BUILTIN_GUIDES:
         return BUILTIN_GUIDES[source["name"]].factory(**source.get("arch", {}))
-    module = rebuild_external(source)
+    module = rebuild_hf(source) if source.get("kind") == "hf" else rebuild_external(source)
     if module is None:
         raise UserError(f"cannot rebuild a guide of source {source} without its code: export a network whose "
                         f"kept guide parts come from a named guide source")

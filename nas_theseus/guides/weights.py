@@ -42,7 +42,7 @@ def cached_training(module: nn.Module, *, name: str, key_info: dict, data: TaskD
                                 desc=f"guide {name}")
         module.cpu()
         test_acc = evaluate(module, data.test)[0]
-        state = {k: v.detach().contiguous() for k, v in module.state_dict().items()}
+        state = {k: v.detach().clone() for k, v in module.state_dict().items()}  # no shared (tied) storage
         atomic_write(path, lambda tmp: save_file(state, tmp))
         atomic_write_text(path.with_suffix(".json"), json.dumps(
             {"name": name, **key_info, "fit": asdict(fit), "seed": seed, "data": data.fingerprint,
