@@ -61,9 +61,14 @@ def _cmd_run(args: argparse.Namespace) -> int:
     try:
         run_study(config, workdir, storage=args.storage, force=args.force, progress=progress,
                   n_trials=args.n_trials, timeout=args.timeout)
-    except KeyboardInterrupt:
-        print(f"\ninterrupted: the running trial was re-enqueued; run the same command again to resume it from "
-              f"its stage checkpoints (work directory {workdir})", file=sys.stderr)
+    except KeyboardInterrupt as e:
+        number = getattr(e, "requeued_trial", None)
+        if number is None:
+            print(f"\ninterrupted between trials; run the same command again to continue (work directory "
+                  f"{workdir})", file=sys.stderr)
+        else:
+            print(f"\ninterrupted: trial {number} was re-enqueued; run the same command again to resume it from "
+                  f"its stage checkpoints (work directory {workdir})", file=sys.stderr)
         return 130
     print(f"\nwork directory: {workdir}")
     return _print_front(workdir, "table")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -138,3 +139,15 @@ def test_a_non_finite_loss_fails_that_trial_and_the_study_goes_on(tmp_path, caps
     failed = [t for t in study.get_trials() if t.state == TrialState.FAIL]
     assert len(failed) == 1 and "non-finite" in failed[0].user_attrs["fail_reason"]
     assert len(study.get_trials(states=(TrialState.COMPLETE,))) == 1  # a recorded failure counts toward n_trials
+
+
+def test_storage_url_mistakes_are_one_line_and_quick(tmp_path, capsys):
+    study_file = write_study(tmp_path)
+    start = time.monotonic()
+    bad = f"sqlite:///{tmp_path / 'no' / 'such' / 'dir' / 'x.db'}"
+    assert main(["run", str(study_file), "--workdir", str(tmp_path / "wd"), "--storage", bad, "--no-progress"]) == 2
+    one_line_error(capsys, "does not exist")
+    assert main(["run", str(study_file), "--workdir", str(tmp_path / "wd2"), "--storage", "postgresql+nodriver://x/y",
+                 "--no-progress"]) == 2
+    one_line_error(capsys, "cannot open storage")
+    assert time.monotonic() - start < 60  # refused at once, not after the retry budget

@@ -32,6 +32,11 @@ def _need(what: str, ok: bool) -> None:
         pytest.skip(f"{what} is missing")
 
 
+def _listening(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -51,12 +56,14 @@ def test_study_renders_in_optuna_dashboard(tmp_path):
     port = free_port()
     server = subprocess.Popen([sys.executable, "-m", "nas_theseus", "dashboard", str(wd), "--port", str(port)],
                               env=worker_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    # (the server logs a line per request; its pipe is read only if it dies, and the test is short)
     artifacts = Path(os.environ.get("NAS_THESEUS_TEST_ARTIFACTS", Path(__file__).parent.parent / "test-artifacts"))
     artifacts.mkdir(parents=True, exist_ok=True)
     try:
         deadline = time.monotonic() + 60
-        while socket.socket().connect_ex(("127.0.0.1", port)) != 0:
-            assert server.poll() is None and time.monotonic() < deadline, server.stdout.read()
+        while not _listening(port):
+            assert server.poll() is None, server.stdout.read()  # the server exited: its output says why
+            assert time.monotonic() < deadline, "optuna-dashboard did not listen within 60 s"
             time.sleep(0.2)
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)

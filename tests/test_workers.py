@@ -41,7 +41,7 @@ def assert_checkpoints_whole(workdir):
 def test_workers_share_the_sqlite_study(tmp_path):
     n = 5
     study_file, wd = write_study(tmp_path, n), tmp_path / "wd"
-    rc, _, err = run_worker(study_file, wd, "--n-trials", "0")  # trains the guide and its cache once
+    rc, _, err = run_worker(study_file, wd, "--n-trials", "0")  # trains the guide once
     workers = [start_worker(study_file, wd) for _ in range(3)]
     outs = [w.communicate(timeout=600) for w in workers]
     for w, (_, err) in zip(workers, outs):
@@ -96,8 +96,9 @@ def test_sigkill_mid_stage_five_times_loses_nothing(tmp_path):
 
 def test_sigterm_stops_within_ten_seconds_and_requeues(tmp_path):
     study_file, wd = write_study(tmp_path, 2), tmp_path / "wd"
-    run_worker(study_file, wd, "--n-trials", "0")
-    worker = start_worker(study_file, wd)
+    long_stages = ("--set", "convert.steps_per_stage=400")  # the signal lands inside a trial, not between
+    run_worker(study_file, wd, "--n-trials", "0", *long_stages)
+    worker = start_worker(study_file, wd, *long_stages)
     deadline = time.monotonic() + 300
     while not list(wd.glob("checkpoints/[0-9a-f]*.ckpt")):  # the first stage finished: we are mid-trial
         assert worker.poll() is None and time.monotonic() < deadline
@@ -106,12 +107,44 @@ def test_sigterm_stops_within_ten_seconds_and_requeues(tmp_path):
     worker.send_signal(signal.SIGTERM)
     _, err = worker.communicate(timeout=30)
     assert time.monotonic() - t0 < 10
-    assert worker.returncode == 130 and "re-enqueued" in err, err
+    assert worker.returncode == 130 and "re-enqueued" in err and "Traceback" not in err, err
     study = load_study(wd)
     waiting = [t for t in study.get_trials() if t.state == TrialState.WAITING]
     assert len(waiting) == 1 and waiting[0].user_attrs["resumes_trial"] == 0
-    rc, _, err = run_worker(study_file, wd)
+    rc, _, err = run_worker(study_file, wd, *long_stages)
     assert rc == 0, err
     study = load_study(wd)
     resumed = [t for t in finished(study) if t.user_attrs.get("resumes_trial") == 0]
     assert resumed and resumed[0].user_attrs["stages"][0]["resumed"]
+
+
+def test_two_sqlite_workers_never_take_the_same_queued_trial(tmp_path, monkeypatch):
+    """Taking a WAITING trial reads its state, then writes RUNNING; with deferred SQLite transactions two
+    workers could both read WAITING. The read is slowed down here to open that window wide."""
+    import threading
+
+    import optuna
+    from optuna.storages import RDBStorage
+
+    from nas_theseus.study.storage import make_storage
+
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    a, b = (make_storage(url, heartbeat_interval=1, grace_period=3, max_retry=3, retry_s=30) for _ in range(2))
+    study = optuna.create_study(study_name="s", storage=a)
+    study.enqueue_trial({"x": 1.0})
+    trial_id = study.get_trials()[0]._trial_id
+    real = RDBStorage.check_trial_is_updatable
+
+    def slow(self, tid, state):
+        real(self, tid, state)
+        time.sleep(0.5)
+
+    monkeypatch.setattr(RDBStorage, "check_trial_is_updatable", slow)
+    took = {}
+    threads = [threading.Thread(target=lambda n=n, s=s: took.__setitem__(n, s.set_trial_state_values(
+        trial_id, TrialState.RUNNING))) for n, s in (("a", a), ("b", b))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(took.values()) == [False, True]

@@ -108,8 +108,8 @@ class TrialTakenOver(Exception):
 
 
 class _DropOwnFailures(logging.Filter):
-    """Optuna logs every failed trial with a traceback; ours (a recorded reason, a taken-over trial) are
-    reported in one line by the runner instead."""
+    """Optuna logs every failed trial with a traceback; ours (a recorded reason, a taken-over trial, an
+    interrupted one) are reported in one line by the runner or the CLI instead."""
 
     def __init__(self):
         super().__init__()
@@ -118,7 +118,7 @@ class _DropOwnFailures(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         exc = record.exc_info[1] if record.exc_info else None
         number = re.match(r"Trial (\d+) failed", record.getMessage())
-        if isinstance(exc, (TrialFailed, TrialTakenOver)):
+        if isinstance(exc, (TrialFailed, TrialTakenOver, KeyboardInterrupt)):
             if number:
                 self.dropped.add(number.group(1))
             return False
@@ -198,9 +198,10 @@ def _run(config: StudyConfig, ctx: StudyContext, wd: WorkDir, identity: str, wor
         last[:] = [trial.number]
         try:
             return run_trial(trial, ctx, wd, activations, progress=progress, worker=worker)
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as e:
             trial.set_user_attr(REQUEUED, True)
             study.enqueue_trial(trial.params, user_attrs={"resumes_trial": trial.number})
+            e.requeued_trial = trial.number  # the CLI says which trial comes back
             raise
         except optuna.exceptions.UpdateFinishedTrialError as e:
             raise TrialTakenOver(str(e)) from e
@@ -226,12 +227,17 @@ def _run(config: StudyConfig, ctx: StudyContext, wd: WorkDir, identity: str, wor
                     study.optimize(objective, n_trials=left, catch=(TrialFailed,), callbacks=[after_trial],
                                    timeout=None if deadline is None else deadline - time.monotonic())
                     break
-                except Exception:
+                except (TrialTakenOver, ValueError, AssertionError) as e:
                     # our heartbeat lapsed (a storage outage longer than the grace period): another worker
-                    # declared our trial dead and retries it; Optuna cannot tell it, so abandon this copy
-                    if not (last and _taken_over(study, last[0])):
+                    # declared our trial dead and retries it; Optuna cannot tell it ("Cannot tell a FAIL
+                    # trial"), so abandon this copy
+                    text = f"{e} {e.__context__}"
+                    optuna_could_not_tell = "Cannot tell" in text or "Should not reach" in text
+                    if not (last and (isinstance(e, TrialTakenOver) or optuna_could_not_tell)
+                            and _taken_over(study, last[0])):
                         raise
-                    bar.write(f"trial {last[0]} was declared dead by another worker while the storage was "
+                    number = last.pop()
+                    bar.write(f"trial {number} was declared dead by another worker while the storage was "
                               f"unreachable and is retried there; this worker goes on with the next trial",
                               file=sys.stderr)
     finally:

@@ -7,7 +7,10 @@
   let another worker declare a live trial stale).
 * PostgreSQL/MySQL engines use ``pool_pre_ping`` so connections broken by a restart are replaced on checkout.
 * SQLite files are switched to WAL mode (readers never block the writer; persistent in the file) with a 60 s
-  busy timeout, so several workers on one machine share the default storage.
+  busy timeout and ``BEGIN IMMEDIATE`` transactions, so several workers on one machine share the default
+  storage and never take the same queued trial.
+* Known limit: a write whose COMMIT succeeded but whose reply was lost (a restart at that instant) is
+  retried; for creating a trial that leaves one extra RUNNING trial without a heartbeat (never counted).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from pathlib import Path
 
 import optuna
 from optuna.exceptions import StorageInternalError, UpdateFinishedTrialError
+from sqlalchemy import event as sa_event
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import make_url
 
@@ -44,8 +48,16 @@ _TRANSIENT_WORDS = ("could not connect", "connection", "terminating", "server cl
                     "no route", "refused", "ssl syscall", "eof detected")
 
 
+_PERMANENT_WORDS = ("password authentication", "authentication failed", "does not exist", "readonly",
+                    "read-only", "disk is full", "unable to open database file", "permission denied")
+
+
 def is_transient(e: BaseException) -> bool:
-    """A lost/refused connection or a locked database: worth retrying. Anything else is raised at once."""
+    """A lost/refused connection or a locked database: worth retrying. Anything else (a wrong password or
+    database name, a read-only or full disk) is raised at once."""
+    for err in (e, e.__cause__, e.__context__):
+        if err is not None and any(w in str(err).lower() for w in _PERMANENT_WORDS):
+            return False
     for err in (e, e.__cause__, e.__context__):
         if isinstance(err, sa_exc.DBAPIError) and err.connection_invalidated:
             return True
@@ -72,11 +84,15 @@ class ResilientRDBStorage(optuna.storages.RDBStorage):
             try:
                 out = method(*args, **kwargs)
             except UpdateFinishedTrialError:
-                if attempt and name == "set_trial_state_values":
+                if attempt and name == "set_trial_state_values" and self._wrote(*args, **kwargs):
                     return True  # the first attempt committed before its connection dropped
                 raise
             except Exception as e:  # noqa: BLE001 - filtered by is_transient
                 waited = time.monotonic() - start
+                if name == "record_heartbeat" and is_transient(e) and waited > self.retry_s:
+                    # a dead heartbeat thread never comes back: skip this beat, the next one retries
+                    self._log(f"heartbeat not recorded for {waited:.0f} s ({_first_line(e)}); still trying")
+                    return None
                 if not is_transient(e) or waited > self.retry_s:
                     raise
                 with contextlib.suppress(Exception):
@@ -91,6 +107,12 @@ class ResilientRDBStorage(optuna.storages.RDBStorage):
             if announced:
                 self._log(f"storage reachable again after {time.monotonic() - start:.1f} s{self._trial_words()}")
             return out
+
+    def _wrote(self, trial_id: int, state, values=None) -> bool:
+        """Whether the stored trial holds exactly the state and values this worker tried to write (and not
+        another worker's, which reached it first)."""
+        t = optuna.storages.RDBStorage.get_trial(self, trial_id)
+        return t.state == state and (values is None or list(t.values or []) == list(values))
 
     def _trial_words(self) -> str:
         return f"; trial {self.running_trial} is still running here" if self.running_trial is not None else ""
@@ -128,6 +150,8 @@ def enable_sqlite_wal(url: str, *, create: bool = True) -> None:
         return
     if not create and not Path(db).is_file():
         raise UserError(f"storage {url!r}: no such database file {db}")
+    if not Path(db).expanduser().resolve().parent.is_dir():
+        raise UserError(f"storage {url!r}: the folder of {db} does not exist")
     for attempt in range(20):
         try:
             con = sqlite3.connect(db, timeout=60)
@@ -136,9 +160,11 @@ def enable_sqlite_wal(url: str, *, create: bool = True) -> None:
             finally:
                 con.close()
             return
-        except sqlite3.OperationalError:
+        except sqlite3.OperationalError as e:
+            if "locked" not in str(e) and "busy" not in str(e):
+                raise UserError(f"storage {url!r}: {e}") from None
             if attempt == 19:
-                raise
+                raise UserError(f"storage {url!r} stayed locked: {e}") from None
             time.sleep(0.5)
 
 
@@ -170,4 +196,21 @@ def make_storage(url: str, *, heartbeat_interval: int | None, grace_period: int 
             time.sleep(delay)
             delay = min(2 * delay, 10.0)
     storage.retry_s = retry_s
+    if backend == "sqlite":
+        _immediate_transactions(storage.engine)
     return storage
+
+
+def _immediate_transactions(engine) -> None:
+    """Make every SQLite transaction ``BEGIN IMMEDIATE``: Optuna reads a trial's state, then writes it (taking
+    a WAITING trial); pysqlite's deferred transactions let two workers both read WAITING and both take the
+    trial. With the write lock taken at BEGIN, the second waits (busy timeout) and then sees RUNNING."""
+    @sa_event.listens_for(engine, "connect")
+    def _no_pysqlite_transactions(dbapi_connection, record):
+        dbapi_connection.isolation_level = None
+
+    @sa_event.listens_for(engine, "begin")
+    def _begin_immediate(connection):
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+    engine.dispose()  # connections made before the listeners were attached

@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +26,7 @@ from ..errors import UserError
 from ..guides import Guide
 from ..utils.files import atomic_write, atomic_write_text
 from ..utils.hashing import stable_hash
+from ..utils.locks import file_lock
 
 
 @dataclass(frozen=True)
@@ -67,9 +69,17 @@ class WorkDir:
         (``activations-<key>.safetensors``, or the memory-mapped folder ``activations-<key>/`` for caches
         beyond the memory budget, see :mod:`nas_theseus.convert.activations`)."""
         key = stable_hash({"guide": guide.identity, "data": data.fingerprint})
+        # workers sharing this work directory compute the cache once: the first holds the lock, the rest
+        # wait and then read what it published
+        with file_lock(self.root / "cache" / f"activations-{key}.lock"):
+            return self._activations(key, guide, data, device=device, progress=progress)
+
+    def _activations(self, key: str, guide: Guide, data: TaskData, *, device: str, progress: bool):
         path = self.root / "cache" / f"activations-{key}.safetensors"
         folder = self.root / "cache" / f"activations-{key}"
         n = len(guide.parts) + 2
+        for stale in (self.root / "cache").glob(f".activations-{key}.*"):  # a killed writer's temp folder
+            shutil.rmtree(stale, ignore_errors=True)
         try:
             if folder.is_dir():
                 acts = GuideActivations.open_mapped(folder, n)
