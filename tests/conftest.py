@@ -56,7 +56,7 @@ def postgres():
     except FileNotFoundError as e:
         if os.environ.get("NAS_THESEUS_REQUIRE_POSTGRES") == "1":
             raise
-        pytest.skip(str(e))
+        pytest.skip(f"PostgreSQL tests need the server binaries: {e}; `bash .ci/system-deps` installs them")
     server.start()
     server.wait_ready()
     yield server

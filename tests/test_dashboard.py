@@ -29,7 +29,8 @@ def _need(what: str, ok: bool) -> None:
     if not ok:
         if os.environ.get("NAS_THESEUS_REQUIRE_BROWSER") == "1":
             pytest.fail(f"{what} is missing (NAS_THESEUS_REQUIRE_BROWSER=1)")
-        pytest.skip(f"{what} is missing")
+        pytest.skip(f"the optuna-dashboard browser test needs {what}; `bash .ci/system-deps` installs Chromium, "
+                    f"`pip install -e '.[dev]'` Playwright")
 
 
 def _listening(port: int) -> bool:

@@ -7,6 +7,7 @@ import optuna
 import pytest
 import torch
 from optuna.trial import TrialState
+from studyfiles import tiny_training
 
 from nas_theseus import load_exported
 from nas_theseus.cli import main
@@ -36,31 +37,13 @@ latency_ms = 10000.0
 [latency]
 repeats = 3
 warmup = 1
-
-[guide]
-source = "builtin:mnist1d_cnn"
-fit = {{ max_epochs = 5 }}
-
-[data]
-name = "mnist1d"
-options = {{ num_samples = 600 }}
-
-[convert]
-steps_per_stage = 8
-batch_size = 64
-probe_size = 128
-refit_every = 4
-
-[convert.finetune]
-max_epochs = 2
-patience = 2
 """
 
 
 def write_study(tmp_path, *, n_trials=3, sampler="random", method="not", name="tiny.toml"):
     path = tmp_path / name
     path.write_text(STUDY.format(space=REPO / "search_spaces" / "mnist1d_cnn_to_mlp.py", n_trials=n_trials,
-                                 sampler=sampler, method=method))
+                                 sampler=sampler, method=method) + tiny_training(steps_per_stage=8))
     return path
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import optuna
 from optuna.trial import TrialState
+from studyfiles import tiny_training
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -31,24 +32,6 @@ storage_retry = 120
 [objectives]
 accuracy = "maximize"
 flops = "minimize"
-
-[guide]
-source = "builtin:mnist1d_cnn"
-fit = {{ max_epochs = 5 }}
-
-[data]
-name = "mnist1d"
-options = {{ num_samples = 600 }}
-
-[convert]
-steps_per_stage = 12
-batch_size = 64
-probe_size = 128
-refit_every = 4
-
-[convert.finetune]
-max_epochs = 2
-patience = 2
 """
 
 STEPS_PER_STAGE = 12
@@ -56,7 +39,8 @@ STEPS_PER_STAGE = 12
 
 def write_study(folder: Path, n_trials: int) -> Path:
     path = folder / "workers.toml"
-    path.write_text(STUDY.format(space=REPO / "tests" / "spaces" / "wide_mlp.py", n_trials=n_trials))
+    path.write_text(STUDY.format(space=REPO / "tests" / "spaces" / "wide_mlp.py", n_trials=n_trials)
+                    + tiny_training(STEPS_PER_STAGE))
     return path
 
 
