@@ -87,7 +87,10 @@ def build_network(arch: dict) -> DeployModel:
                 children[c["name"]] = create_target(BlockSpec.from_dict(c["spec"]), tuple(c["in"]),
                                                     tuple(c.get("guide_out", c["out"])))
             elif kind == "bridge":
-                children[c["name"]] = make_bridge(c["bridge"], tuple(c["in"]), tuple(c["out"]), rank=c["rank"])
+                children[c["name"]] = make_bridge(c["bridge"], tuple(c["in"]), tuple(c["out"]), rank=c["rank"],
+                                                  tokenwise=c.get("tokenwise", False))
+            elif kind == "linear" and c.get("tokenwise"):
+                children[c["name"]] = nn.Sequential(nn.Linear(c["in"][-1], c["out"][-1]))
             elif kind == "linear":
                 children[c["name"]] = nn.Sequential(nn.Flatten(), nn.Linear(numel(c["in"]), numel(c["out"])))
             else:

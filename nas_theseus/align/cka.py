@@ -11,6 +11,10 @@ estimate is inflated when features outnumber samples; the unbiased one replaces 
 
 which can be negative on small batches: the ratio is clamped to [−1, 1], a zero denominator gives 0, and
 batches of fewer than 4 rows fall back to the biased estimate (never a crash or a NaN).
+
+With more rows than features (token rows of a language model: n = batch x positions) the biased estimate is
+computed in feature space, ‖YᵀX‖²_F / (‖XᵀX‖_F ‖YᵀY‖_F) on centred columns: the same value, at a cost of
+n(p + q)² instead of n²(p + q) and without an n x n matrix.
 """
 
 from __future__ import annotations
@@ -28,6 +32,12 @@ def _gram(x: torch.Tensor) -> torch.Tensor:
 
 def linear_cka(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """Biased linear CKA between two batches of features (same number of rows)."""
+    x, y = x.flatten(1), y.flatten(1)
+    if x.shape[0] > x.shape[1] + y.shape[1]:
+        x, y = x - x.mean(0, keepdim=True), y - y.mean(0, keepdim=True)
+        cross = (y.T @ x).pow(2).sum()
+        denom = torch.sqrt(((x.T @ x).pow(2).sum() * (y.T @ y).pow(2).sum()).clamp_min(EPS))
+        return cross / denom
     k, l = _gram(x), _gram(y)
     hsic_kl = (k * l).sum()
     denom = torch.sqrt(((k * k).sum() * (l * l).sum()).clamp_min(EPS))  # clamp first: no inf gradient at 0

@@ -2,6 +2,15 @@
 
 A loss is built per part by :func:`make_alignment` with the two per-sample shapes, so a loss may own trainable
 parameters (the MSE baseline trains a bridge from h's shape to a's). ``score(h, a)`` is the similarity itself.
+
+**Sequences** (``tokens=True``, a language-model guide): (B, T, D) activations are compared over the B·T token
+rows, each position of each sequence one row of D features (:func:`token_rows`). We take rows rather than
+per-position similarity averaged over t because (a) a per-position score compares only B rows at each t (32 in
+a typical batch: a noisy CKA and a tiny neighbourhood for D-MNN), while rows use every token of the batch;
+(b) it matches what a token-wise target computes, one representation per token; (c) flattening (T·D) per
+sample instead would reward a target for matching the guide at future positions, which a causal target cannot
+see. CKA is exact on all rows (feature-space form); the n x n estimates (unbiased CKA, D-MNN) take a random
+subset of at most ``max_rows`` rows per batch.
 """
 
 from __future__ import annotations
@@ -15,13 +24,26 @@ from .cka import linear_cka, unbiased_linear_cka
 from .mnn import dmnn
 
 
+def token_rows(h: torch.Tensor, a: torch.Tensor, max_rows: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, T, D) and (B, T, D') -> (B·T, D) and (B·T, D') rows; a random common subset when over ``max_rows``."""
+    h, a = h.reshape(-1, h.shape[-1]), a.reshape(-1, a.shape[-1])
+    if max_rows is not None and len(h) > max_rows:
+        idx = torch.randperm(len(h), device=h.device)[:max_rows]
+        h, a = h[idx], a[idx]
+    return h, a
+
+
 class AlignmentLoss(nn.Module):
     name = "?"
+    tokens = False  # compare token rows (see the module docstring); set by make_alignment
+    max_rows: int | None = None  # row subset for n x n estimates on token rows
 
     def score(self, h: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
     def forward(self, h: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+        if self.tokens:
+            h, a = token_rows(h, a, self.max_rows)
         return 1.0 - self.score(h, a)
 
 
@@ -38,6 +60,7 @@ class UnbiasedCKALoss(AlignmentLoss):
     """1 − linear CKA from unbiased HSIC₁ (less inflated on wide features; clamped, never NaN)."""
 
     name = "cka_unbiased"
+    max_rows = 2048
 
     def score(self, h, a):
         return unbiased_linear_cka(h, a)
@@ -47,6 +70,7 @@ class DMNNLoss(AlignmentLoss):
     """1 − D-MNN with ``k`` guide neighbours and temperature ``tau``."""
 
     name = "dmnn"
+    max_rows = 2048
 
     def __init__(self, k: int = 10, tau: float = 0.05):
         super().__init__()
@@ -61,9 +85,10 @@ class MSELoss(AlignmentLoss):
 
     name = "mse"
 
-    def __init__(self, h_shape, a_shape, rank: int | None = None):
+    def __init__(self, h_shape, a_shape, rank: int | None = None, tokens: bool = False):
         super().__init__()
-        self.bridge = LowRankBridge(h_shape, a_shape, rank)
+        self.bridge = (LowRankBridge(h_shape[-1:], a_shape[-1:], rank) if tokens  # applied to token rows
+                       else LowRankBridge(h_shape, a_shape, rank))
 
     def score(self, h, a):
         a = a.flatten(1)
@@ -75,13 +100,17 @@ ALIGNMENTS = ("cka", "cka_unbiased", "dmnn", "mse")
 
 
 def make_alignment(name: str, h_shape, a_shape, *, dmnn_k: int = 10, dmnn_tau: float = 0.05,
-                   bridge_rank: int | None = None) -> AlignmentLoss:
+                   bridge_rank: int | None = None, tokens: bool = False) -> AlignmentLoss:
+    """The loss ``name`` between per-sample shapes ``h_shape`` and ``a_shape``; ``tokens``: compare token rows."""
     if name == "cka":
-        return CKALoss()
-    if name == "cka_unbiased":
-        return UnbiasedCKALoss()
-    if name == "dmnn":
-        return DMNNLoss(dmnn_k, dmnn_tau)
-    if name == "mse":
-        return MSELoss(h_shape, a_shape, bridge_rank)
-    raise unknown_name("alignment loss", name, ALIGNMENTS)
+        loss = CKALoss()
+    elif name == "cka_unbiased":
+        loss = UnbiasedCKALoss()
+    elif name == "dmnn":
+        loss = DMNNLoss(dmnn_k, dmnn_tau)
+    elif name == "mse":
+        loss = MSELoss(h_shape, a_shape, bridge_rank, tokens)
+    else:
+        raise unknown_name("alignment loss", name, ALIGNMENTS)
+    loss.tokens = tokens
+    return loss

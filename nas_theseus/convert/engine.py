@@ -27,7 +27,7 @@ import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from ..align import linear_cka, make_alignment
+from ..align import linear_cka, make_alignment, token_rows
 from ..data import TaskData
 from ..guides import Guide
 from ..training import FitReport, evaluate, fit_classifier
@@ -115,7 +115,7 @@ def convert(guide: Guide, candidate: Candidate, data: TaskData, config: ConvertC
                 torch.manual_seed(seed_from_key(hybrid.part_key(k) + "loss"))
                 losses[str(k)] = make_alignment(config.alignment, hybrid.out_shapes[k], guide.shapes[k + 1],
                                                 dmnn_k=config.dmnn_k, dmnn_tau=config.dmnn_tau,
-                                                bridge_rank=config.bridge_rank).to(device)
+                                                bridge_rank=config.bridge_rank, tokens=guide.tokens).to(device)
         if stage.isolated:
             for k in stage.new:
                 _ensure_isolated_adapter(hybrid, k, device)
@@ -163,12 +163,9 @@ def convert(guide: Guide, candidate: Candidate, data: TaskData, config: ConvertC
 
 
 def _ensure_isolated_adapter(hybrid: Hybrid, k: int, device) -> None:
-    from ..targets import make_bridge
-
     if hybrid.gshapes[k] != hybrid.in_shapes[k] and str(k) not in hybrid.in_adapters:
         torch.manual_seed(seed_from_key(hybrid.part_key(k) + "in"))
-        hybrid.in_adapters[str(k)] = make_bridge(hybrid.config.bridge, hybrid.gshapes[k], hybrid.in_shapes[k],
-                                                 rank=hybrid.config.bridge_rank).to(device)
+        hybrid.in_adapters[str(k)] = hybrid.bridge(hybrid.gshapes[k], hybrid.in_shapes[k]).to(device)
 
 
 def _trainable_modules(hybrid: Hybrid, stage: _Stage) -> list[nn.Module]:
@@ -270,7 +267,8 @@ def _recalibrate_bn(hybrid: Hybrid, stage: _Stage, data: TaskData, batch_size: i
 def _probe_alignment(hybrid: Hybrid, probe_x, probe_acts) -> dict[str, float]:
     hybrid.eval()
     _, outs = hybrid(probe_x, collect=True)
-    return {hybrid.guide.parts[k].name: float(linear_cka(h.double(), probe_acts[k + 1].double()))
+    rows = token_rows if hybrid.tokens else (lambda h, a: (h, a))
+    return {hybrid.guide.parts[k].name: float(linear_cka(*rows(h.double(), probe_acts[k + 1].double())))
             for k, h in sorted(outs.items())}
 
 

@@ -13,6 +13,10 @@ While the network is half converted, three kinds of joints appear:
 * **new head** (``head="linear"``): a linear classifier on the final network's last activation, fit by
   ridge to the guide's logits until fine-tuning trains it.
 
+For a token guide (``guide.tokens``, a language model) every adapter and the new head act on each position
+alone (token-wise bridges, a per-token Linear(D, V)), and with a causal guide every target block must be
+causal (:func:`~nas_theseus.targets.is_causal`), so no hybrid at any stage sees future tokens.
+
 The guide's own modules are never registered here (so ``train()`` cannot touch them, and state dicts hold
 only what the conversion trains); kept parts are deep-copied into the deploy network.
 """
@@ -27,7 +31,7 @@ from torch import nn
 
 from ..errors import UserError
 from ..guides import Guide
-from ..targets import create_target, make_bridge, probe_output_shape
+from ..targets import create_target, is_causal, make_bridge, probe_output_shape
 from ..targets.layers import numel
 from ..utils.hashing import seed_from_key, stable_hash
 from .config import Candidate, ConvertConfig
@@ -72,6 +76,10 @@ class Hybrid(nn.Module):
             if spec is None:
                 h_shape = self.gshapes[k + 1]
             else:
+                if guide.causal and not is_causal(spec):
+                    raise UserError(f"part {guide.parts[k].name}: {spec} mixes positions, but this guide is causal "
+                                    f"(a language model): use a causal block (lstm, gru, elman, causal_attention, "
+                                    f"tokenwise_mlp without token_mixing)")
                 torch.manual_seed(seed_from_key(self.part_key(k)))
                 try:
                     block = create_target(spec, h_shape, self.gshapes[k + 1])
@@ -84,8 +92,10 @@ class Hybrid(nn.Module):
             self.out_shapes.append(h_shape)
         self.in_adapters = nn.ModuleDict()
         self.out_adapters = nn.ModuleDict()
-        self.new_head = (nn.Linear(numel(self.out_shapes[-1]), numel(guide.output_shape))
-                         if candidate.head == "linear" else None)
+        self.tokens = guide.tokens
+        head_in, head_out = ((self.out_shapes[-1][-1], guide.output_shape[-1]) if self.tokens
+                             else (numel(self.out_shapes[-1]), numel(guide.output_shape)))
+        self.new_head = nn.Linear(head_in, head_out) if candidate.head == "linear" else None
         self.current: set[int] = set()
 
     # --- keys and structure ------------------------------------------------------------------------
@@ -100,11 +110,14 @@ class Hybrid(nn.Module):
         for k in sorted(self.current):
             if self._needs_in_adapter(k) and str(k) not in self.in_adapters:
                 torch.manual_seed(seed_from_key(self.part_key(k) + "in"))
-                self.in_adapters[str(k)] = make_bridge(self.config.bridge, self.gshapes[k], self.in_shapes[k],
-                                                       rank=self.config.bridge_rank)
+                self.in_adapters[str(k)] = self.bridge(self.gshapes[k], self.in_shapes[k])
             if self._needs_out_adapter(k) and str(k) not in self.out_adapters:
-                self.out_adapters[str(k)] = make_bridge(self.config.bridge, self.out_shapes[k],
-                                                        self.gshapes[k + 1], rank=self.config.bridge_rank)
+                self.out_adapters[str(k)] = self.bridge(self.out_shapes[k], self.gshapes[k + 1])
+
+    def bridge(self, in_shape: Shape, out_shape: Shape) -> nn.Module:
+        """A new adapter of the configured kind (token-wise for a token guide)."""
+        return make_bridge(self.config.bridge, in_shape, out_shape, rank=self.config.bridge_rank,
+                           tokenwise=self.tokens)
 
     def _needs_in_adapter(self, k: int) -> bool:
         return k in self.current and k > 0 and (k - 1) not in self.current and (k - 1) not in self.kept \
@@ -123,6 +136,9 @@ class Hybrid(nn.Module):
 
     def used_in_adapters(self) -> list[int]:
         return [k for k in sorted(self.current) if self._needs_in_adapter(k)]
+
+    def _tokenwise_tag(self) -> dict:
+        return {"tokenwise": True} if self.tokens else {}
 
     # --- running -----------------------------------------------------------------------------------
     def forward(self, x: torch.Tensor, *, collect: bool = False):
@@ -155,8 +171,8 @@ class Hybrid(nn.Module):
     def _head(self, h, basis: str, fit_target=None):
         if self._use_new_head():
             if fit_target is not None:
-                _fit_linear(self.new_head, h, fit_target[-1], self.config.ridge)
-            return self.new_head(h.flatten(1))
+                _fit_linear(self.new_head, h, fit_target[-1], self.config.ridge, tokens=self.tokens)
+            return self.new_head(h) if self.tokens else self.new_head(h.flatten(1))
         if basis == "target":
             adapter = self.out_adapters[str(self.K - 1)]
             if fit_target is not None:
@@ -193,7 +209,7 @@ class Hybrid(nn.Module):
                     children[f"adapter{k - 1}"] = copy.deepcopy(self.out_adapters[str(k - 1)])
                     arch.append({"name": f"adapter{k - 1}", "kind": "bridge", "bridge": self.config.bridge,
                                  "rank": self.config.bridge_rank, "in": list(self.out_shapes[k - 1]),
-                                 "out": list(self.gshapes[k])})
+                                 "out": list(self.gshapes[k]), **self._tokenwise_tag()})
                 children[f"part{k}"] = copy.deepcopy(self.guide.parts[k].module)
                 arch.append({"name": f"part{k}", "kind": "guide", "path": name, "out": list(self.gshapes[k + 1])})
             else:
@@ -203,15 +219,16 @@ class Hybrid(nn.Module):
                              "out": list(self.out_shapes[k]), "guide_out": list(self.gshapes[k + 1])})
             boundaries.append(len(children) - 1)
         if self._use_new_head():
-            children["head"] = nn.Sequential(nn.Flatten(), copy.deepcopy(self.new_head))
+            head = copy.deepcopy(self.new_head)
+            children["head"] = nn.Sequential(head) if self.tokens else nn.Sequential(nn.Flatten(), head)
             arch.append({"name": "head", "kind": "linear", "in": list(self.out_shapes[-1]),
-                         "out": list(self.guide.output_shape)})
+                         "out": list(self.guide.output_shape), **({"tokenwise": True} if self.tokens else {})})
         else:
             if (self.K - 1) not in self.kept:
                 children["adapter_head"] = copy.deepcopy(self.out_adapters[str(self.K - 1)])
                 arch.append({"name": "adapter_head", "kind": "bridge", "bridge": self.config.bridge,
                              "rank": self.config.bridge_rank, "in": list(self.out_shapes[-1]),
-                             "out": list(self.gshapes[self.K])})
+                             "out": list(self.gshapes[self.K]), **self._tokenwise_tag()})
             children["head"] = copy.deepcopy(self.guide.head)
             arch.append({"name": "head", "kind": "guide", "path": self.guide.head_paths,
                          "out": list(self.guide.output_shape)})
@@ -221,9 +238,12 @@ class Hybrid(nn.Module):
 
 
 @torch.no_grad()
-def _fit_linear(layer: nn.Linear, x: torch.Tensor, y: torch.Tensor, ridge: float) -> None:
+def _fit_linear(layer: nn.Linear, x: torch.Tensor, y: torch.Tensor, ridge: float, *, tokens: bool = False) -> None:
+    """Ridge fit of ``layer`` to map x to y: per sample (flattened), or per position (rows) for tokens."""
     from ..targets import ridge_solve
 
+    if tokens:
+        x, y = x.reshape(-1, x.shape[-1]), y.reshape(-1, y.shape[-1])
     w, b = ridge_solve(x.flatten(1), y.flatten(1), ridge)
     layer.weight.copy_(w.T)
     layer.bias.copy_(b)

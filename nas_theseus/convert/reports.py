@@ -13,7 +13,8 @@ class StageReport:
     """One alignment stage.
 
     ``alignment`` is linear CKA on the fixed probe batch between each swapped target's output and the guide's
-    activation at that part (the same measure whatever the training loss, so stages and trials compare);
+    activation at that part (the same measure whatever the training loss, so stages and trials compare; over
+    batch·token rows for a token guide);
     ``loss_curve`` is the training loss averaged over ~50 equal windows; ``hybrid_val_accuracy`` is the
     half-converted network's validation accuracy after the stage.
     """

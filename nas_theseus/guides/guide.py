@@ -90,12 +90,18 @@ class Guide:
     Attributes: ``module`` (the whole network), ``stem``, ``parts`` (list of :class:`Part`), ``head``,
     ``sample_shape`` (input shape without the batch), ``shapes`` (per-sample shapes of A_0..A_K),
     ``output_shape``, ``source`` (a JSON-able description) and ``identity`` (a hash of source and weights).
+
+    ``tokens``: activations are (T, D) sequences whose positions the engine keeps apart (token-wise bridges,
+    heads and similarity over batch·token rows); ``causal``: the guide's output at position t reads no input
+    after t, and the engine keeps every hybrid causal (language models set both).
     """
 
     def __init__(self, module: nn.Module, stem: nn.Module, parts: list[Part], head: nn.Module, *,
                  sample_shape: tuple[int, ...], source: dict, input_dtype: torch.dtype = torch.float32,
-                 stem_paths=None, head_paths=None, example: torch.Tensor | None = None):
+                 stem_paths=None, head_paths=None, example: torch.Tensor | None = None, tokens: bool = False,
+                 causal: bool = False):
         self.module = module
+        self.tokens, self.causal = tokens, causal
         self.stem_paths = stem_paths  # how stem and head were named (paths), so exports can rebuild them
         self.head_paths = head_paths
         self.stem = stem
@@ -109,6 +115,8 @@ class Guide:
         example = self.example_input(4)
         acts = self.activations(example)
         self.shapes: list[tuple[int, ...]] = [tuple(a.shape[1:]) for a in acts[:-1]]
+        if tokens and any(len(s) != 2 for s in self.shapes):
+            raise UserError(f"a token guide's activations must be (T, D) sequences, got shapes {self.shapes}")
         self.output_shape: tuple[int, ...] = tuple(acts[-1].shape[1:])
         self._identity: str | None = None
 
@@ -116,13 +124,14 @@ class Guide:
     @classmethod
     def from_module(cls, module: nn.Module, parts: Sequence[str], *, sample_shape: Sequence[int],
                     stem=None, head=None, source: dict | None = None,
-                    input_dtype: torch.dtype = torch.float32, check_input: torch.Tensor | None = None) -> Guide:
+                    input_dtype: torch.dtype = torch.float32, check_input: torch.Tensor | None = None,
+                    tokens: bool = False, causal: bool = False) -> Guide:
         """Wrap ``module`` as a guide cut at the submodules named in ``parts`` (in forward order).
 
         ``stem`` / ``head``: a submodule path, a list of paths run in order, a module, or None (identity).
         For an ``nn.Sequential`` whose parts are top-level children, stem and head default to the children
         before the first and after the last part. The guide is refused (:class:`UserError`) unless stem,
-        parts and head run in order reproduce ``module(x)``.
+        parts and head run in order reproduce ``module(x)``. ``tokens`` / ``causal``: see the class docstring.
 
         >>> net = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 3))
         >>> g = Guide.from_module(net, ["0", "1"], sample_shape=(4,))
@@ -140,7 +149,7 @@ class Guide:
                     sample_shape=tuple(sample_shape), source=source or {"kind": "module",
                                                                          "class": type(module).__name__},
                     input_dtype=input_dtype, stem_paths=_paths(stem), head_paths=_paths(head),
-                    example=None if input_dtype.is_floating_point else check_input)
+                    example=None if input_dtype.is_floating_point else check_input, tokens=tokens, causal=causal)
         guide.check_reproduces(check_input)
         return guide
 
@@ -227,7 +236,8 @@ class Guide:
         """Hash of the source description and the weights: keys every cache that depends on the guide."""
         if self._identity is None:
             self._identity = stable_hash({"source": self.source, "parts": [p.name for p in self.parts],
-                                          "weights": module_fingerprint(self.module)})
+                                          "weights": module_fingerprint(self.module),
+                                          **({"tokens": True, "causal": self.causal} if self.tokens else {})})
         return self._identity
 
     @property

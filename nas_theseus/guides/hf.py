@@ -135,7 +135,8 @@ def hf_guide(name: str, data: TaskData, *, weights: str = "train", seed: int = 0
     _check_against_model(chain, lm, probe)
     paths = [f"parts.{i}" for i in range(len(chain.parts))]
     return Guide.from_module(chain, paths, sample_shape=data.sample_shape, stem="embed", head="head",
-                             source=source, input_dtype=probe.dtype, check_input=probe)
+                             source=source, input_dtype=probe.dtype, check_input=probe,
+                             tokens=True, causal=True)
 
 
 @torch.no_grad()

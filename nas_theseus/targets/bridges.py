@@ -9,6 +9,12 @@ Two kinds, chosen by name (``make_bridge``):
   sides are (C, *S) with the same spatial size S, else BatchNorm -> Linear -> BatchNorm on flattened features.
   :meth:`fit` standardises the input with the first BatchNorm's statistics, solves the 1x1 conv by ridge, and
   sets the second BatchNorm so that it passes the fitted output through unchanged in train and eval mode.
+
+Token-wise bridges (``tokenwise=True``, for (T, D) sequences of a language model): the same bridge acts on the
+last axis, one position at a time, (T, D) -> (T, D'), fit on the (N·T, D) rows. Flattening across time would
+let position t read later positions; a token-wise bridge never does. Its stitch BatchNorms always normalise
+with the statistics set by :meth:`fit` (never a batch's own, which would mix positions), so the bridge is
+causal in training as well as in inference.
 """
 
 from __future__ import annotations
@@ -126,15 +132,51 @@ class StitchBridge(nn.Module):
         self.bn_out.bias.copy_(zm)
 
 
+class TokenwiseBridge(nn.Module):
+    """A bridge applied to every position of (T, D) sequences alone: (B, T, D) -> (B, T, D'); see the docstring."""
+
+    tokenwise = True  # per position: incremental decoding runs it on one token at a time
+
+    def __init__(self, kind: str, in_shape: Shape, out_shape: Shape, rank: int | None = None):
+        super().__init__()
+        self.in_shape, self.out_shape = tuple(in_shape), tuple(out_shape)
+        inner = (in_shape[-1],), (out_shape[-1],)
+        self.inner = LowRankBridge(*inner, rank) if kind == "lowrank" else StitchBridge(*inner)
+        self.train()
+
+    def forward(self, x):
+        return self.inner(x.reshape(-1, x.shape[-1])).reshape(*x.shape[:-1], self.out_shape[-1])
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        for m in self.inner.modules():
+            if isinstance(m, nn.BatchNorm1d):
+                m.eval()  # fixed statistics: batch statistics would mix positions
+        return self
+
+    @torch.no_grad()
+    def fit(self, x: torch.Tensor, y: torch.Tensor, ridge: float = 1e-3) -> None:
+        self.inner.fit(x.reshape(-1, x.shape[-1]), y.reshape(-1, y.shape[-1]), ridge)
+
+
 BRIDGES = ("lowrank", "stitch")
 
 
-def make_bridge(kind: str, in_shape: Shape, out_shape: Shape, *, rank: int | None = None) -> nn.Module:
-    """A bridge from per-sample ``in_shape`` to ``out_shape``; both must be non-empty shapes."""
+def make_bridge(kind: str, in_shape: Shape, out_shape: Shape, *, rank: int | None = None,
+                tokenwise: bool = False) -> nn.Module:
+    """A bridge from per-sample ``in_shape`` to ``out_shape``; both must be non-empty shapes.
+
+    ``tokenwise``: both shapes are (T, D) sequences of equal T and the bridge maps each position alone.
+    """
     if kind not in BRIDGES:
         raise unknown_name("bridge", kind, BRIDGES)
     if not in_shape or not out_shape or numel(in_shape) == 0 or numel(out_shape) == 0:
         raise UserError(f"no bridge can join shape {tuple(in_shape)} to {tuple(out_shape)}")
+    if tokenwise:
+        if len(in_shape) != 2 or len(out_shape) != 2 or in_shape[0] != out_shape[0]:
+            raise UserError(f"a token-wise bridge joins (T, D) sequences of equal length, not {tuple(in_shape)} "
+                            f"to {tuple(out_shape)}")
+        return TokenwiseBridge(kind, in_shape, out_shape, rank)
     if kind == "lowrank":
         return LowRankBridge(in_shape, out_shape, rank)
     return StitchBridge(in_shape, out_shape)

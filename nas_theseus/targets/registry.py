@@ -5,6 +5,9 @@ defaults) and a ``build(options, in_shape, guide_out_shape) -> nn.Module`` stati
 per-sample shape the block will read; ``guide_out_shape`` is the shape of the guide part it replaces, which a
 block may produce (``width=None``) or ignore (an MLP of width 256 outputs (256,)). Register it with
 ``@register_block("name")``; the contract tests in :mod:`nas_theseus.testing` then run it automatically.
+
+A block whose output at position t reads no input after t sets ``causal = True`` (or, when that depends on its
+options, ``causal_when(options) -> bool``); causal guides (language models) accept only such blocks.
 """
 
 from __future__ import annotations
@@ -82,6 +85,13 @@ def validate_spec(spec: BlockSpec) -> tuple:
     if check is not None:
         check(cls.Options(**dict(options)))
     return tuple(options)
+
+
+def is_causal(spec: BlockSpec) -> bool:
+    """Whether the block built from ``spec`` keeps positions causal (see the module docstring)."""
+    cls = BLOCKS[spec.kind]
+    when = getattr(cls, "causal_when", None)
+    return bool(when(options_of(spec))) if when is not None else getattr(cls, "causal", False) is True
 
 
 def create_target(spec: BlockSpec, in_shape: Shape, guide_out_shape: Shape) -> nn.Module:

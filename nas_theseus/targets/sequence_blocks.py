@@ -63,10 +63,14 @@ class TokenwiseMLPBlock:
     Channel MLP: [LayerNorm ->] Linear(D, hidden) -> activation -> Linear(hidden, D_out), applied to each token;
     ``hidden=None`` is 4 D. D_out is ``width``, or the replaced part's last dim when ``width`` is None. With
     ``residual`` the input is added to the channel MLP's output when D_out == D (and to the token-mixing MLP's
-    output always). Output: (N, D_out). Token mixing mixes positions, so the block is not causal.
+    output always). Output: (N, D_out). Token mixing mixes positions: the block is causal only without it.
     """
 
     causal = False
+
+    @staticmethod
+    def causal_when(o) -> bool:
+        return not o.token_mixing
 
     @dataclass(frozen=True)
     class Options:

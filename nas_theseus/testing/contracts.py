@@ -87,6 +87,27 @@ def _check_no_leak(module, name: str, steps: int, x: torch.Tensor) -> None:
 
 
 @torch.no_grad()
+def check_causal_model(model, ids: torch.Tensor, vocab: int, name: str = "model") -> None:
+    """Assert that a token model (B, T) -> (B, T, ...) is causal: changing the tokens after t (to other random
+    tokens) leaves its outputs up to t unchanged (atol 1e-5), for a few t. Runs ``model`` in eval mode."""
+    was = model.training
+    model.eval()
+    try:
+        y = model(ids)
+        steps = ids.shape[1]
+        g = torch.Generator().manual_seed(0)
+        for t in sorted({0, steps // 2, steps - 2}):
+            changed = ids.clone()
+            shift = torch.randint(1, vocab, changed[:, t + 1:].shape, generator=g).to(ids.device)
+            changed[:, t + 1:] = (changed[:, t + 1:] + shift) % vocab
+            y2 = model(changed)
+            assert torch.allclose(y[:, :t + 1], y2[:, :t + 1], atol=1e-5), \
+                f"{name}: outputs at positions <= {t} change when tokens after {t} change (not causal)"
+    finally:
+        model.train(was)
+
+
+@torch.no_grad()
 def check_causal(kind: str, examples: tuple[dict, ...] | None = None) -> list[tuple]:
     """Check that a block's output at position t depends on no input after t; returns the cases run.
 
