@@ -1,5 +1,5 @@
 """Task data: splits as tensors; offline loaders (MNIST-1D, scikit-learn digits, the stdlib's pydoc text),
-and local files (npz, CIFAR-10 python batches, image folders, UTF-8 text)."""
+and local files (npz, CIFAR-10 python batches, image folders, UTF-8 text, a local WikiText copy)."""
 
 from __future__ import annotations
 
@@ -12,10 +12,11 @@ from .digits import load_digits
 from .local import load_cifar10, load_image_folder, load_npz
 from .mnist1d import load_mnist1d
 from .text import ByteTokenizer, load_text
+from .wikitext import load_wikitext
 
 DATASETS: dict[str, Callable[..., TaskData]] = {"mnist1d": load_mnist1d, "digits": load_digits, "npz": load_npz,
                                                 "cifar10": load_cifar10, "imagefolder": load_image_folder,
-                                                "text": load_text}
+                                                "text": load_text, "wikitext": load_wikitext}
 
 
 def load_data(name: str, **options) -> TaskData:
@@ -34,4 +35,4 @@ def load_data(name: str, **options) -> TaskData:
 
 
 __all__ = ["DATASETS", "ByteTokenizer", "Split", "TaskData", "carve_validation", "load_cifar10", "load_data",
-           "load_digits", "load_image_folder", "load_mnist1d", "load_npz", "load_text"]
+           "load_digits", "load_image_folder", "load_mnist1d", "load_npz", "load_text", "load_wikitext"]

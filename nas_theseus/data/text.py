@@ -43,9 +43,9 @@ def pydoc_corpus() -> str:
     return "\n\n".join(topics[k] for k in sorted(topics))
 
 
-def _windows(ids: torch.Tensor, context: int, stride: int) -> Split:
+def _windows(ids: torch.Tensor, context: int, stride: int, what: str = "text split") -> Split:
     if len(ids) < context + 1:
-        raise UserError(f"text split of {len(ids)} bytes is shorter than one window ({context + 1} bytes)")
+        raise UserError(f"{what} of {len(ids)} bytes is shorter than one window ({context + 1} bytes)")
     starts = torch.arange(0, len(ids) - context, stride)
     idx = starts[:, None] + torch.arange(context + 1)[None, :]
     w = ids[idx]
@@ -82,3 +82,4 @@ def load_text(*, source: str = "pydoc", context: int = 64, stride: int | None = 
     config = {"source": source, "context": context, "stride": stride, "val_fraction": val_fraction,
               "test_fraction": test_fraction, "max_bytes": max_bytes, "bytes": n}
     return TaskData("text", train, val, test, num_classes=VOCAB, config=config)
+
