@@ -93,7 +93,7 @@ def _open(workdir: Path):
 
 
 def _print_front(workdir: Path, fmt: str) -> int:
-    from .measure import CONVENTION
+    from .measure import CONVENTION, CONVENTION_PER_TOKEN
     from .study.pareto import front
 
     _, config, study = _open(workdir)
@@ -101,7 +101,9 @@ def _print_front(workdir: Path, fmt: str) -> int:
     df, hv, ref = front(study, names, directions, config.hypervolume_reference)
     if fmt == "json":
         rows = [{"trial": int(r["trial"]), **{n: float(r[n]) for n in names},
-                 "test_accuracy": r["test_accuracy"], "params": r["params"]} for _, r in df.iterrows()]
+                 "test_accuracy": r["test_accuracy"], **({"test_perplexity": r["test_perplexity"]}
+                                                         if "test_perplexity" in r else {}),
+                 "params": r["params"]} for _, r in df.iterrows()]
         print(json.dumps(rows, indent=2))
     elif fmt == "csv":
         print(df.drop(columns=["feasible"]).to_csv(index=False), end="")
@@ -112,8 +114,12 @@ def _print_front(workdir: Path, fmt: str) -> int:
         show = df.drop(columns=["params", "feasible"])
         print(show.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
         print(f"\nPareto front: {len(df)} of {len(study.trials)} trials; hypervolume {hv:.6g} (reference {ref})")
+        per_token = any("flops_decode" in t.user_attrs or "latency_full_sequence" in t.user_attrs
+                        for t in study.trials)
         if "flops" in names:
-            print(CONVENTION)
+            print(CONVENTION_PER_TOKEN if per_token else CONVENTION)
+        if per_token and "latency_ms" in names:
+            print("latency_ms: per generated token in incremental decoding (full-sequence figures in metrics.json)")
     return 0
 
 

@@ -19,8 +19,9 @@ from .utils.files import atomic_write_text  # noqa: E402
 
 
 def _label(name: str) -> str:
-    return {"accuracy": "validation accuracy", "flops": "FLOPs per sample (multiply-adds)",
-            "params": "parameters", "latency_ms": "latency (ms, median)"}.get(name, name)
+    return {"accuracy": "validation accuracy", "perplexity": "validation perplexity",
+            "flops": "FLOPs per sample, per token for LMs (multiply-adds)", "params": "parameters",
+            "latency_ms": "latency (ms, median; per token for LMs)"}.get(name, name)
 
 
 def write_report(study: optuna.Study, names: list[str], directions: list[str], out: Path,

@@ -15,8 +15,14 @@ TINY = ["study.n_trials=2", "study.startup_trials=1", "convert.steps_per_stage=4
         "convert.finetune.max_epochs=1", "guide.fit.max_epochs=2"]
 
 
+LM_TINY = ["data.options.max_bytes=30000", "data.options.context=16", "guide.options.n_embd=16",
+           "guide.options.n_layer=2", "convert.batch_size=8", "convert.finetune.batch_size=64", "latency.repeats=3",
+           'objectives.latency_ms="minimize"']
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("study", ["mnist1d_cnn_to_mlp.toml", "digits_vit_to_mlp.toml", "cifar10_resnet18_to_mlp.toml"])
+@pytest.mark.parametrize("study", ["mnist1d_cnn_to_mlp.toml", "digits_vit_to_mlp.toml", "cifar10_resnet18_to_mlp.toml",
+                                   "pydoc_gpt2_to_rnn.toml"])
 def test_shipped_study_runs(study, tmp_path, capsys):
     args = ["run", str(STUDIES / study), "--workdir", str(tmp_path / "wd"), "--no-progress"]
     for s in TINY:
@@ -24,8 +30,17 @@ def test_shipped_study_runs(study, tmp_path, capsys):
     if study.startswith("cifar10"):  # a small fake CIFAR-10 in the real format, on the CPU
         root = write_fake_cifar10(tmp_path / "cifar-10-batches-py", per_batch=24)
         args += ["--set", f'data.options.root="{root}"', "--device", "cpu", "--set", "convert.batch_size=32"]
+    if study.startswith("pydoc"):  # a 2-block GPT-2, 16 wide, on 30 KB of text
+        for s in LM_TINY:
+            args += ["--set", s]
     assert main(args) == 0
     capsys.readouterr()
     assert main(["pareto", str(tmp_path / "wd"), "--format", "json"]) == 0
     front = json.loads(capsys.readouterr().out)
     assert front and all(row["flops"] > 0 for row in front)
+    if study.startswith("pydoc"):  # perplexity objective, per-token decoding cost beside the full sequence
+        assert all(1 < row["perplexity"] < 256 and row["test_perplexity"] > 1 for row in front)
+        metrics = json.loads((tmp_path / "wd" / "trials" / str(front[0]["trial"]) / "metrics.json").read_text())
+        assert metrics["flops"] == metrics["flops_decode"]["per_token"] < metrics["flops_full_sequence"]
+        assert metrics["latency"]["per_token_ms"] == metrics["latency_ms"] > 0
+        assert "median_ms" in metrics["latency_full_sequence"]

@@ -29,6 +29,8 @@ class ScratchResult:
     test_accuracy: float
     wall_s: float
     max_epochs: int
+    val_loss: float = float("nan")  # mean cross-entropy (per token for language models)
+    test_loss: float = float("nan")
 
 
 def scratch_model(guide: Guide, candidate: Candidate, config: ConvertConfig) -> DeployModel:
@@ -52,6 +54,7 @@ def train_from_scratch(guide: Guide, candidate: Candidate, data: TaskData, confi
     extra_epochs = math.ceil(budget_steps(candidate, config) / math.ceil(len(data.train) / ft.batch_size))
     fit = replace(ft, max_epochs=ft.max_epochs + extra_epochs)
     report = fit_classifier(model, data, fit, seed=config.seed, device=device, progress=progress, desc="scratch")
-    val_acc = evaluate(model, data.val, device=device)[0]
-    test_acc = evaluate(model, data.test, device=device)[0]
-    return ScratchResult(model, report, val_acc, test_acc, time.perf_counter() - start, fit.max_epochs)
+    val_acc, val_loss = evaluate(model, data.val, device=device)
+    test_acc, test_loss = evaluate(model, data.test, device=device)
+    return ScratchResult(model, report, val_acc, test_acc, time.perf_counter() - start, fit.max_epochs,
+                         val_loss, test_loss)

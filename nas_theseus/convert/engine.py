@@ -156,10 +156,11 @@ def convert(guide: Guide, candidate: Candidate, data: TaskData, config: ConvertC
                                    progress=progress, desc="fine-tune")
         store.save(ft_key, {"state": model.state_dict(), "report": asdict(ft_report)})
     model.eval()
-    val_acc = evaluate(model, data.val, device=device)[0]
-    test_acc = evaluate(model, data.test, device=device)[0]
+    val_acc, val_loss = evaluate(model, data.val, device=device)
+    test_acc, test_loss = evaluate(model, data.test, device=device)
     return ConversionResult(model, candidate, config, reports, ft_report, pre_acc, val_acc, test_acc,
-                            time.perf_counter() - start, finetune_resumed=saved is not None)
+                            time.perf_counter() - start, finetune_resumed=saved is not None, val_loss=val_loss,
+                            test_loss=test_loss)
 
 
 def _ensure_isolated_adapter(hybrid: Hybrid, k: int, device) -> None:

@@ -32,7 +32,7 @@ class StageReport:
 
 @dataclass
 class ConversionResult:
-    """The converted network (``model``), per-stage reports, fine-tuning report and accuracies."""
+    """The converted network (``model``), per-stage reports, fine-tuning report, accuracies and losses."""
 
     model: object
     candidate: Candidate
@@ -44,10 +44,13 @@ class ConversionResult:
     test_accuracy: float
     wall_s: float
     finetune_resumed: bool = False
+    val_loss: float = float("nan")   # mean cross-entropy (per token for language models: perplexity = exp)
+    test_loss: float = float("nan")
 
     def summary(self) -> dict:
         """JSON-able summary (everything but the model)."""
         return {"candidate": self.candidate.to_dict(), "config": asdict(self.config),
                 "stages": [asdict(s) for s in self.stages], "finetune": asdict(self.finetune),
                 "pre_finetune_val_accuracy": self.pre_finetune_val_accuracy, "val_accuracy": self.val_accuracy,
-                "test_accuracy": self.test_accuracy, "wall_s": self.wall_s}
+                "test_accuracy": self.test_accuracy, "val_loss": self.val_loss, "test_loss": self.test_loss,
+                "wall_s": self.wall_s}

@@ -235,7 +235,10 @@ class Guide:
     def identity(self) -> str:
         """Hash of the source description and the weights: keys every cache that depends on the guide."""
         if self._identity is None:
-            self._identity = stable_hash({"source": self.source, "parts": [p.name for p in self.parts],
+            # the weights fingerprint stands for the weights: how they were made (a training cache key) is left
+            # out, so guides with identical weights share every seed and checkpoint
+            source = {k: v for k, v in self.source.items() if k != "cache_key"}
+            self._identity = stable_hash({"source": source, "parts": [p.name for p in self.parts],
                                           "weights": module_fingerprint(self.module),
                                           **({"tokens": True, "causal": self.causal} if self.tokens else {})})
         return self._identity

@@ -21,6 +21,8 @@ from torch import nn
 from .flop_handles import FLOP_HANDLES
 
 CONVENTION = "FLOPs = multiply-adds (fvcore convention: one multiply-add counts as 1 FLOP), per sample"
+CONVENTION_PER_TOKEN = CONVENTION.replace("per sample", "per generated token in incremental decoding (language "
+                                                          "models; full-sequence figures recorded beside)")
 
 # Element-wise and shape operators: cost no multiply-adds under the convention above.
 ZERO_COST_OPS = frozenset({
@@ -52,15 +54,19 @@ class UncountedOpsError(RuntimeError):
 
 
 def count_flops(model: nn.Module, sample_shape: tuple[int, ...], *, dtype: torch.dtype = torch.float32,
-                strict: bool = True, device: str | torch.device = "cpu") -> int:
-    """Multiply-adds of one forward pass for a single sample (see :data:`CONVENTION`)."""
+                strict: bool = True, device: str | torch.device = "cpu", example: torch.Tensor | None = None) -> int:
+    """Multiply-adds of one forward pass for a single sample (see :data:`CONVENTION`).
+
+    The sample is zeros of ``sample_shape`` and ``dtype``, or the first row of ``example`` (a real input:
+    token ids for a language model, whose embedding lookups need valid integers).
+    """
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # fvcore's import touches deprecated torch.jit APIs
         from fvcore.nn import FlopCountAnalysis
 
     was = model.training
     model.eval()
-    x = torch.zeros((1, *sample_shape), dtype=dtype, device=device)
+    x = (torch.zeros((1, *sample_shape), dtype=dtype) if example is None else example[:1]).to(device)
     logger = logging.getLogger("fvcore")
     level = logger.level
     logger.setLevel(logging.ERROR)

@@ -2,7 +2,8 @@
 
 Warm-up runs first, then ``repeats`` timed runs under ``torch.inference_mode``; on CUDA every run is
 synchronised before the clock stops. The figure is the **median** in milliseconds, for ``batch_size``
-samples, on the given device with the given number of CPU threads (recorded with the figure).
+samples, on the given device with the given number of CPU threads (recorded with the figure). Inputs are
+standard-normal samples of ``sample_shape``, or rows of ``example`` (token ids for a language model).
 """
 
 from __future__ import annotations
@@ -27,14 +28,18 @@ class Latency:
 
 def measure_latency(model: nn.Module, sample_shape: tuple[int, ...], *, batch_size: int = 1,
                     device: str | torch.device = "cpu", warmup: int = 10, repeats: int = 50,
-                    threads: int | None = None, dtype: torch.dtype = torch.float32) -> Latency:
+                    threads: int | None = None, dtype: torch.dtype = torch.float32,
+                    example: torch.Tensor | None = None) -> Latency:
     device = torch.device(device)
     old_threads = torch.get_num_threads()
     if threads is not None:
         torch.set_num_threads(threads)
     was = model.training
     model.eval().to(device)
-    x = torch.randn((batch_size, *sample_shape), dtype=dtype, device=device)
+    if example is None:
+        x = torch.randn((batch_size, *sample_shape), dtype=dtype, device=device)
+    else:
+        x = example[torch.arange(batch_size) % len(example)].to(device)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     times = []
     try:

@@ -20,7 +20,10 @@ from ..errors import UserError, did_you_mean
 from ..training import FitConfig
 from ..utils.hashing import stable_hash
 
-OBJECTIVES = {"accuracy": "maximize", "flops": "minimize", "params": "minimize", "latency_ms": "minimize"}
+# accuracy: validation accuracy (per token for language models); perplexity: exp of the validation cross-entropy
+# (per byte with the byte tokenizer); flops / latency_ms: per sample, or per generated token for language models.
+OBJECTIVES = {"accuracy": "maximize", "perplexity": "minimize", "flops": "minimize", "params": "minimize",
+              "latency_ms": "minimize"}
 SAMPLERS = ("tpe", "nsga2", "random")
 METHODS = ("not", "scratch")
 # Keys a resumed run may change without --force: budgets and where the work runs, not what is searched.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import time
 from dataclasses import dataclass
 
@@ -13,7 +14,7 @@ import torch
 from ..convert import ConversionError, convert, train_from_scratch
 from ..errors import UserError
 from ..export import arch_document, save_network
-from ..measure import CONVENTION, UncountedOpsError, count_flops, count_params, measure_latency
+from ..measure import CONVENTION, CONVENTION_PER_TOKEN, UncountedOpsError, count_flops, count_params, measure_latency
 from ..utils.files import atomic_write_text
 from ..utils.locks import machine_lock
 from .config import OBJECTIVES
@@ -32,23 +33,54 @@ class Measured:
 
 
 def measure(model, ctx: StudyContext, names: set[str], *, strict_flops: bool = True) -> Measured:
-    """The metrics in ``names`` (plus what every trial records) for a deploy model."""
+    """The metrics in ``names`` (plus what every trial records) for a deploy model.
+
+    For a language model (a causal token guide) ``flops`` and ``latency_ms`` are per generated token in
+    incremental decoding (one token at a time with each block's state: RNN hidden states, attention KV caches),
+    averaged over the positions of a full context; the full-sequence figures are recorded beside them
+    (``flops_full_sequence``, ``latency_full_sequence``).
+    """
     cfg = ctx.config
     values, attrs = {}, {}
+    example = ctx.data.test.x[:max(1, cfg.latency.batch_size)]
+    lm = ctx.guide.causal and ctx.guide.tokens
+    context = ctx.data.sample_shape[0] if lm else None
     if "flops" in names:
-        values["flops"] = count_flops(model, ctx.data.sample_shape, strict=strict_flops, device=cfg.study.device)
-        attrs["flops_convention"] = CONVENTION
+        full = count_flops(model, ctx.data.sample_shape, strict=strict_flops, device=cfg.study.device,
+                           example=example)
+        attrs["flops_convention"] = CONVENTION_PER_TOKEN if lm else CONVENTION
+        if lm:
+            from ..measure.decode import decode_flops
+
+            step = decode_flops(model, context, example[:1], strict=strict_flops)
+            values["flops"] = step.per_token
+            attrs["flops_full_sequence"] = full
+            attrs["flops_decode"] = dataclasses.asdict(step)
+        else:
+            values["flops"] = full
     if "params" in names:
         values["params"] = count_params(model)
     if "latency_ms" in names:
         # one measurement per machine at a time, with fixed threads: a neighbour worker's training
         # must not pollute the figure
+        lat_cfg = cfg.latency
         with machine_lock("latency"):
-            lat = measure_latency(model, ctx.data.sample_shape, batch_size=cfg.latency.batch_size,
-                                  device=cfg.study.device, warmup=cfg.latency.warmup, repeats=cfg.latency.repeats,
-                                  threads=cfg.latency.threads)
-        values["latency_ms"] = lat.median_ms
-        attrs["latency"] = dataclasses.asdict(lat)
+            lat = measure_latency(model, ctx.data.sample_shape, batch_size=lat_cfg.batch_size,
+                                  device=cfg.study.device, warmup=lat_cfg.warmup, repeats=lat_cfg.repeats,
+                                  threads=lat_cfg.threads, example=example)
+            if lm:
+                from ..measure.decode import decode_latency
+
+                step_lat = decode_latency(model, context, example[:1], device=cfg.study.device,
+                                          warmup=min(lat_cfg.warmup, 2), repeats=lat_cfg.repeats,
+                                          threads=lat_cfg.threads)
+        if lm:
+            values["latency_ms"] = step_lat.per_token_ms
+            attrs["latency"] = dataclasses.asdict(step_lat)
+            attrs["latency_full_sequence"] = dataclasses.asdict(lat)
+        else:
+            values["latency_ms"] = lat.median_ms
+            attrs["latency"] = dataclasses.asdict(lat)
     return Measured(values, attrs)
 
 
@@ -78,27 +110,28 @@ def run_trial(trial: optuna.Trial, ctx: StudyContext, wd: WorkDir, activations, 
             result = convert(ctx.guide, candidate, ctx.data, conv_cfg, checkpoint_dir=wd.checkpoints,
                              activations=activations, device=cfg.study.device, progress=progress,
                              on_stage=on_stage)
-            model, val_acc, test_acc = result.model, result.val_accuracy, result.test_accuracy
         else:
             result = train_from_scratch(ctx.guide, candidate, ctx.data, conv_cfg, device=cfg.study.device,
                                         progress=progress)
-            model, val_acc, test_acc = result.model, result.val_accuracy, result.test_accuracy
+        model, val_acc, test_acc = result.model, result.val_accuracy, result.test_accuracy
         measured = measure(model, ctx, wanted)
     except (ConversionError, UncountedOpsError, UserError) as e:
         trial.set_user_attr("fail_reason", f"{type(e).__name__}: {e}")
         raise TrialFailed(f"trial {trial.number}: {e}") from e
-    values = {"accuracy": val_acc, **measured.values}
+    values = {"accuracy": val_acc, "perplexity": _perplexity(result.val_loss), **measured.values}
     folder = wd.trial(trial.number)
     arch = arch_document(model.cpu(), guide_source=ctx.guide.source, sample_shape=ctx.data.sample_shape,
                          extra={"trial": trial.number, "params": trial.params, "candidate": candidate.to_dict(),
                                 "convert": dataclasses.asdict(conv_cfg)})
     save_network(folder, model, arch)
     save_reference(folder, model, ctx.data.test.x[:32])
-    metrics = {**values, "val_accuracy": val_acc, "test_accuracy": test_acc, **measured.attrs,
+    metrics = {**values, "val_accuracy": val_acc, "test_accuracy": test_acc, "val_loss": result.val_loss,
+               "test_loss": result.test_loss, "test_perplexity": _perplexity(result.test_loss), **measured.attrs,
                "trial_wall_s": time.perf_counter() - start}
     atomic_write_text(folder / "metrics.json", json.dumps(metrics, indent=2))
     trial.set_user_attr("test_accuracy", test_acc)
     trial.set_user_attr("val_accuracy", val_acc)
+    trial.set_user_attr("test_perplexity", _perplexity(result.test_loss))
     trial.set_user_attr("trial_dir", str(folder))
     trial.set_user_attr("export", f"nas-theseus export {wd.root} --trial {trial.number}  "
                                   f"(writes {wd.root / 'exports' / f'trial-{trial.number}'})")
@@ -109,3 +142,8 @@ def run_trial(trial: optuna.Trial, ctx: StudyContext, wd: WorkDir, activations, 
         value = values[name]
         trial.set_constraint(name, (bound - value) if OBJECTIVES[name] == "maximize" else (value - bound))
     return tuple(values[name] for name in cfg.objectives)
+
+
+def _perplexity(loss: float) -> float:
+    """exp(mean cross-entropy): per token for a language model (per byte with the byte tokenizer)."""
+    return math.exp(min(loss, 700.0))

@@ -70,16 +70,20 @@ def default_reference(values: np.ndarray, directions: list[str], names: list[str
 
 
 def trials_frame(study: optuna.Study, names: list[str]) -> pd.DataFrame:
-    """One row per COMPLETE trial: number, objectives by name, test accuracy, feasibility, params."""
+    """One row per COMPLETE trial: number, objectives by name, test accuracy (and test perplexity when perplexity
+    is an objective), feasibility, params."""
     rows = []
     for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
         row = {"trial": t.number, **dict(zip(names, t.values))}
         row["test_accuracy"] = t.user_attrs.get("test_accuracy")
+        if "perplexity" in names:
+            row["test_perplexity"] = t.user_attrs.get("test_perplexity")
         row["feasible"] = _feasible(t)
         row["candidate"] = t.user_attrs.get("candidate", "")
         row["params"] = dict(t.params)
         rows.append(row)
-    return pd.DataFrame(rows, columns=["trial", *names, "test_accuracy", "feasible", "candidate", "params"])
+    extra = ["test_perplexity"] if "perplexity" in names else []
+    return pd.DataFrame(rows, columns=["trial", *names, "test_accuracy", *extra, "feasible", "candidate", "params"])
 
 
 def front(study: optuna.Study, names: list[str], directions: list[str], reference: dict | None = None

@@ -1,0 +1,97 @@
+"""Science benchmark: a tiny timm ViT on scikit-learn digits -> token-wise MLPs (MLP-Mixer blocks), NoT vs scratch.
+
+Setting (the guide and conversion of ``studies/digits_vit_to_mlp.toml``, fixed before running):
+* data: ``load_data("digits")`` (8x8 images; 1,437 train incl. validation / 360 test);
+* guide: timm ``vit_tiny_patch16_224`` built with img_size 8, patch 2 (16 tokens + a class token), width 32,
+  3 blocks, 2 heads; trained once (seed 0) for up to 80 epochs, lr 3e-3;
+* target: every transformer block -> ``tokenwise_mlp`` with token mixing (an MLP across the 17 tokens, hidden
+  64, then a per-token channel MLP, hidden 64; residual), the guide's embedding and head kept (``head = "guide"``);
+* NoT: progressive CKA, 300 steps per part (batch 128), then fine-tuning (40 epochs, patience 10, lr 3e-3);
+  scratch: the same network re-initialised, trained with the same rule plus the alignment budget in epochs.
+  Seeds 0 1 2 for the target.
+
+Results: benchmarks/results/vit_digits_to_mlp.{json,md} and the README block ``bench:vit_digits_to_mlp``.
+Resumable (finished runs are kept and skipped).
+
+    python benchmarks/vit_digits_to_mlp.py          # ~10 min on 2 cores
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _common import RESULTS, ROOT, ResultStore, command, machine, median, replace_between_markers, today  # noqa: E402
+
+from nas_theseus.convert import Candidate, ConvertConfig, convert, train_from_scratch  # noqa: E402
+from nas_theseus.data import load_data  # noqa: E402
+from nas_theseus.guides import load_guide  # noqa: E402
+from nas_theseus.targets import BlockSpec  # noqa: E402
+from nas_theseus.training import FitConfig, evaluate  # noqa: E402
+
+GUIDE = dict(img_size=8, patch_size=2, embed_dim=32, depth=3, num_heads=2)
+GUIDE_FIT = dict(max_epochs=80, patience=20, lr=3e-3)
+BLOCK = BlockSpec.of("tokenwise_mlp", hidden=64, token_mixing=True, token_hidden=64)
+
+
+def run(method: str, seed: int, guide, data) -> dict:
+    cand = Candidate((BLOCK,) * GUIDE["depth"], head="guide")
+    cfg = ConvertConfig(steps_per_stage=300, batch_size=128, seed=seed,
+                        finetune=FitConfig(max_epochs=40, patience=10, lr=3e-3))
+    r = train_from_scratch(guide, cand, data, cfg) if method == "scratch" else convert(guide, cand, data, cfg)
+    return {"val_accuracy": r.val_accuracy, "test_accuracy": r.test_accuracy, "wall_s": r.wall_s,
+            "params": sum(p.numel() for p in r.model.parameters())}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--out", default=str(RESULTS / "vit_digits_to_mlp.json"))
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    store = ResultStore(Path(args.out))
+    meta = {"command": command(), "machine": machine(), "date": today()}
+    data = load_data("digits")
+    guide = load_guide("timm:vit_tiny_patch16_224", data, fit=GUIDE_FIT, **GUIDE)
+    if store.get("guide") is None:
+        store.put("guide", {"test_accuracy": evaluate(guide.module, data.test)[0],
+                            "params": sum(p.numel() for p in guide.module.parameters())}, meta)
+    for s in args.seeds:
+        for method in ("scratch", "not"):
+            key = f"s{s}-{method}"
+            if store.get(key) is None:
+                print(f"== {key}", flush=True)
+                store.put(key, run(method, s, guide, data), meta)
+            print(f"   {key}: test accuracy {store.get(key)['test_accuracy']:.4f}", flush=True)
+
+    def get(method, field):
+        return [store.get(f"s{s}-{method}")[field] for s in args.seeds]
+    g = store.get("guide")["test_accuracy"]
+    sc, nt = median(get("scratch", "test_accuracy")), median(get("not", "test_accuracy"))
+    per_seed = ", ".join(f"{100 * (n - s):+.1f}" for n, s in zip(get("not", "test_accuracy"),
+                                                                  get("scratch", "test_accuracy")))
+    text = (f"scikit-learn digits (8x8), test accuracy in %, median over target seeds {args.seeds}; guide: timm ViT "
+            f"(3 blocks, width 32); target: 3 token-mixing MLP blocks ({get('not', 'params')[0]:,} parameters "
+            f"with the kept embedding and head).\n\n"
+            f"| guide | scratch | NoT | NoT − scratch, per seed (points) | s / conversion | s / scratch run |\n"
+            f"|---|---|---|---|---|---|\n"
+            f"| {100 * g:.1f} | {100 * sc:.1f} | {100 * nt:.1f} | {per_seed} | {median(get('not', 'wall_s')):.0f} | "
+            f"{median(get('scratch', 'wall_s')):.0f} |\n\n"
+            f"- {'holds' if nt > sc else '**does not hold**'}: NoT above scratch on the median "
+            f"({100 * nt:.1f} vs {100 * sc:.1f})\n"
+            f"- {'holds' if nt >= g - 0.01 else '**does not hold**'}: NoT within 1 point of the guide "
+            f"({100 * nt:.1f} vs {100 * g:.1f})\n"
+            f"\nCommand: `{meta['command']}` — machine: {meta['machine']} — date: {meta['date']}.\n")
+    (RESULTS / "vit_digits_to_mlp.md").write_text(text)
+    replace_between_markers(ROOT / "README.md", "vit_digits_to_mlp", text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
