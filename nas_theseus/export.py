@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import warnings
 from collections import OrderedDict
 from pathlib import Path
 
@@ -128,7 +129,9 @@ def load_exported(path: str | Path) -> DeployModel:
 def export_program(model: nn.Module, example: torch.Tensor, path: Path) -> None:
     """Save a ``torch.export`` program of ``model`` with a dynamic batch dimension."""
     batch = torch.export.Dim("batch", min=1, max=1 << 16)
-    program = torch.export.export(model, (example,), dynamic_shapes=({0: batch},))
+    with warnings.catch_warnings():  # RNN modules re-assign their flat weights while traced: harmless here
+        warnings.filterwarnings("ignore", message=".*were assigned during export.*")
+        program = torch.export.export(model, (example,), dynamic_shapes=({0: batch},))
     atomic_write(path, lambda tmp: torch.export.save(program, tmp))
 
 

@@ -106,3 +106,14 @@ def test_scratch_language_model_is_causal(text, guide):
     candidate = Candidate((BlockSpec.of("gru", hidden=8),) * 3)
     result = train_from_scratch(guide, candidate, text, fast(), progress=False)
     check_causal_model(result.model, text.val.x[:3], 256, "scratch network")
+
+
+def test_stitching_penalty_on_a_language_model_uses_tokenwise_stitches(text, guide):
+    from nas_theseus.convert import stitching_penalty
+
+    candidate = Candidate((BlockSpec.of("gru", hidden=8), BlockSpec.of("lstm"), None))
+    result = convert(guide, candidate, text, fast(), progress=False)
+    reports = stitching_penalty(result.model, guide, text, fit=FitConfig(max_epochs=1, batch_size=64),
+                                progress=False, probe_size=64)
+    assert [r.part for r in reports] == guide.part_names
+    assert all(0 <= r.stitched_accuracy <= 1 for r in reports)

@@ -3,8 +3,9 @@
 At each part boundary k, the converted network's bottom (stem .. part k) feeds the guide's top (parts k+1 ..
 K and head) through a stitching layer (BatchNorm -> 1x1 conv / Linear -> BatchNorm), the only thing that
 trains (on the task loss; AdamW with cosine decay, initialised by least squares to the guide activation).
-The penalty is guide accuracy − stitched accuracy on the test split: near 0 means the converted network's
-representation at k is as usable to the guide as the guide's own.
+The penalty is guide accuracy − stitched accuracy on the test split (per-token accuracy for a language model,
+whose stitching layer then acts on each position alone): near 0 means the converted network's representation at
+k is as usable to the guide as the guide's own.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from torch import nn
 
 from ..data import TaskData
 from ..guides import Guide
-from ..targets import StitchBridge
+from ..targets import make_bridge
 from ..training import FitConfig, evaluate, fit_classifier
 from .hybrid import DeployModel
 
@@ -63,7 +64,7 @@ def stitching_penalty(model: DeployModel, guide: Guide, data: TaskData, *,
             bottom = model.prefix(k)
             with torch.no_grad():
                 h = bottom(probe)
-            stitch = StitchBridge(tuple(h.shape[1:]), guide.shapes[k + 1]).to(device)
+            stitch = make_bridge("stitch", tuple(h.shape[1:]), guide.shapes[k + 1], tokenwise=guide.tokens).to(device)
             stitch.fit(h, guide_acts[k + 1])
             stitched = _Stitched(bottom, stitch, guide, k)
             fit_classifier(stitched, data, fit, seed=seed, device=device, progress=progress,
