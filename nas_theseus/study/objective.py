@@ -14,7 +14,16 @@ import torch
 from ..convert import ConversionError, convert, train_from_scratch
 from ..errors import UserError
 from ..export import arch_document, save_network
-from ..measure import CONVENTION, CONVENTION_PER_TOKEN, UncountedOpsError, count_flops, count_params, measure_latency
+from ..measure import (
+    CONVENTION,
+    CONVENTION_PER_TOKEN,
+    UncountedOpsError,
+    count_flops,
+    count_params,
+    decode_flops,
+    decode_latency,
+    measure_latency,
+)
 from ..utils.files import atomic_write_text
 from ..utils.locks import machine_lock
 from .config import OBJECTIVES
@@ -50,8 +59,6 @@ def measure(model, ctx: StudyContext, names: set[str], *, strict_flops: bool = T
                            example=example)
         attrs["flops_convention"] = CONVENTION_PER_TOKEN if lm else CONVENTION
         if lm:
-            from ..measure.decode import decode_flops
-
             step = decode_flops(model, context, example[:1], strict=strict_flops)
             values["flops"] = step.per_token
             attrs["flops_full_sequence"] = full
@@ -69,8 +76,6 @@ def measure(model, ctx: StudyContext, names: set[str], *, strict_flops: bool = T
                                   device=cfg.study.device, warmup=lat_cfg.warmup, repeats=lat_cfg.repeats,
                                   threads=lat_cfg.threads, example=example)
             if lm:
-                from ..measure.decode import decode_latency
-
                 step_lat = decode_latency(model, context, example[:1], device=cfg.study.device,
                                           warmup=min(lat_cfg.warmup, 2), repeats=lat_cfg.repeats,
                                           threads=lat_cfg.threads)
