@@ -11,6 +11,7 @@ from nas_theseus.data import load_data
 from nas_theseus.errors import UserError
 from nas_theseus.export import arch_document, build_network
 from nas_theseus.guides import load_guide
+from nas_theseus.measure import IncrementalDecoder
 from nas_theseus.targets import BlockSpec, TokenwiseBridge, make_bridge
 from nas_theseus.testing import check_causal_model
 from nas_theseus.training import FitConfig
@@ -86,6 +87,11 @@ def test_every_hybrid_and_the_deploy_network_are_causal(text, guide, schedule, h
     check_causal_model(result.model, ids, 256, "deploy network")
     logits = result.model(ids)
     assert logits.shape == (3, T, 256) and torch.isfinite(logits).all()
+    decoder = IncrementalDecoder(result.model)  # token-wise bridges and heads decode step by step
+    state = decoder.init_state(3)
+    for t in range(T):
+        step, state = decoder.step(ids[:, t], state)
+        torch.testing.assert_close(step, logits[:, t], atol=1e-5, rtol=0)
     assert all(0 <= v <= 1 + 1e-6 for s in result.stages for v in s.alignment.values())
     arch = arch_document(result.model, guide_source=guide.source, sample_shape=text.sample_shape)
     rebuilt = build_network(arch)
