@@ -6,6 +6,8 @@ Parameters (stable names, primitives only, so FixedTrial(params) rebuilds any tr
   {part}.hidden        hidden width of the channel MLP, in HIDDEN (asked only for tokenwise_mlp)
   {part}.token_mixing  whether the block also mixes tokens (asked only for tokenwise_mlp)
   order.0, ...         the swap order as a Lehmer code over all parts
+A new linear head reads the flattened tokens (the guide's class-token head would need a flattened 544 x 544
+bridge when the last block is swapped: 296K parameters, 8x the whole guide).
 """
 
 from nas_theseus.convert import Candidate
@@ -25,4 +27,4 @@ def search_space(trial, guide):
         blocks.append(BlockSpec.of("tokenwise_mlp", hidden=trial.suggest_categorical(f"{name}.hidden", HIDDEN),
                                    token_mixing=trial.suggest_categorical(f"{name}.token_mixing", [False, True])))
     order = suggest_swap_order(trial, len(blocks))
-    return Candidate(tuple(blocks), tuple(order), head="guide")
+    return Candidate(tuple(blocks), tuple(order), head="linear")
