@@ -11,16 +11,17 @@ Setting (fixed before running, not tuned until it agreed):
 * target: each transformer block -> an LSTM layer (hidden H in {128, 32}; a Linear back to 128 wide when
   H < 128; residual), the guide's embedding and final LayerNorm + LM head kept (``head = "guide"``);
 * NoT: progressive CKA over batch·token rows, 300 steps per part, then fine-tuning on the LM loss for 4
-  epochs (816 steps); scratch: the same deploy network re-initialised, trained on the LM loss for 4 + 3
-  epochs (1,428 steps vs NoT's 1,416). Both: AdamW lr 3e-3, cosine, batch 32 x 64 tokens, best validation
-  loss kept. Seeds 0 1 2 for the target.
+  epochs (816 steps); a second NoT column re-learns the embedding (``stem = "relearn"``: fresh weights that
+  train with the first LSTM from its stage on) instead of keeping the guide's; scratch: the same deploy
+  network re-initialised, trained on the LM loss for 4 + 3 epochs (1,428 steps vs NoT's 1,416). Both: AdamW
+  lr 3e-3, cosine, batch 32 x 64 tokens, best validation loss kept. Seeds 0 1 2 for the target.
 
 Reported: validation and test loss (nats per byte) and perplexity, median over seeds; the share of the
 scratch -> guide gap that NoT closes; seconds per conversion; per-token FLOPs in incremental decoding next to
 the guide's. Results: benchmarks/results/lm_gpt2_to_rnn.{json,md} and the README block
 ``bench:lm_gpt2_to_rnn``. Resumable: finished runs are kept and skipped, stage checkpoints live in --workdir.
 
-    python benchmarks/lm_gpt2_to_rnn.py                    # ~45 min on 2 cores (guide ~12 min, 12 runs)
+    python benchmarks/lm_gpt2_to_rnn.py                    # ~50 min on 2 cores (guide ~31 min, 18 runs)
     python benchmarks/lm_gpt2_to_rnn.py --hidden 128 --seeds 0
 """
 
@@ -52,12 +53,12 @@ def conversion_config(seed: int) -> ConvertConfig:
     return ConvertConfig(steps_per_stage=300, batch_size=32, probe_size=256, finetune=FINETUNE, seed=seed)
 
 
-def candidate(hidden: int) -> Candidate:
-    return Candidate((BlockSpec.of("lstm", hidden=hidden),) * GUIDE["n_layer"], head="guide")
+def candidate(hidden: int, stem: str = "guide") -> Candidate:
+    return Candidate((BlockSpec.of("lstm", hidden=hidden),) * GUIDE["n_layer"], head="guide", stem=stem)
 
 
 def run(method: str, hidden: int, seed: int, guide, data, workdir: Path) -> dict:
-    cand, cfg = candidate(hidden), conversion_config(seed)
+    cand, cfg = candidate(hidden, "relearn" if method == "not-relearn" else "guide"), conversion_config(seed)
     if method == "scratch":
         r = train_from_scratch(guide, cand, data, cfg)
         extra = {"epochs": r.fit.epochs, "steps": r.fit.steps}
@@ -86,18 +87,20 @@ def decode_costs(guide, data, hidden_sizes) -> dict:
 def summarise(store: ResultStore, hidden_sizes, seeds, costs: dict | None) -> tuple[str, list[str]]:
     g = store.get("guide")
     rows = ["| target | guide loss | scratch loss | NoT loss | gap closed by NoT | NoT − scratch, per seed | "
-            "s / conversion | s / scratch run |", "|" + "---|" * 8]
+            "NoT loss, embedding relearned | s / conversion | s / scratch run |", "|" + "---|" * 9]
     claims = []
     for h in hidden_sizes:
         def get(method, field, h=h):
             return [store.get(f"H{h}-s{s}-{method}")[field] for s in seeds if store.get(f"H{h}-s{s}-{method}")]
         sc, nt = median(get("scratch", "test_loss")), median(get("not", "test_loss"))
+        relearned = get("not-relearn", "test_loss")
         diffs = [n - s for n, s in zip(get("not", "test_loss"), get("scratch", "test_loss"))]
         gap = sc - g["test_loss"]
         closed = (sc - nt) / gap if gap > 0 else float("nan")
         rows.append(f"| LSTM H={h} | {g['test_loss']:.3f} | {sc:.3f} | {nt:.3f} | "
                     f"{'n/a (guide not better)' if gap <= 0 else f'{100 * closed:.0f} %'} | "
-                    f"{', '.join(f'{d:+.3f}' for d in diffs)} | {median(get('not', 'wall_s')):.0f} | "
+                    f"{', '.join(f'{d:+.3f}' for d in diffs)} | "
+                    f"{f'{median(relearned):.3f}' if relearned else 'not run'} | {median(get('not', 'wall_s')):.0f} | "
                     f"{median(get('scratch', 'wall_s')):.0f} |")
         claims.append(_claim(f"H={h}: the guide beats the scratch LSTM, so the comparison can test the claim "
                              f"({g['test_loss']:.3f} vs {sc:.3f} nats/byte)", gap > 0))
@@ -135,7 +138,7 @@ def main() -> None:
                                                                               guide.module.parameters())}, meta)
     for h in args.hidden:
         for s in args.seeds:
-            for method in ("scratch", "not"):
+            for method in ("scratch", "not", "not-relearn"):
                 key = f"H{h}-s{s}-{method}"
                 if store.get(key) is None:
                     print(f"== {key}", flush=True)
@@ -151,7 +154,8 @@ def main() -> None:
             f"(perplexity = e^loss), median over target seeds {args.seeds}; guide GPT-2 2 x 128 "
             f"(test loss {g['test_loss']:.3f}, perplexity {math.exp(g['test_loss']):.2f}). Equal target budgets: "
             f"NoT 2 x 300 alignment steps + 4 epochs of LM loss, scratch 7 epochs of LM loss (2,048 tokens per "
-            f"step). Gap closed = (scratch − NoT) / (scratch − guide). FLOPs: multiply-adds.\n\n{table}\n\n"
+            f"step). Gap closed = (scratch − NoT) / (scratch − guide). Embedding relearned: NoT with a fresh "
+            f"embedding trained with the first LSTM instead of the guide's. FLOPs: multiply-adds.\n\n{table}\n\n"
             + "\n".join(claims)
             + f"\n\nCommand: `{meta['command']}` — machine: {meta['machine']} — date: {meta['date']}.\n")
     (RESULTS / "lm_gpt2_to_rnn.md").write_text(text)

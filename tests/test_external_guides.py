@@ -7,6 +7,7 @@ import torch
 from safetensors.torch import save_file
 
 from nas_theseus.convert import Candidate, ConvertConfig, convert
+from nas_theseus.convert.baseline import scratch_model
 from nas_theseus.errors import UserError
 from nas_theseus.export import arch_document, load_exported, save_network
 from nas_theseus.guides import load_guide
@@ -46,6 +47,20 @@ def test_timm_vit_stem_and_head_adapters_hold_only_their_weights(digits, tmp_pat
                                                   "patch_embed.proj.bias")}
     result = convert(guide, Candidate((BlockSpec.of("mlp"),) * 2), digits, FAST, progress=False)
     _round_trip(result, guide, digits, tmp_path)
+
+
+def test_scratch_redraws_every_guide_weight(digits):
+    """Weights with no reset_parameters (a ViT's pos_embed and cls_token) are re-drawn too, and so are the
+    weights of a kept part, so the from-scratch baseline inherits nothing from the guide."""
+    # guide seed 1: with seed 0 the guide's first module (patch_embed.proj, left at torch's default init by
+    # timm) would be drawn exactly as the scratch network's first reset under config.seed 0
+    guide = load_guide("timm:vit_tiny_patch16_224", digits, weights="random", seed=1, **VIT)
+    model = scratch_model(guide, Candidate((BlockSpec.of("mlp"), None)), FAST)
+    guide_tensors = {n: p for n, p in guide.module.named_parameters()}
+    inherited = [n for n, p in model.named_parameters() if any(
+        q.shape == p.shape and torch.equal(q, p) for q in guide_tensors.values()) and p.dim() > 1]
+    assert inherited == []
+    assert any("pos_embed" in n for n, _ in model.named_parameters())
 
 
 def test_weights_from_files(digits, tmp_path):

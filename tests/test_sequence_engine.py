@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from nas_theseus.align import linear_cka, make_alignment
-from nas_theseus.convert import Candidate, ConvertConfig, convert, train_from_scratch
+from nas_theseus.convert import Candidate, ConvertConfig, Hybrid, convert, train_from_scratch
+from nas_theseus.convert.baseline import scratch_model
 from nas_theseus.data import load_data
 from nas_theseus.errors import UserError
 from nas_theseus.export import arch_document, build_network
@@ -108,10 +109,14 @@ def test_a_causal_guide_refuses_blocks_that_mix_positions(text, guide):
     assert convert(guide, ok, text, fast(), progress=False).model is not None
 
 
-def test_scratch_language_model_is_causal(text, guide):
-    candidate = Candidate((BlockSpec.of("gru", hidden=8),) * 3)
+def test_scratch_language_model_is_causal_and_inherits_no_guide_weight(text, guide):
+    candidate = Candidate((BlockSpec.of("gru", hidden=8), None, BlockSpec.of("lstm", hidden=8)))
     result = train_from_scratch(guide, candidate, text, fast(), progress=False)
     check_causal_model(result.model, text.val.x[:3], 256, "scratch network")
+    model = scratch_model(guide, candidate, fast())  # the kept GPT-2 block's Conv1D weights are re-drawn too
+    inherited = [n for n, p in model.named_parameters()
+                 if any(q.shape == p.shape and torch.equal(q, p) for q in guide.module.parameters()) and p.dim() > 1]
+    assert inherited == []
 
 
 def test_stitching_penalty_on_a_language_model_uses_tokenwise_stitches(text, guide):
@@ -123,3 +128,39 @@ def test_stitching_penalty_on_a_language_model_uses_tokenwise_stitches(text, gui
                                 progress=False, probe_size=64)
     assert [r.part for r in reports] == guide.part_names
     assert all(0 <= r.stitched_accuracy <= 1 for r in reports)
+
+
+@pytest.mark.parametrize("schedule", ["progressive", "independent"])
+def test_a_relearned_embedding_trains_from_fresh_weights_and_exports(text, guide, schedule, tmp_path):
+    blocks = (BlockSpec.of("lstm", hidden=12), BlockSpec.of("gru", hidden=8), None)
+    candidate = Candidate(blocks, order=(1, 0), head="guide", stem="relearn")
+    guide_wte = guide.stem.wte.weight.detach().clone()
+    first = convert(guide, candidate, text, fast(schedule=schedule), progress=False, checkpoint_dir=tmp_path)
+    wte = first.model.stem.wte.weight.detach()
+    assert not torch.allclose(wte, guide_wte)  # fresh weights, not the guide's ...
+    torch.testing.assert_close(guide.stem.wte.weight, guide_wte, atol=0, rtol=0)  # ... which stay untouched
+    untrained = Hybrid(guide, candidate, fast(schedule=schedule)).new_stem.wte.weight.detach()
+    assert not torch.allclose(wte, untrained)  # ... and trained
+    check_causal_model(first.model, text.val.x[:3], 256, "deploy network with a relearned embedding")
+    arch = arch_document(first.model, guide_source=guide.source, sample_shape=text.sample_shape)
+    assert arch["children"][0]["relearned"] is True
+    rebuilt = build_network(arch)
+    rebuilt.load_state_dict(first.model.state_dict())
+    ids = text.val.x[:3]
+    assert torch.allclose(rebuilt.eval()(ids), first.model.eval()(ids), atol=1e-6)
+    again = convert(guide, candidate, text, fast(schedule=schedule), progress=False, checkpoint_dir=tmp_path)
+    assert all(s.resumed for s in again.stages)  # the relearned stem is in every stage checkpoint
+    torch.testing.assert_close(again.model.stem.wte.weight, wte, atol=0, rtol=0)
+    kept_stem = convert(guide, Candidate(blocks, order=(1, 0), head="guide"), text, fast(schedule=schedule),
+                        progress=False, checkpoint_dir=tmp_path)
+    assert not any(s.resumed for s in kept_stem.stages)  # a different candidate: no checkpoint shared
+
+
+def test_relearn_needs_the_first_part_swapped_and_names_are_checked():
+    with pytest.raises(UserError, match="first part swapped"):
+        Candidate((None, BlockSpec.of("lstm")), stem="relearn")
+    with pytest.raises(UserError, match="did you mean 'relearn'"):
+        Candidate((BlockSpec.of("lstm"),), stem="relern")
+    c = Candidate((BlockSpec.of("lstm"),), stem="relearn")
+    assert Candidate.from_dict(c.to_dict()) == c
+    assert "stem" not in Candidate((BlockSpec.of("lstm"),)).to_dict()  # the default keeps earlier content keys

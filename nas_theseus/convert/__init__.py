@@ -2,12 +2,12 @@
 
 from .activations import GuideActivations
 from .baseline import train_from_scratch
-from .config import HEADS, SCHEDULES, Candidate, ConvertConfig
+from .config import HEADS, SCHEDULES, STEMS, Candidate, ConvertConfig
 from .engine import ConversionError, budget_steps, convert, plan_stages
 from .hybrid import DeployModel, Hybrid
 from .reports import ConversionResult, StageReport
 from .stitching import StitchReport, stitching_penalty
 
-__all__ = ["HEADS", "SCHEDULES", "Candidate", "ConversionError", "ConversionResult", "ConvertConfig",
+__all__ = ["HEADS", "SCHEDULES", "STEMS", "Candidate", "ConversionError", "ConversionResult", "ConvertConfig",
            "DeployModel", "GuideActivations", "Hybrid", "StageReport", "StitchReport", "budget_steps", "convert",
            "plan_stages", "stitching_penalty", "train_from_scratch"]

@@ -11,11 +11,11 @@ import time
 from dataclasses import dataclass, replace
 
 import torch
-from torch import nn
 
 from ..data import TaskData
 from ..guides import Guide
 from ..training import FitReport, evaluate, fit_classifier
+from ..utils.reinit import reinitialize
 from .config import Candidate, ConvertConfig
 from .engine import budget_steps
 from .hybrid import DeployModel, Hybrid
@@ -39,9 +39,7 @@ def scratch_model(guide: Guide, candidate: Candidate, config: ConvertConfig) -> 
     hybrid.swap_in(candidate.swap_order)
     model = hybrid.deploy()
     torch.manual_seed(config.seed)
-    for m in model.modules():
-        if isinstance(m, nn.Module) and hasattr(m, "reset_parameters") and m is not model:
-            m.reset_parameters()
+    reinitialize(model)
     return model
 
 

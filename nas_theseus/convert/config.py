@@ -10,6 +10,7 @@ from ..training import FitConfig
 
 SCHEDULES = ("progressive", "sequential", "independent", "joint")
 HEADS = ("linear", "guide")
+STEMS = ("guide", "relearn")
 
 
 @dataclass(frozen=True)
@@ -94,17 +95,25 @@ class Candidate:
     ``order``: the order in which swapped parts are replaced, as part indices (kept parts may appear and are
     skipped); None means input -> output. ``head``: ``linear`` (a new linear classifier on the last part's
     output, initialised by least squares to the guide's logits) or ``guide`` (the guide's own head, behind an
-    adapter when the last part is a target).
+    adapter when the last part is a target). ``stem``: ``guide`` (the guide's stem, e.g. a language model's
+    embedding, frozen during alignment and fine-tuned with the rest) or ``relearn`` (the same architecture with
+    fresh weights, trained with the first part's target from its first stage on; needs part 0 swapped).
     """
 
     blocks: tuple[BlockSpec | None, ...]
     order: tuple[int, ...] | None = None
     head: str = "linear"
+    stem: str = "guide"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "blocks", tuple(self.blocks))
         if self.head not in HEADS:
             raise UserError(f"unknown head {self.head!r}{did_you_mean(self.head, HEADS)}; valid: {', '.join(HEADS)}")
+        if self.stem not in STEMS:
+            raise UserError(f"unknown stem {self.stem!r}{did_you_mean(self.stem, STEMS)}; valid: {', '.join(STEMS)}")
+        if self.stem == "relearn" and self.blocks and self.blocks[0] is None:
+            raise UserError("stem = 'relearn' needs the first part swapped: a kept first part reads the guide's "
+                            "own stem")
         if self.order is not None:
             order = tuple(int(i) for i in self.order)
             if sorted(set(order)) != sorted(order) or any(not 0 <= i < len(self.blocks) for i in order):
@@ -127,16 +136,20 @@ class Candidate:
         return [i for i in self.order if self.blocks[i] is not None]
 
     def to_dict(self) -> dict:
+        # the default stem is left out, so content keys (and seeds) of earlier candidates stay as they were
         return {"blocks": [None if b is None else b.to_dict() for b in self.blocks],
-                "order": None if self.order is None else list(self.order), "head": self.head}
+                "order": None if self.order is None else list(self.order), "head": self.head,
+                **({"stem": self.stem} if self.stem != "guide" else {})}
 
     @classmethod
     def from_dict(cls, d: dict) -> Candidate:
         blocks = tuple(None if b in (None, "keep") else BlockSpec.from_dict(b) for b in d["blocks"])
-        return cls(blocks, tuple(d["order"]) if d.get("order") is not None else None, d.get("head", "linear"))
+        return cls(blocks, tuple(d["order"]) if d.get("order") is not None else None, d.get("head", "linear"),
+                   d.get("stem", "guide"))
 
     def describe(self, part_names: list[str] | None = None) -> str:
         names = part_names or [str(i) for i in range(len(self.blocks))]
         parts = ", ".join(f"{n}={'keep' if b is None else b}" for n, b in zip(names, self.blocks))
         order = " > ".join(names[i] for i in self.swap_order)
-        return f"{parts}; order {order}; head {self.head}"
+        stem = "; stem relearned" if self.stem == "relearn" else ""
+        return f"{parts}; order {order}; head {self.head}{stem}"

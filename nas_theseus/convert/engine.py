@@ -100,7 +100,8 @@ def convert(guide: Guide, candidate: Candidate, data: TaskData, config: ConvertC
     probe_acts = activations.batch(probe_idx, device)
     losses = nn.ModuleDict()
     base = {"guide": guide.identity, "data": data.fingerprint, "settings": config.stage_settings(),
-            "head": candidate.head, "last_kept": (len(guide.parts) - 1) in hybrid.kept}
+            "head": candidate.head, "last_kept": (len(guide.parts) - 1) in hybrid.kept,
+            **({"stem": candidate.stem} if candidate.stem != "guide" else {})}
     reports: list[StageReport] = []
     stages = plan_stages(candidate, config)
     swapped_so_far: list[int] = []
@@ -171,6 +172,8 @@ def _ensure_isolated_adapter(hybrid: Hybrid, k: int, device) -> None:
 
 def _trainable_modules(hybrid: Hybrid, stage: _Stage) -> list[nn.Module]:
     mods = [hybrid.targets[str(k)] for k in stage.train]
+    if hybrid.new_stem is not None and 0 in stage.train:
+        mods.append(hybrid.new_stem)
     used = set(stage.train) if stage.isolated else set(hybrid.used_in_adapters()) & set(stage.train)
     mods += [hybrid.in_adapters[str(k)] for k in sorted(used) if str(k) in hybrid.in_adapters]
     return mods
@@ -181,7 +184,7 @@ def _forward_outputs(hybrid: Hybrid, stage: _Stage, x, acts) -> dict[int, torch.
         return hybrid(x, collect=True)[1]
     outs = {}
     for k in stage.train:
-        h = acts[k]
+        h = hybrid.new_stem(x) if k == 0 and hybrid.new_stem is not None else acts[k]
         if str(k) in hybrid.in_adapters:
             h = hybrid.in_adapters[str(k)](h)
         outs[k] = hybrid.targets[str(k)](h)
@@ -247,6 +250,8 @@ def _recalibrate_bn(hybrid: Hybrid, stage: _Stage, data: TaskData, batch_size: i
     """Recompute running statistics of BatchNorms in the swapped targets with the hybrid's real inputs."""
     modules = [hybrid.targets[str(k)] for k in sorted(hybrid.current)]
     modules += [hybrid.in_adapters[str(k)] for k in hybrid.used_in_adapters()]
+    if hybrid.new_stem is not None and 0 in hybrid.current:
+        modules.append(hybrid.new_stem)
     bns = [m for mod in modules for m in mod.modules() if isinstance(m, _BatchNorm)]
     if not bns:
         return
@@ -276,7 +281,8 @@ def _probe_alignment(hybrid: Hybrid, probe_x, probe_acts) -> dict[str, float]:
 def _state(hybrid: Hybrid, losses: nn.ModuleDict) -> dict:
     return {"targets": {k: hybrid.targets[str(k)].state_dict() for k in map(str, sorted(hybrid.current))},
             "in_adapters": {k: m.state_dict() for k, m in hybrid.in_adapters.items()},
-            "losses": {k: m.state_dict() for k, m in losses.items()}}
+            "losses": {k: m.state_dict() for k, m in losses.items()},
+            **({"stem": hybrid.new_stem.state_dict()} if hybrid.new_stem is not None else {})}
 
 
 def _load_state(hybrid: Hybrid, losses: nn.ModuleDict, state: dict) -> None:
@@ -288,6 +294,8 @@ def _load_state(hybrid: Hybrid, losses: nn.ModuleDict, state: dict) -> None:
         hybrid.in_adapters[k].load_state_dict(sd)
     for k, sd in state["losses"].items():
         losses[k].load_state_dict(sd)
+    if "stem" in state:
+        hybrid.new_stem.load_state_dict(state["stem"])
 
 
 def budget_steps(candidate: Candidate, config: ConvertConfig) -> int:

@@ -13,6 +13,9 @@ While the network is half converted, three kinds of joints appear:
 * **new head** (``head="linear"``): a linear classifier on the final network's last activation, fit by
   ridge to the guide's logits until fine-tuning trains it.
 
+The stem is the guide's (frozen until fine-tuning) unless ``stem="relearn"``: then a re-initialised copy of
+it feeds target 0 once part 0 is swapped, and trains with that target (the guide path keeps the guide's stem).
+
 For a token guide (``guide.tokens``, a language model) every adapter and the new head act on each position
 alone (token-wise bridges, a per-token Linear(D, V)), and with a causal guide every target block must be
 causal (:func:`~nas_theseus.targets.is_causal`), so no hybrid at any stage sees future tokens.
@@ -34,6 +37,7 @@ from ..guides import Guide
 from ..targets import create_target, is_causal, make_bridge, probe_output_shape
 from ..targets.layers import numel
 from ..utils.hashing import seed_from_key, stable_hash
+from ..utils.reinit import reinitialize
 from .config import Candidate, ConvertConfig
 
 Shape = tuple[int, ...]
@@ -96,7 +100,14 @@ class Hybrid(nn.Module):
         head_in, head_out = ((self.out_shapes[-1][-1], guide.output_shape[-1]) if self.tokens
                              else (numel(self.out_shapes[-1]), numel(guide.output_shape)))
         self.new_head = nn.Linear(head_in, head_out) if candidate.head == "linear" else None
+        self.new_stem = self._relearned_stem() if candidate.stem == "relearn" else None
         self.current: set[int] = set()
+
+    def _relearned_stem(self) -> nn.Module:
+        stem = copy.deepcopy(self.guide.stem).requires_grad_(True)
+        torch.manual_seed(seed_from_key(stable_hash({"seed": self.config.seed, "stem": "relearn"})))
+        reinitialize(stem)
+        return stem
 
     # --- keys and structure ------------------------------------------------------------------------
     def part_key(self, k: int) -> str:
@@ -153,6 +164,8 @@ class Hybrid(nn.Module):
         return (y, outs) if collect else y
 
     def _stem(self, x):
+        if self.new_stem is not None and 0 in self.current:
+            return self.new_stem(x)
         with torch.no_grad():
             return self.guide.stem(x)
 
@@ -198,9 +211,10 @@ class Hybrid(nn.Module):
         if self.current != set(range(self.K)) - self.kept:
             raise RuntimeError("deploy() before every planned part is swapped")
         children: OrderedDict[str, nn.Module] = OrderedDict()
+        relearned = self.new_stem is not None
         arch: list[dict] = [{"name": "stem", "kind": "guide", "path": self.guide.stem_paths,
-                             "out": list(self.gshapes[0])}]
-        children["stem"] = copy.deepcopy(self.guide.stem)
+                             "out": list(self.gshapes[0]), **({"relearned": True} if relearned else {})}]
+        children["stem"] = copy.deepcopy(self.new_stem if relearned else self.guide.stem)
         boundaries: list[int] = []
         for k in range(self.K):
             name = self.guide.parts[k].name
