@@ -139,7 +139,10 @@ def fit_classifier(model: nn.Module, data: TaskData, config: FitConfig = FitConf
             else:
                 bad_epochs += 1
             bar.update(1)
-            bar.set_postfix(val_acc=f"{val_acc:.3f}", best=f"{report.best_val_accuracy:.3f}")
+            if config.monitor == "accuracy":
+                bar.set_postfix(val_acc=f"{val_acc:.3f}", best=f"{report.best_val_accuracy:.3f}")
+            else:
+                bar.set_postfix(val_loss=f"{val_loss:.4f}", best=f"{report.best_val_loss:.4f}")
             if bad_epochs >= config.patience:
                 break
     finally:

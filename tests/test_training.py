@@ -25,3 +25,16 @@ def test_deterministic_under_a_seed(digits):
         r = fit_classifier(m, digits, FitConfig(max_epochs=3), seed=5, progress=False)
         return r.train_loss
     assert run() == run()
+
+
+def test_progress_bars_in_a_log_are_sparse_and_end_with_their_final_state(monkeypatch, capsys):
+    from nas_theseus.utils.progress import progress_bar
+
+    monkeypatch.setenv("NAS_THESEUS_PROGRESS", "1")  # captured stderr is not a terminal, as in a log file
+    bar = progress_bar(total=2000, desc="steps", unit="step")
+    for _ in range(2000):
+        bar.update(1)
+    bar.close()
+    err = capsys.readouterr().err
+    assert err.count("\r") <= 3  # start, close (and at most one 30 s refresh), not one per update
+    assert "2000/2000" in err and err.endswith("\n")

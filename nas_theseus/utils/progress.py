@@ -1,4 +1,8 @@
-"""Progress bars (tqdm on stderr) that can be switched off for tests and non-interactive runs."""
+"""Progress bars (tqdm on stderr) that can be switched off for tests and non-interactive runs.
+
+On a terminal a bar redraws every 0.1 s; when stderr is a file or a pipe (a log, CI, ``nohup``) each redraw is
+a new line of the log, so bars then write at most every 30 s (and once when they close).
+"""
 
 from __future__ import annotations
 
@@ -13,6 +17,12 @@ def progress_enabled(requested: bool = True) -> bool:
     return requested and os.environ.get("NAS_THESEUS_PROGRESS", "1") != "0"
 
 
+LOG_INTERVAL_S = 30.0
+
+
 def progress_bar(*, total: int, desc: str, unit: str = "it", enabled: bool = True, leave: bool = False):
-    return tqdm(total=total, desc=desc, unit=unit, disable=not progress_enabled(enabled), leave=leave,
-                file=sys.stderr, dynamic_ncols=True)
+    """A tqdm bar on stderr; in a log (stderr not a terminal) it is sparse and its final state stays."""
+    terminal = sys.stderr.isatty() or "ipykernel" in sys.modules  # a notebook draws a widget
+    return tqdm(total=total, desc=desc, unit=unit, disable=not progress_enabled(enabled),
+                leave=leave or not terminal, file=sys.stderr, dynamic_ncols=True,
+                mininterval=0.1 if terminal else LOG_INTERVAL_S)
