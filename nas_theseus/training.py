@@ -18,9 +18,11 @@ from torch import nn
 
 from .data import Split, TaskData
 from .errors import UserError
+from .utils.hashing import keyed_fields
 from .utils.progress import progress_bar
 
 
+@keyed_fields("max_epochs", "patience", "lr", "weight_decay", "batch_size", "cosine", "monitor")
 @dataclass(frozen=True)
 class FitConfig:
     """Options of :func:`fit_classifier` (keyword-only, primitives, hashable for cache keys)."""

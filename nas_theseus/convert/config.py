@@ -7,12 +7,16 @@ from dataclasses import asdict, dataclass, field, fields
 from ..errors import UserError, did_you_mean
 from ..targets import BRIDGES, BlockSpec
 from ..training import FitConfig
+from ..utils.hashing import key_content, keyed_fields
 
 SCHEDULES = ("progressive", "sequential", "independent", "joint")
 HEADS = ("linear", "guide")
 STEMS = ("guide", "relearn")
 
 
+@keyed_fields("schedule", "alignment", "steps_per_stage", "batch_size", "lr", "weight_decay", "bridge",
+              "bridge_rank", "ridge", "refit_every", "bn_recalibrate", "probe_size", "dmnn_k", "dmnn_tau",
+              "finetune", "seed")
 @dataclass(frozen=True)
 class ConvertConfig:
     """How a conversion trains. Every field is a primitive (or a FitConfig), so configs hash and round-trip.
@@ -67,7 +71,7 @@ class ConvertConfig:
 
     def stage_settings(self) -> dict:
         """The settings that shape the alignment stages (everything but fine-tuning)."""
-        d = asdict(self)
+        d = key_content(self)
         d.pop("finetune")
         return d
 

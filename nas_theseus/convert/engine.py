@@ -146,7 +146,7 @@ def convert(guide: Guide, candidate: Candidate, data: TaskData, config: ConvertC
 
     model = hybrid.deploy().to(device)
     pre_acc = evaluate(model, data.val, device=device)[0]
-    ft_key = stable_hash({**base, "finetune": asdict(config.finetune), "candidate": candidate.to_dict(),
+    ft_key = stable_hash({**base, "finetune": config.finetune, "candidate": candidate.to_dict(),
                           "stages": [r.index for r in reports]})
     saved = store.load(ft_key)
     if saved is not None:

@@ -18,7 +18,7 @@ import tomllib
 from ..convert import ConvertConfig
 from ..errors import UserError, did_you_mean
 from ..training import FitConfig
-from ..utils.hashing import stable_hash
+from ..utils.hashing import key_content, keyed_fields, stable_hash
 
 # accuracy: validation accuracy (per token for language models); perplexity: exp of the validation cross-entropy
 # (per byte with the byte tokenizer); flops / latency_ms: per sample, or per generated token for language models.
@@ -31,6 +31,8 @@ RESUMABLE_KEYS = ("study.n_trials", "study.timeout", "study.device", "study.thre
                   "study.grace_period", "study.max_retry", "study.storage_retry")
 
 
+@keyed_fields("name", "search_space", "n_trials", "timeout", "sampler", "startup_trials", "seed", "method",
+              "device", "threads", "heartbeat_interval", "grace_period", "max_retry", "storage_retry")
 @dataclass(frozen=True)
 class StudySection:
     """name; search_space (path, relative to the study file); n_trials (finished trials the study aims for,
@@ -57,11 +59,13 @@ class StudySection:
     storage_retry: float = 300.0
 
 
+@keyed_fields("source", "weights", "seed", "options", "fit", "parts", "stem", "head")
 @dataclass(frozen=True)
 class GuideSection:
-    """source (``builtin:<name>`` | ``timm:<model>`` | ``torch:<module>:<function>``); weights (``train`` |
-    ``random`` | ``pretrained`` | a file path); seed; options (architecture kwargs); fit (training options for
-    ``weights = "train"``); parts, stem, head (submodule paths; required parts for ``torch:``)."""
+    """source (``builtin:<name>`` | ``timm:<model>`` | ``torch:<module>:<function>`` | ``hf:gpt2`` or
+    ``hf:<directory>``); weights (``train`` | ``random`` | ``pretrained`` | a file path); seed; options
+    (architecture kwargs); fit (training options for ``weights = "train"``); parts, stem, head (submodule
+    paths; required parts for ``torch:``)."""
 
     source: str = "builtin:mnist1d_cnn"
     weights: str = "train"
@@ -73,14 +77,17 @@ class GuideSection:
     head: str | list | None = None
 
 
+@keyed_fields("name", "options")
 @dataclass(frozen=True)
 class DataSection:
-    """name (``mnist1d`` | ``digits``) and the loader's keyword options."""
+    """name (``mnist1d`` | ``digits`` | ``npz`` | ``cifar10`` | ``imagefolder`` | ``text`` | ``wikitext``) and the
+    loader's keyword options (paths relative to the study file)."""
 
     name: str = "mnist1d"
     options: dict = field(default_factory=dict)
 
 
+@keyed_fields("batch_size", "threads", "warmup", "repeats")
 @dataclass(frozen=True)
 class LatencySection:
     """batch_size, warmup and repeats of the timed forward passes; threads: torch CPU threads while timing
@@ -92,6 +99,8 @@ class LatencySection:
     repeats: int = 50
 
 
+@keyed_fields("study", "guide", "data", "convert", "objectives", "constraints", "hypervolume_reference",
+              "latency", "base_dir")
 @dataclass(frozen=True)
 class StudyConfig:
     study: StudySection
@@ -116,7 +125,8 @@ class StudyConfig:
 
     def identity(self, search_space_sha: str) -> str:
         """Hash of what the study searches (resumable keys left out) and of the search-space file."""
-        d = self.to_dict()
+        d = key_content(self)
+        d.pop("base_dir")
         for key in RESUMABLE_KEYS:
             section, name = key.split(".")
             d[section].pop(name, None)

@@ -10,10 +10,43 @@ from typing import Any
 import numpy as np
 import torch
 
+_KEYED = "__keyed_fields__"
+
+
+def keyed_fields(*names: str):
+    """Class decorator for a settings dataclass that content keys hash: ``names`` are the fields its keys have
+    always held. A field added later is hashed only while it differs from its default, so adding a setting
+    shifts no existing key, seed or checkpoint (tests/test_hashing.py pins today's keys)."""
+
+    def wrap(cls):
+        unknown = set(names) - {f.name for f in dataclasses.fields(cls)}
+        if unknown:
+            raise TypeError(f"{cls.__name__} has no fields {sorted(unknown)}")
+        setattr(cls, _KEYED, frozenset(names))
+        return cls
+
+    return wrap
+
+
+def _at_default(f: dataclasses.Field, value: Any) -> bool:
+    if f.default is not dataclasses.MISSING:
+        return value == f.default
+    if f.default_factory is not dataclasses.MISSING:
+        return value == f.default_factory()
+    return False
+
+
+def key_content(obj: Any) -> Any:
+    """What a content key hashes of ``obj``: JSON-able data, dataclasses as dicts without the later-added
+    fields that are at their defaults (see :func:`keyed_fields`)."""
+    return _jsonable(obj)
+
 
 def _jsonable(obj: Any) -> Any:
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return {f.name: _jsonable(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+        keyed = getattr(type(obj), _KEYED, None)
+        pairs = ((f, getattr(obj, f.name)) for f in dataclasses.fields(obj))
+        return {f.name: _jsonable(v) for f, v in pairs if keyed is None or f.name in keyed or not _at_default(f, v)}
     if isinstance(obj, dict):
         return {str(k): _jsonable(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
