@@ -32,8 +32,9 @@ def test_progress_bars_in_a_log_are_sparse_and_end_with_their_final_state(monkey
 
     monkeypatch.setenv("NAS_THESEUS_PROGRESS", "1")  # captured stderr is not a terminal, as in a log file
     bar = progress_bar(total=2000, desc="steps", unit="step")
-    for _ in range(2000):
+    for i in range(2000):
         bar.update(1)
+        bar.set_postfix(loss=f"{1 / (i + 1):.4f}")  # tqdm's set_postfix would redraw on every call
     bar.close()
     err = capsys.readouterr().err
     assert err.count("\r") <= 3  # start, close (and at most one 30 s refresh), not one per update
