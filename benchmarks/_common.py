@@ -60,6 +60,23 @@ def median(values: list[float]) -> float:
     return statistics.median(values) if values else float("nan")
 
 
+def claim(text: str, ok: bool) -> str:
+    """A README line for a claim under test: holds, or (bold) does not hold."""
+    return f"- {'holds' if ok else '**does not hold**'}: {text}"
+
+
+def provenance(meta: dict) -> str:
+    """The line every result block ends with: what ran, where and when."""
+    return f"Command: `{meta['command']}` — machine: {meta['machine']} — date: {meta['date']}.\n"
+
+
+def publish(name: str, text: str) -> None:
+    """Write ``results/NAME.md``, copy it into the README's bench block, and print it."""
+    (RESULTS / f"{name}.md").write_text(text)
+    replace_between_markers(ROOT / "README.md", name, text)
+    print(text)
+
+
 def replace_between_markers(path: Path, name: str, text: str) -> None:
     """Replace the README block between <!-- bench:NAME --> and <!-- /bench:NAME --> with ``text``."""
     start, end = f"<!-- bench:{name} -->", f"<!-- /bench:{name} -->"

@@ -20,7 +20,7 @@ from dataclasses import asdict
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import RESULTS, ROOT, ResultStore, command, machine, median, replace_between_markers, today  # noqa: E402
+from _common import RESULTS, ResultStore, claim, command, machine, median, provenance, publish, today  # noqa: E402
 
 from nas_theseus.convert import Candidate, ConvertConfig, convert, stitching_penalty, train_from_scratch  # noqa: E402
 from nas_theseus.data import load_mnist1d  # noqa: E402
@@ -82,25 +82,21 @@ def summarise(store: ResultStore, widths: list[int], seeds: list[int]) -> tuple[
                     + " | " + " / ".join(f"{100 * p:+.1f}" for p in stitch)
                     + f" | {med('progressive', 'wall_s'):.0f} |")
         if w == 256:
-            claims.append(_claim(f"W=256: NoT progressive within 1.0 point of the guide ({pct['progressive']:.1f} vs "
+            claims.append(claim(f"W=256: NoT progressive within 1.0 point of the guide ({pct['progressive']:.1f} vs "
                                  f"{100 * guide:.1f})", pct["progressive"] >= 100 * guide - 1.0))
-            claims.append(_claim(f"W=256: NoT progressive ≥ scratch + 20 points ({pct['progressive']:.1f} vs "
+            claims.append(claim(f"W=256: NoT progressive ≥ scratch + 20 points ({pct['progressive']:.1f} vs "
                                  f"{pct['scratch']:.1f})", pct["progressive"] >= pct["scratch"] + 20))
-        claims.append(_claim(f"W={w}: NoT progressive ≥ scratch with its lr tuned on validation + 10 points "
+        claims.append(claim(f"W={w}: NoT progressive ≥ scratch with its lr tuned on validation + 10 points "
                              f"({pct['progressive']:.1f} vs {pct['scratch_tuned']:.1f}; not a paper claim, a check "
                              f"that the baseline was not starved)", pct["progressive"] >= pct["scratch_tuned"] + 10))
         others = ", ".join(f"{c} {pct[c]:.1f}" for c in ("sequential", "independent", "joint"))
-        claims.append(_claim(f"W={w}: progressive ({pct['progressive']:.1f}) ≥ {others}",
+        claims.append(claim(f"W={w}: progressive ({pct['progressive']:.1f}) ≥ {others}",
                              all(pct["progressive"] >= pct[c] for c in ("sequential", "independent", "joint"))))
-        claims.append(_claim(f"W={w}: untrained guide ≥ scratch + 5 points ({pct['untrained_guide']:.1f} vs "
+        claims.append(claim(f"W={w}: untrained guide ≥ scratch + 5 points ({pct['untrained_guide']:.1f} vs "
                              f"{pct['scratch']:.1f})", pct["untrained_guide"] >= pct["scratch"] + 5))
-        claims.append(_claim(f"W={w}: D-MNN within 3 points of CKA ({pct['dmnn']:.1f} vs {pct['progressive']:.1f})",
+        claims.append(claim(f"W={w}: D-MNN within 3 points of CKA ({pct['dmnn']:.1f} vs {pct['progressive']:.1f})",
                              abs(pct["dmnn"] - pct["progressive"]) <= 3))
     return "\n".join(rows), claims
-
-
-def _claim(text: str, ok: bool) -> str:
-    return f"- {'holds' if ok else '**does not hold**'}: {text}"
 
 
 def main() -> None:
@@ -133,10 +129,8 @@ def main() -> None:
     text = (f"MNIST-1D (4,000 train incl. 400 validation / 1,000 test), test accuracy in %, median over seeds "
             f"{args.seeds}; stitching penalty = guide − stitched accuracy in points.\n\n{table}\n\n"
             + "\n".join(claims)
-            + f"\n\nCommand: `{meta['command']}` — machine: {meta['machine']} — date: {meta['date']}.\n")
-    (RESULTS / "conversion_mnist1d.md").write_text(text)
-    replace_between_markers(ROOT / "README.md", "conversion_mnist1d", text)
-    print(text)
+            + "\n\n" + provenance(meta))
+    publish("conversion_mnist1d", text)
 
 
 if __name__ == "__main__":

@@ -36,7 +36,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import RESULTS, ROOT, ResultStore, command, machine, median, replace_between_markers, today  # noqa: E402
+from _common import RESULTS, ROOT, ResultStore, claim, command, machine, median, provenance, publish, today  # noqa: E402
 
 from nas_theseus.convert import Candidate, ConvertConfig, convert, train_from_scratch  # noqa: E402
 from nas_theseus.data import load_data  # noqa: E402
@@ -102,9 +102,9 @@ def summarise(store: ResultStore, hidden_sizes, seeds, costs: dict | None) -> tu
                     f"{', '.join(f'{d:+.3f}' for d in diffs)} | "
                     f"{f'{median(relearned):.3f}' if relearned else 'not run'} | {median(get('not', 'wall_s')):.0f} | "
                     f"{median(get('scratch', 'wall_s')):.0f} |")
-        claims.append(_claim(f"H={h}: the guide beats the scratch LSTM, so the comparison can test the claim "
+        claims.append(claim(f"H={h}: the guide beats the scratch LSTM, so the comparison can test the claim "
                              f"({g['test_loss']:.3f} vs {sc:.3f} nats/byte)", gap > 0))
-        claims.append(_claim(f"H={h}: NoT beats the scratch LSTM on the median test loss ({nt:.3f} vs {sc:.3f}), "
+        claims.append(claim(f"H={h}: NoT beats the scratch LSTM on the median test loss ({nt:.3f} vs {sc:.3f}), "
                              f"and on every seed ({sum(d < 0 for d in diffs)} of {len(diffs)})",
                              nt < sc and all(d < 0 for d in diffs)))
     table = "\n".join(rows)
@@ -113,10 +113,6 @@ def summarise(store: ResultStore, hidden_sizes, seeds, costs: dict | None) -> tu
                   "|---|---|---|\n" + "\n".join(f"| {n} | {c['per_token_decode']:,.0f} | "
                                                 f"{c['full_sequence_per_token']:,.0f} |" for n, c in costs.items()))
     return table, claims
-
-
-def _claim(text: str, ok: bool) -> str:
-    return f"- {'holds' if ok else '**does not hold**'}: {text}"
 
 
 def main() -> None:
@@ -157,10 +153,8 @@ def main() -> None:
             f"step). Gap closed = (scratch − NoT) / (scratch − guide). Embedding relearned: NoT with a fresh "
             f"embedding trained with the first LSTM instead of the guide's. FLOPs: multiply-adds.\n\n{table}\n\n"
             + "\n".join(claims)
-            + f"\n\nCommand: `{meta['command']}` — machine: {meta['machine']} — date: {meta['date']}.\n")
-    (RESULTS / "lm_gpt2_to_rnn.md").write_text(text)
-    replace_between_markers(ROOT / "README.md", "lm_gpt2_to_rnn", text)
-    print(text)
+            + "\n\n" + provenance(meta))
+    publish("lm_gpt2_to_rnn", text)
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import RESULTS, ROOT, command, machine, replace_between_markers, today  # noqa: E402
+from _common import RESULTS, ROOT, command, machine, provenance, publish, today  # noqa: E402
 
 from nas_theseus.convert import Candidate, ConvertConfig, convert  # noqa: E402
 from nas_theseus.study.config import load_study_config  # noqa: E402
@@ -112,10 +112,8 @@ def main() -> None:
             f"{len(ov['trials'])} trials without reused stages): "
             + (f"{ov['median_ratio']:.3f}" if ov["median_ratio"] else "n/a")
             + f" ({'≤' if ov['median_ratio'] and ov['median_ratio'] <= 1.15 else '**>**'} 1.15)\n\n"
-            f"Command: `{results['command']}` — machine: {results['machine']} — date: {results['date']}.\n")
-    (RESULTS / "study_not_vs_scratch.md").write_text(text)
-    replace_between_markers(ROOT / "README.md", "study_not_vs_scratch", text)
-    print(text)
+            + provenance(results))
+    publish("study_not_vs_scratch", text)
 
 
 if __name__ == "__main__":

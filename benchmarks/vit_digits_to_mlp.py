@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import RESULTS, ROOT, ResultStore, command, machine, median, replace_between_markers, today  # noqa: E402
+from _common import RESULTS, ResultStore, claim, command, machine, median, provenance, publish, today  # noqa: E402
 
 from nas_theseus.convert import Candidate, ConvertConfig, convert, train_from_scratch  # noqa: E402
 from nas_theseus.data import load_data  # noqa: E402
@@ -85,14 +85,10 @@ def main() -> None:
             f"|---|---|---|---|---|---|\n"
             f"| {100 * g:.1f} | {100 * sc:.1f} | {100 * nt:.1f} | {per_seed} | {median(get('not', 'wall_s')):.0f} | "
             f"{median(get('scratch', 'wall_s')):.0f} |\n\n"
-            f"- {'holds' if nt > sc else '**does not hold**'}: NoT above scratch on the median "
-            f"({100 * nt:.1f} vs {100 * sc:.1f})\n"
-            f"- {'holds' if nt >= g - 0.01 else '**does not hold**'}: NoT within 1 point of the guide "
-            f"({100 * nt:.1f} vs {100 * g:.1f})\n"
-            f"\nCommand: `{meta['command']}` — machine: {meta['machine']} — date: {meta['date']}.\n")
-    (RESULTS / "vit_digits_to_mlp.md").write_text(text)
-    replace_between_markers(ROOT / "README.md", "vit_digits_to_mlp", text)
-    print(text)
+            + claim(f"NoT above scratch on the median ({100 * nt:.1f} vs {100 * sc:.1f})", nt > sc) + "\n"
+            + claim(f"NoT within 1 point of the guide ({100 * nt:.1f} vs {100 * g:.1f})", nt >= g - 0.01) + "\n"
+            + "\n" + provenance(meta))
+    publish("vit_digits_to_mlp", text)
 
 
 if __name__ == "__main__":
