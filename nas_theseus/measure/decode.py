@@ -54,7 +54,6 @@ from __future__ import annotations
 
 import statistics
 import sys
-import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -69,6 +68,7 @@ from ..guides.guide import _Chain
 from ..guides.hf import CausalLMChain, _Block, _Embed
 from ..targets.sequence_blocks import CausalSelfAttention, RecurrentLayer, _Residual
 from .flops import count_flops
+from .latency import p90, timed_runs
 
 Build = Callable[[nn.Module, str], "Stepper"]
 
@@ -464,35 +464,11 @@ class DecodeLatency:
 def decode_latency(model: nn.Module, context: int, example: torch.Tensor, *, device: str | torch.device = "cpu",
                    warmup: int = 2, repeats: int = 10, threads: int | None = None) -> DecodeLatency:
     """Milliseconds per generated token at batch 1 (see the module docstring); moves the model to ``device``."""
-    tokens = _tokens(example, context)
     device = torch.device(device)
-    old_threads = torch.get_num_threads()
-    if threads is not None:
-        torch.set_num_threads(threads)
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    try:
-        with _restore_mode(model):
-            decoder = IncrementalDecoder(model.to(device))  # moved outside inference mode: stays trainable
-            tokens = tokens.to(device)
-            with torch.inference_mode():
-                times = sorted(_decode_times(decoder, tokens, warmup, repeats, sync))
-    finally:
-        used = torch.get_num_threads()
-        torch.set_num_threads(old_threads)
-    return DecodeLatency(statistics.median(times), times[int(0.9 * (len(times) - 1))], context, str(device), used,
-                         repeats)
-
-
-def _decode_times(decoder: IncrementalDecoder, tokens: torch.Tensor, warmup: int, repeats: int,
-                  sync: Callable[[], None]) -> list[float]:
-    """``repeats`` timings of decoding ``tokens`` (1, context), in ms per token, after ``warmup`` runs."""
-    for _ in range(warmup):
-        decoder.prefill(tokens)
-    sync()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        decoder.prefill(tokens)
-        sync()
-        times.append((time.perf_counter() - t0) * 1e3 / tokens.shape[1])
-    return times
+    with _restore_mode(model):
+        decoder = IncrementalDecoder(model.to(device))  # moved outside inference mode: stays trainable
+        tokens = _tokens(example, context).to(device)
+        runs, used = timed_runs(lambda: decoder.prefill(tokens), device=device, warmup=warmup, repeats=repeats,
+                                threads=threads)
+    times = [t / tokens.shape[1] for t in runs]  # ms per token
+    return DecodeLatency(statistics.median(times), p90(times), context, str(device), used, repeats)

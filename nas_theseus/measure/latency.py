@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -31,31 +32,44 @@ def measure_latency(model: nn.Module, sample_shape: tuple[int, ...], *, batch_si
                     threads: int | None = None, dtype: torch.dtype = torch.float32,
                     example: torch.Tensor | None = None) -> Latency:
     device = torch.device(device)
-    old_threads = torch.get_num_threads()
-    if threads is not None:
-        torch.set_num_threads(threads)
     was = model.training
     model.eval().to(device)
     if example is None:
         x = torch.randn((batch_size, *sample_shape), dtype=dtype, device=device)
     else:
         x = example[torch.arange(batch_size) % len(example)].to(device)
+    try:
+        times, used = timed_runs(lambda: model(x), device=device, warmup=warmup, repeats=repeats, threads=threads)
+    finally:
+        model.train(was)
+    return Latency(statistics.median(times), p90(times), batch_size, str(device), used, repeats)
+
+
+def timed_runs(run: Callable[[], object], *, device: torch.device, warmup: int, repeats: int,
+               threads: int | None = None) -> tuple[list[float], int]:
+    """``run()`` ``warmup`` times, then ``repeats`` timed calls under ``torch.inference_mode`` with
+    ``threads`` CPU threads (restored after), each synchronised on CUDA. Returns the sorted times in ms and the
+    thread count used."""
+    old_threads = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     times = []
     try:
         with torch.inference_mode():
             for _ in range(warmup):
-                model(x)
+                run()
             sync()
             for _ in range(repeats):
                 t0 = time.perf_counter()
-                model(x)
+                run()
                 sync()
                 times.append((time.perf_counter() - t0) * 1e3)
     finally:
-        model.train(was)
         used = torch.get_num_threads()
         torch.set_num_threads(old_threads)
-    times.sort()
-    return Latency(statistics.median(times), times[int(0.9 * (len(times) - 1))], batch_size, str(device), used,
-                   repeats)
+    return sorted(times), used
+
+
+def p90(sorted_times: list[float]) -> float:
+    return sorted_times[int(0.9 * (len(sorted_times) - 1))]
