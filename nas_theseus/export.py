@@ -2,14 +2,18 @@
 
 A folder holds ``arch.json`` (format name and version, the guide source, input shape, and one entry per child
 of the network), ``model.safetensors`` (weights), ``model.pt2`` (a ``torch.export`` program with a dynamic
-batch dimension), ``model.onnx`` when the ``onnx`` package is installed, and ``metrics.json``.
-:func:`load_exported` rebuilds the module from ``arch.json`` + weights alone.
+batch dimension), ``model.onnx`` with the ``onnx`` extra, ``metrics.json`` and ``verification.json``.
+:func:`load_exported` rebuilds the module from ``arch.json`` + weights alone; :func:`write_export` is the one
+way both ``nas-theseus export`` and ``nas-theseus convert --out`` write a folder.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
+import shutil
+import tempfile
 import warnings
 from collections import OrderedDict
 from pathlib import Path
@@ -20,12 +24,17 @@ from torch import nn
 
 from .convert.hybrid import DeployModel
 from .errors import UserError
+from .export_onnx import FILES as ONNX_FILES
+from .export_onnx import export_onnx
 from .targets import BlockSpec, create_target, make_bridge
 from .targets.layers import numel
 from .utils.files import atomic_write, atomic_write_text
 
 FORMAT = "nas_theseus.export"
 VERSION = 1
+TOLERANCE = 1e-5  # max |Δ| between the rebuilt module (and the torch.export program) and the reference outputs
+# every name an export folder can hold: an existing folder is replaced only if it holds nothing else
+EXPORT_FILES = ("arch.json", "model.safetensors", "model.pt2", *ONNX_FILES, "metrics.json", "verification.json")
 
 
 def arch_document(model: DeployModel, *, guide_source: dict, sample_shape, extra: dict | None = None) -> dict:
@@ -51,7 +60,7 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def _read_arch(folder: Path) -> dict:
+def read_arch(folder: Path) -> dict:
     path = folder / "arch.json"
     if not path.is_file():
         raise UserError(f"{folder} is not an export folder (no arch.json)")
@@ -107,7 +116,7 @@ def load_exported(path: str | Path) -> DeployModel:
     >>> model = load_exported("runs/mnist1d_cnn_to_mlp/exports/trial-3")  # doctest: +SKIP
     """
     folder = Path(path)
-    model_arch = _read_arch(folder)
+    model_arch = read_arch(folder)
     model = build_network(model_arch)
     weights = folder / "model.safetensors"
     if not weights.is_file():
@@ -135,12 +144,76 @@ def export_program(model: nn.Module, example: torch.Tensor, path: Path) -> None:
     atomic_write(path, lambda tmp: torch.export.save(program, tmp))
 
 
-def export_onnx(model: nn.Module, example: torch.Tensor, path: Path) -> bool:
-    """Write ONNX when the ``onnx`` package is installed; returns whether it did."""
+def check_export_target(out: Path) -> None:
+    """Refuse ``out`` unless it is absent or an earlier export holding only files an export writes."""
+    if not out.exists():
+        return
+    if not out.is_dir() or not (out / "verification.json").is_file():
+        raise UserError(f"{out} exists and is not an earlier export; choose another --out (nothing was written)")
+    foreign = sorted(p.name for p in out.iterdir() if p.name not in EXPORT_FILES)
+    if foreign:
+        raise UserError(f"{out} is an earlier export but also holds {', '.join(foreign[:5])}"
+                        f"{' …' if len(foreign) > 5 else ''}, which an export does not write; choose another "
+                        f"--out or move them (nothing was written)")
+
+
+def write_export(model: DeployModel, arch: dict, x: torch.Tensor, y_ref: torch.Tensor, out: Path, *,
+                 metrics: dict, extra_report: dict | None = None) -> dict:
+    """Write a verified export folder at ``out``; returns what ``verification.json`` records.
+
+    The folder is assembled next to ``out`` and moved into place only once the module rebuilt from its files
+    and the ``torch.export`` program reproduce ``y_ref`` on ``x`` (max |Δ| ≤ :data:`TOLERANCE`); ONNX (the
+    ``onnx`` extra) is kept only if ONNX Runtime reproduces them too. ``out`` may be absent or an earlier
+    export (see :func:`check_export_target`); anything else is refused before anything is written.
+    """
+    check_export_target(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
     try:
-        import onnx  # noqa: F401
-    except ImportError:
-        return False
-    atomic_write(path, lambda tmp: torch.onnx.export(model, (example,), tmp, input_names=["x"],
-                                                     output_names=["y"], dynamic_axes={"x": {0: "batch"}}))
-    return True
+        save_network(tmp, model, {k: v for k, v in arch.items() if k != "weights_sha256"})
+        rebuilt = load_exported(tmp)
+        with torch.no_grad():
+            delta = (rebuilt(x) - y_ref).abs().max().item()
+        if not delta <= TOLERANCE:
+            raise UserError(f"the network rebuilt from the export differs from the reference outputs "
+                            f"(max |Δ| = {delta:.3g} > {TOLERANCE:g})")
+        export_program(rebuilt, x[:2], tmp / "model.pt2")
+        program = torch.export.load(str(tmp / "model.pt2")).module()
+        with torch.no_grad():
+            delta_pt2 = (program(x) - y_ref).abs().max().item()
+        if not delta_pt2 <= TOLERANCE:
+            raise UserError(f"the torch.export program differs from the reference outputs (max |Δ| = "
+                            f"{delta_pt2:.3g} > {TOLERANCE:g})")
+        onnx = export_onnx(rebuilt, x, y_ref, tmp)
+        atomic_write_text(tmp / "metrics.json", json.dumps(metrics, indent=2))
+        report = {**(extra_report or {}), "max_abs_diff_rebuilt": delta, "max_abs_diff_program": delta_pt2,
+                  "tolerance": TOLERANCE, "reference_inputs": len(x), "onnx": onnx}
+        report["files"] = sorted([p.name for p in tmp.iterdir()] + ["verification.json"])
+        atomic_write_text(tmp / "verification.json", json.dumps(report, indent=2))
+        _move_into_place(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return report
+
+
+def _move_into_place(tmp: Path, out: Path) -> None:
+    """``tmp`` becomes ``out``; an earlier export there (checked to hold only our files) is removed after."""
+    if not out.exists():
+        os.replace(tmp, out)
+        return
+    check_export_target(out)
+    old = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.old."))
+    os.replace(out, old / "export")
+    os.replace(tmp, out)
+    shutil.rmtree(old)
+
+
+def describe_verification(report: dict) -> str:
+    """One line for the terminal: what was checked, and whether ONNX was written (or why not)."""
+    onnx = report["onnx"]
+    tail = (f"; model.onnx verified in ONNX Runtime (max |Δ| = {onnx['max_abs_diff']:.2g})" if onnx["written"]
+            else f"; no model.onnx: {onnx['reason']}")
+    return (f"verified: rebuilt module max |Δ| = {report['max_abs_diff_rebuilt']:.2g}, torch.export program max "
+            f"|Δ| = {report['max_abs_diff_program']:.2g} (≤ {report['tolerance']:g}) on "
+            f"{report['reference_inputs']} reference inputs{tail}")

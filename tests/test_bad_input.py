@@ -67,6 +67,20 @@ def test_failing_commands_leave_the_work_directory_alone(finished, capsys, argv,
     assert tree(wd) == before
 
 
+def test_convert_out_over_a_users_folder_is_refused_before_any_work(finished, capsys, tmp_path):
+    root, study_file, wd = finished
+    user = tmp_path / "mine"
+    user.mkdir()
+    (user / "notes.txt").write_text("my notes")
+    params = json.dumps({"conv1.width": 16, "conv2.width": 16, "conv3.width": 16, "order.0": 0, "order.1": 0})
+    before = tree(wd)
+    assert main(["convert", str(study_file), "--workdir", str(wd), "--params", params, "--no-progress",
+                 "--out", str(user)]) == 2
+    one_line_error(capsys, "is not an earlier export", "nothing was written")
+    assert [p.name for p in user.iterdir()] == ["notes.txt"] and (user / "notes.txt").read_text() == "my notes"
+    assert tree(wd) == before  # refused before the guide, the data or the storage were opened
+
+
 def test_changed_search_space_is_refused(finished, capsys, tmp_path):
     root, study_file, wd = finished
     before = tree(wd)

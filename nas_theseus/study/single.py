@@ -3,24 +3,27 @@
 from __future__ import annotations
 
 import dataclasses
-import shutil
-import tempfile
 from pathlib import Path
 
 import optuna
+import torch
 
 from ..convert import convert, train_from_scratch
 from ..errors import UserError
-from ..export import arch_document, export_program, save_network
+from ..export import arch_document, check_export_target, describe_verification, write_export
 from .config import StudyConfig
 from .context import build_context
 from .objective import measure
-from .workdir import WorkDir, save_reference
+from .workdir import WorkDir
 
 
 def convert_once(config: StudyConfig, workdir: Path, params: dict, *, out: Path | None = None,
                  progress: bool = True) -> dict:
-    """Rebuild the candidate of ``params`` with ``FixedTrial`` and convert it (stage checkpoints reused)."""
+    """Rebuild the candidate of ``params`` with ``FixedTrial`` and convert it (stage checkpoints reused); with
+    ``out``, export the network there as ``nas-theseus export`` does (same checks, same refusal of a folder
+    that is not an earlier export, before any training)."""
+    if out is not None:
+        check_export_target(out)
     ctx = build_context(config, progress=progress)
     try:
         candidate, cfg = ctx.candidate(optuna.trial.FixedTrial(params))
@@ -41,16 +44,14 @@ def convert_once(config: StudyConfig, workdir: Path, params: dict, *, out: Path 
                "stages": [{k: s[k] for k in ("parts", "alignment", "hybrid_val_accuracy", "wall_s")}
                           for s in stages]}
     if out is not None:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
         model = r.model.cpu().eval()
-        save_network(tmp, model, arch_document(model, guide_source=ctx.guide.source,
-                                               sample_shape=ctx.data.sample_shape,
-                                               extra={"params": params, "candidate": candidate.to_dict()}))
-        save_reference(tmp, model, ctx.data.test.x[:32])
-        export_program(model, ctx.data.test.x[:2], tmp / "model.pt2")
-        if out.exists():
-            shutil.rmtree(out)
-        tmp.rename(out)
+        x = ctx.data.test.x[:32]
+        with torch.no_grad():
+            y_ref = model(x)
+        arch = arch_document(model, guide_source=ctx.guide.source, sample_shape=ctx.data.sample_shape,
+                             extra={"params": params, "candidate": candidate.to_dict(),
+                                    "convert": dataclasses.asdict(cfg)})
+        report = write_export(model, arch, x, y_ref, out, metrics=summary, extra_report={"params": params})
         summary["exported_to"] = str(out)
+        summary["verification"] = describe_verification(report)
     return summary
