@@ -28,6 +28,7 @@ from ..utils.files import atomic_write_text
 from ..utils.locks import machine_lock
 from .config import OBJECTIVES
 from .context import StudyContext
+from .owners import DIED
 from .workdir import WorkDir, save_reference
 
 
@@ -102,6 +103,8 @@ def run_trial(trial: optuna.Trial, ctx: StudyContext, wd: WorkDir, activations, 
     trial.set_user_attr("worker", worker)
     stages = []
     trial.set_user_attr("stages", stages)  # a retried trial inherits its predecessor's attributes
+    if DIED in trial.user_attrs:  # the predecessor's reason, not this trial's (its retry_history links them)
+        trial.set_user_attr(DIED, None)
 
     def on_stage(report, hybrid):
         stages.append({"parts": report.parts, "alignment": report.alignment, "wall_s": round(report.wall_s, 3),

@@ -3,6 +3,8 @@
 * Storage (storage.py): SQLite in the work directory by default, or any Optuna RDB URL; calls retried through
   outages; heartbeats with a retry callback so a killed worker's trial comes back (Optuna's
   ``RetryHeartbeatStaleTrialCallback``; stale trials are swept when a worker starts and before each trial).
+  On one machine a dead worker is known at once (its slot lock is free, owners.py): its trial is swept then,
+  without waiting for the grace period.
 * Workers: any number share one study; each has a name (``$NAS_THESEUS_WORKER`` or ``<host>/<slot>``) that
   seeds its sampler. A worker whose trial another worker declared dead abandons that copy and goes on.
 * Resume: running again continues the same study until ``study.n_trials`` trials have finished (COMPLETE,
@@ -34,6 +36,7 @@ from ..utils.progress import progress_bar
 from .config import StudyConfig
 from .context import StudyContext, build_context
 from .objective import TrialFailed, run_trial
+from .owners import LocalOwners
 from .storage import ResilientRDBStorage, make_storage
 from .workdir import WorkDir
 
@@ -169,16 +172,20 @@ def run_study(config: StudyConfig, workdir: str | Path, *, storage: str | None =
     slot = Slot(wd.root / "workers")  # a small stable number per concurrent worker of this work directory
     try:
         worker = os.environ.get("NAS_THESEUS_WORKER") or f"{socket.gethostname()}/{slot.number}"
-        return _run(config, ctx, wd, identity, worker, storage=storage, force=force, progress=progress,
+        owners = LocalOwners(wd.root / "workers", slot, worker)
+        return _run(config, ctx, wd, identity, worker, owners, storage=storage, force=force, progress=progress,
                     n_trials=n_trials, timeout=timeout)
     finally:
         slot.release()
 
 
-def _run(config: StudyConfig, ctx: StudyContext, wd: WorkDir, identity: str, worker: str, *, storage, force,
-         progress, n_trials, timeout) -> optuna.Study:
+def _run(config: StudyConfig, ctx: StudyContext, wd: WorkDir, identity: str, worker: str, owners: LocalOwners, *,
+         storage, force, progress, n_trials, timeout) -> optuna.Study:
     study, storage_obj = open_study(config, wd, storage=storage, force=force, identity=identity, worker=worker)
-    # trials of workers that died (no heartbeat for the grace period) are failed and re-enqueued now
+    storage_obj.local_owners = owners
+    study.ask = owners.wrap_ask(study.ask)  # Optuna's optimize() asks through the instance: records the trial
+    # trials of workers that died (no heartbeat for the grace period, or a free slot lock on this machine) are
+    # failed and re-enqueued now; Optuna sweeps again before every trial
     optuna.storages.fail_stale_trials(study)
     target = n_trials if n_trials is not None else config.study.n_trials
     done = finished_trials(study)
@@ -209,6 +216,7 @@ def _run(config: StudyConfig, ctx: StudyContext, wd: WorkDir, identity: str, wor
             storage_obj.running_trial = None
 
     def after_trial(study: optuna.Study, trial) -> None:
+        owners.idle()  # told: no longer this worker's to resume
         bar.update(1)
         if trial.state == TrialState.FAIL and "fail_reason" in trial.user_attrs:
             bar.write(f"trial {trial.number} failed: {trial.user_attrs['fail_reason']}", file=sys.stderr)

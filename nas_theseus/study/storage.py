@@ -39,7 +39,7 @@ _RETRIED = (
     "get_trial_user_attrs", "get_trial_system_attrs", "get_all_studies", "create_new_trial", "set_trial_param",
     "get_trial_param", "set_trial_state_values", "set_trial_intermediate_value", "set_trial_user_attr",
     "set_trial_system_attr", "get_trial_id_from_study_id_trial_number", "get_trial", "get_all_trials",
-    "get_best_trial", "record_heartbeat", "_get_stale_trial_ids", "get_n_trials",
+    "get_best_trial", "record_heartbeat", "get_n_trials",
     # the private entry points that Optuna's _CachedStorage calls instead of the public ones
     "_create_new_trial", "_set_trial_param", "_get_best_trial_id", "_get_trials",
 )
@@ -76,7 +76,19 @@ class ResilientRDBStorage(optuna.storages.RDBStorage):
 
     retry_s: float = 300.0
     running_trial: int | None = None  # set by the runner, named in the log lines
+    local_owners = None  # set by the runner: a LocalOwners whose dead workers' trials count as stale
     _log_lock = threading.Lock()
+
+    def _get_stale_trial_ids(self, study_id: int) -> list[int]:
+        """Heartbeat-stale trials (Optuna's rule), and the RUNNING trials of dead workers of this machine (whose
+        slot lock is free: no need to wait for the grace period). Optuna fails both before every trial and
+        re-enqueues them through ``RetryHeartbeatStaleTrialCallback``."""
+        ids = self._call("_get_stale_trial_ids", functools.partial(optuna.storages.RDBStorage._get_stale_trial_ids,
+                                                                   self), study_id)
+        if self.local_owners is not None:
+            ids += [i for i in self._call("dead_trials", self.local_owners.dead_trials, self, study_id)
+                    if i not in ids]
+        return ids
 
     def _call(self, name: str, method, *args, **kwargs):
         start, delay, attempt, announced = time.monotonic(), 0.5, 0, False
