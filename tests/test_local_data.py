@@ -81,6 +81,37 @@ def test_cifar10_from_the_python_batches(tmp_path):
         load_data("cifar10", root=str(folder))
 
 
+class _RunsCode:
+    """Unpickles as a call of os.system (what a crafted data file would do)."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+
+        return os.system, (f"touch {self.marker}",)
+
+
+@pytest.mark.parametrize("protocol", [2, pickle.HIGHEST_PROTOCOL])
+def test_cifar10_batch_that_would_run_code_is_refused_unrun(tmp_path, protocol):
+    folder = write_fake_cifar10(tmp_path / "cifar-10-batches-py")
+    with open(folder / "data_batch_1", "rb") as f:
+        batch = pickle.load(f)
+    marker = tmp_path / "pwned"
+    batch[b"labels"] = _RunsCode(marker)
+    with open(folder / "data_batch_1", "wb") as f:
+        pickle.dump(batch, f, protocol=protocol)
+    with pytest.raises(UserError, match=r"data_batch_1 is not a CIFAR-10 python batch \(refused global "
+                                        r"(posix|os)\.system\); nothing in it was run"):
+        load_data("cifar10", root=str(folder))
+    assert not marker.exists()
+    # numpy arrays pickled with either protocol still load
+    with open(folder / "data_batch_1", "wb") as f:
+        pickle.dump({**batch, b"labels": [0] * 20}, f, protocol=protocol)
+    assert len(load_data("cifar10", root=str(folder)).test) == 20
+
+
 def test_image_folder(tmp_path):
     from PIL import Image
 

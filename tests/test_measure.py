@@ -33,7 +33,29 @@ def test_unknown_op_is_never_a_silent_zero():
         count_flops(_FFT(), (16,), strict=False)
 
 
-def test_latency_reports_median_and_settings():
-    lat = measure_latency(nn.Linear(8, 8), (8,), batch_size=4, repeats=7, warmup=2, threads=1)
-    assert lat.median_ms > 0 and lat.p90_ms >= lat.median_ms
-    assert (lat.batch_size, lat.device, lat.threads, lat.repeats) == (4, "cpu", 1, 7)
+class _Clocked(nn.Module):
+    """Each forward advances a fake clock by the next duration (ms): warm-up runs by 1000 ms each."""
+
+    def __init__(self, clock, durations, warmup):
+        super().__init__()
+        self.clock, self.durations, self.warmup, self.calls = clock, list(durations), warmup, 0
+
+    def forward(self, x):
+        self.calls += 1
+        self.clock[0] += 1.0 if self.calls <= self.warmup else self.durations[self.calls - self.warmup - 1] / 1e3
+        return x
+
+
+def test_latency_is_the_median_of_the_timed_runs_only(monkeypatch):
+    from nas_theseus.measure import latency as latency_module
+
+    clock = [0.0]
+    monkeypatch.setattr(latency_module.time, "perf_counter", lambda: clock[0])
+    durations = [3, 1, 4, 1, 5, 9, 2, 6, 5, 3]  # sorted: 1 1 2 3 3 4 5 5 6 9
+    model = _Clocked(clock, durations, warmup=2)
+    threads = torch.get_num_threads()
+    lat = measure_latency(model, (8,), batch_size=4, repeats=len(durations), warmup=2, threads=1)
+    assert model.calls == 12
+    assert lat.median_ms == pytest.approx(3.5) and lat.p90_ms == pytest.approx(6.0)  # warm-up never timed
+    assert (lat.batch_size, lat.device, lat.threads, lat.repeats) == (4, "cpu", 1, 10)
+    assert torch.get_num_threads() == threads  # restored

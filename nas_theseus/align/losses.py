@@ -81,7 +81,12 @@ class DMNNLoss(AlignmentLoss):
 
 
 class MSELoss(AlignmentLoss):
-    """Baseline: ‖bridge(h) − a‖² / ‖a − ā‖² through a trainable linear bridge; score = 1 − that (an R²)."""
+    """Baseline: ‖bridge(h) − a‖² / (n · v) through a trainable linear bridge; score = 1 − that (an R²).
+
+    v is the larger of the batch's per-row target variance ‖a − ā‖² / n and its running mean over the batches
+    seen in training: a batch in which the guide activation is (nearly) constant, as where most of a part's
+    ReLUs are dead, would otherwise divide by ~0 and throw the bridge far off.
+    """
 
     name = "mse"
 
@@ -89,11 +94,18 @@ class MSELoss(AlignmentLoss):
         super().__init__()
         self.bridge = (LowRankBridge(h_shape[-1:], a_shape[-1:], rank) if tokens  # applied to token rows
                        else LowRankBridge(h_shape, a_shape, rank))
+        self.register_buffer("running_var", torch.zeros(()), persistent=False)
+        self.register_buffer("seen", torch.zeros(()), persistent=False)
 
     def score(self, h, a):
         a = a.flatten(1)
+        var = (a - a.mean(0)).pow(2).sum() / len(a)
+        if self.training:
+            with torch.no_grad():
+                self.seen += 1
+                self.running_var += (var - self.running_var) / self.seen
         err = (self.bridge(h).flatten(1) - a).pow(2).sum()
-        return 1.0 - err / (a - a.mean(0)).pow(2).sum().clamp_min(1e-12)
+        return 1.0 - err / (len(a) * torch.maximum(var, self.running_var)).clamp_min(1e-12)
 
 
 ALIGNMENTS = ("cka", "cka_unbiased", "dmnn", "mse")

@@ -87,14 +87,37 @@ def load_npz(*, path: str, val_fraction: float = 0.1, test_fraction: float = 0.2
                    split_seed=split_seed, config={"path": str(p)})
 
 
+# what CIFAR-10's official python batches (and numpy pickles of such arrays) name: numpy's array
+# reconstruction and dtypes, under numpy 1's and numpy 2's module names
+_CIFAR_GLOBALS = {(mod, name) for mod in ("numpy.core.multiarray", "numpy._core.multiarray")
+                  for name in ("_reconstruct", "scalar")}
+_CIFAR_GLOBALS |= {(mod, "_frombuffer") for mod in ("numpy.core.numeric", "numpy._core.numeric")}
+_CIFAR_GLOBALS |= {("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode")}  # bytes in protocol 2
+
+
+class _CifarUnpickler(pickle.Unpickler):
+    """Unpickles only what a CIFAR-10 batch holds; any other global (a function a crafted file would call)
+    is refused before it is looked up, so nothing it names runs."""
+
+    def find_class(self, module: str, name: str):
+        if (module, name) not in _CIFAR_GLOBALS:
+            raise pickle.UnpicklingError(f"refused global {module}.{name}")
+        return super().find_class(module, name)
+
+
 def _cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    # the official format is a pickle of {b"data": uint8 (N, 3072), b"labels": [...]}; it is the user's
-    # own local copy (never downloaded), and only numpy arrays and lists are accepted from it
-    with open(path, "rb") as f:
-        d = pickle.load(f, encoding="bytes")
-    data, labels = d.get(b"data"), d.get(b"labels")
-    if not isinstance(data, np.ndarray) or labels is None:
-        raise UserError(f"cifar10 data: {path} is not a CIFAR-10 python batch (no b'data' / b'labels')")
+    # the official format is a pickle of {b"data": uint8 (N, 3072), b"labels": [...]}, read with an unpickler
+    # that admits only numpy's array reconstruction (a crafted file cannot run code)
+    try:
+        with open(path, "rb") as f:
+            d = _CifarUnpickler(f, encoding="bytes").load()
+    except pickle.UnpicklingError as e:
+        raise UserError(f"cifar10 data: {path} is not a CIFAR-10 python batch ({e}); nothing in it was run") from None
+    except Exception as e:  # noqa: BLE001 - a damaged file is the user's to fix
+        raise UserError(f"cifar10 data: cannot read {path} ({type(e).__name__}: {e})") from None
+    data, labels = (d.get(b"data"), d.get(b"labels")) if isinstance(d, dict) else (None, None)
+    if not isinstance(data, np.ndarray) or not isinstance(labels, list):
+        raise UserError(f"cifar10 data: {path} is not a CIFAR-10 python batch (no b'data' array / b'labels' list)")
     return data.reshape(-1, 3, 32, 32), np.asarray(labels, dtype=np.int64)
 
 
