@@ -168,6 +168,7 @@ def test_bad_study_files_are_one_line_errors(tmp_path, capsys, edit, message):
     ("convert.schedul=joint", "unknown key 'convert.schedul' (did you mean 'schedule'?)"),
     ("convert.schedule=jiont", "unknown schedule 'jiont' (did you mean 'joint'?)"),
     ("nonsense", "--set expects key=value"),
+    ("convert.seed=3", "convert.seed cannot be set in a study; the conversion seed is study.seed"),
 ])
 def test_bad_overrides(tmp_path, capsys, override, message):
     assert main(["run", str(write_study(tmp_path)), "--set", override, "--no-progress"]) == 2
@@ -231,3 +232,15 @@ def test_large_activation_cache_is_a_memory_mapped_folder_reused_across_runs(tmp
     again = wd.activations(guide, data, device="cpu", progress=False)
     idx = torch.arange(10)
     assert again.mapped and all(torch.equal(a, b) for a, b in zip(first.batch(idx), again.batch(idx)))
+
+
+def test_one_merge_rule_for_partial_fine_tuning_settings(tmp_path):
+    """A partial fine-tuning rule fills from the same defaults in Python and in a study file."""
+    from nas_theseus.convert import ConvertConfig
+    from nas_theseus.convert.config import DEFAULT_FINETUNE
+    from nas_theseus.study.config import load_study_config
+
+    in_python = ConvertConfig(finetune={"max_epochs": 2, "patience": 2}).finetune
+    in_study = load_study_config(write_study(tmp_path)).convert.finetune  # [convert.finetune] max_epochs/patience 2
+    assert in_python == in_study
+    assert (in_python.lr, in_python.batch_size) == (DEFAULT_FINETUNE.lr, DEFAULT_FINETUNE.batch_size)

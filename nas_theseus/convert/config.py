@@ -14,6 +14,10 @@ HEADS = ("linear", "guide")
 STEMS = ("guide", "relearn")
 
 
+# the fine-tuning rule of a conversion; a partial `finetune` (a dict, in Python or a study file) fills from it
+DEFAULT_FINETUNE = FitConfig(max_epochs=100, patience=20, lr=3e-3)
+
+
 @keyed_fields("schedule", "alignment", "steps_per_stage", "batch_size", "lr", "weight_decay", "bridge",
               "bridge_rank", "ridge", "refit_every", "bn_recalibrate", "probe_size", "dmnn_k", "dmnn_tau",
               "finetune", "seed")
@@ -50,7 +54,7 @@ class ConvertConfig:
     probe_size: int = 1024
     dmnn_k: int = 10
     dmnn_tau: float = 0.05
-    finetune: FitConfig = field(default_factory=lambda: FitConfig(max_epochs=100, patience=20, lr=3e-3))
+    finetune: FitConfig = field(default_factory=lambda: DEFAULT_FINETUNE)
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -85,11 +89,13 @@ class ConvertConfig:
 
 
 def fit_config(d: dict) -> FitConfig:
+    """A fine-tuning rule from a partial dict: what it does not set comes from :data:`DEFAULT_FINETUNE` (the
+    same rule a study file's ``[convert.finetune]`` follows)."""
     names = {f.name for f in fields(FitConfig)}
     for k in d:
         if k not in names:
             raise UserError(f"unknown fine-tuning setting {k!r}{did_you_mean(k, names)}")
-    return FitConfig(**{**asdict(FitConfig(max_epochs=60, patience=10, lr=1e-3)), **d})
+    return FitConfig(**{**asdict(DEFAULT_FINETUNE), **d})
 
 
 @dataclass(frozen=True)

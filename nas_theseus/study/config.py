@@ -16,6 +16,7 @@ from typing import Any
 import tomllib
 
 from ..convert import ConvertConfig
+from ..convert.config import DEFAULT_FINETUNE
 from ..errors import UserError, did_you_mean
 from ..training import FitConfig
 from ..utils.hashing import key_content, keyed_fields, stable_hash
@@ -235,7 +236,10 @@ def config_from_dict(raw: dict, *, base_dir: str, where: str = "study") -> Study
     if not isinstance(conv, dict):
         raise UserError(f"convert must be a table, got {conv!r}")
     conv = dict(conv)
-    finetune = build(FitConfig, {**dataclasses.asdict(ConvertConfig().finetune), **conv.pop("finetune", {})},
+    if "seed" in conv:  # the conversion seed is the study's: one key, so no setting is silently replaced
+        raise UserError(f"{where}: convert.seed cannot be set in a study; the conversion seed is study.seed "
+                        f"(set that instead)")
+    finetune = build(FitConfig, {**dataclasses.asdict(DEFAULT_FINETUNE), **conv.pop("finetune", {})},
                      "convert.finetune")
     convert = build(ConvertConfig, {**conv, "finetune": finetune}, "convert")
     try:
