@@ -227,6 +227,10 @@ def load_study_config(path: str | Path, overrides: list[str] = ()) -> StudyConfi
     except tomllib.TOMLDecodeError as e:
         raise UserError(f"{path} is not valid TOML: {e}") from None
     raw = apply_overrides(raw, list(overrides))
+    if isinstance(raw.get("convert"), dict) and "seed" in raw["convert"]:
+        # the conversion seed is the study's: one key, so no setting is silently replaced
+        raise UserError(f"{path.name}: convert.seed cannot be set in a study; the conversion seed is study.seed "
+                        f"(set that instead)")
     return config_from_dict(raw, base_dir=str(path.resolve().parent), where=path.name)
 
 
@@ -236,9 +240,6 @@ def config_from_dict(raw: dict, *, base_dir: str, where: str = "study") -> Study
     if not isinstance(conv, dict):
         raise UserError(f"convert must be a table, got {conv!r}")
     conv = dict(conv)
-    if "seed" in conv:  # the conversion seed is the study's: one key, so no setting is silently replaced
-        raise UserError(f"{where}: convert.seed cannot be set in a study; the conversion seed is study.seed "
-                        f"(set that instead)")
     finetune = build(FitConfig, {**dataclasses.asdict(DEFAULT_FINETUNE), **conv.pop("finetune", {})},
                      "convert.finetune")
     convert = build(ConvertConfig, {**conv, "finetune": finetune}, "convert")

@@ -1,7 +1,8 @@
 """Optuna storage that survives what long multi-worker studies meet: a database restart, a busy SQLite file.
 
 * Every storage call is retried with exponential backoff (0.5 s doubling to 10 s) while the error is a lost
-  or refused connection or a locked SQLite database, for up to ``retry_s`` seconds (``study.storage_retry``);
+  or refused connection or a locked SQLite database (:func:`is_transient`: by the driver's error code or
+  SQLSTATE, never by the message), for up to ``retry_s`` seconds (``study.storage_retry``);
   the first failure and the recovery are one line each on stderr, naming the trial this worker is running.
   Heartbeats go through the same retries, so a database restart never kills the heartbeat thread (which would
   let another worker declare a live trial stale).
@@ -25,7 +26,7 @@ import warnings
 from pathlib import Path
 
 import optuna
-from optuna.exceptions import StorageInternalError, UpdateFinishedTrialError
+from optuna.exceptions import UpdateFinishedTrialError
 from sqlalchemy import event as sa_event
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import make_url
@@ -43,31 +44,70 @@ _RETRIED = (
     # the private entry points that Optuna's _CachedStorage calls instead of the public ones
     "_create_new_trial", "_set_trial_param", "_get_best_trial_id", "_get_trials",
 )
-_TRANSIENT_WORDS = ("could not connect", "connection", "terminating", "server closed", "database is locked",
-                    "database is busy", "the database system is", "timeout", "broken pipe", "shutting down",
-                    "no route", "refused", "ssl syscall", "eof detected")
+# SQLite primary result codes worth waiting for (extended codes carry them in the low byte)
+SQLITE_BUSY, SQLITE_LOCKED = 5, 6
+# PostgreSQL SQLSTATEs worth retrying: connection exceptions (class 08), the server shutting down or starting
+# (57P01-57P03), serialization failures and deadlocks (40001, 40P01), too many connections (53300)
+TRANSIENT_SQLSTATE_CLASSES = ("08",)
+TRANSIENT_SQLSTATES = ("57P01", "57P02", "57P03", "40001", "40P01", "53300")
+# MySQL client/server error numbers worth retrying: can't connect (2002, 2003), server gone away or lost
+# (2006, 2013), lock wait timeout (1205), deadlock (1213), too many connections (1040)
+TRANSIENT_MYSQL_ERRNOS = (1040, 1205, 1213, 2002, 2003, 2006, 2013)
 
 
-_PERMANENT_WORDS = ("password authentication", "authentication failed", "does not exist", "readonly",
-                    "read-only", "disk is full", "unable to open database file", "permission denied")
+def _chain(e: BaseException):
+    """``e``, what it wraps (SQLAlchemy's ``orig``), its cause and context: each once."""
+    seen, todo = [], [e]
+    while todo:
+        err = todo.pop(0)
+        if err is None or any(err is s for s in seen):
+            continue
+        seen.append(err)
+        todo += [getattr(err, "orig", None), err.__cause__, err.__context__]
+    return seen
+
+
+def _code(err: BaseException):
+    """(kind, code) of a driver error that carries one: SQLite's result code, a SQLSTATE, a MySQL errno."""
+    if isinstance(err, sqlite3.Error) and getattr(err, "sqlite_errorcode", None) is not None:
+        return "sqlite", err.sqlite_errorcode
+    state = getattr(err, "pgcode", None) or getattr(err, "sqlstate", None)
+    if isinstance(state, str) and len(state) == 5:
+        return "sqlstate", state
+    module = type(err).__module__ or ""
+    if module.split(".")[0] in ("MySQLdb", "pymysql", "mysql") and err.args and isinstance(err.args[0], int):
+        return "mysql", err.args[0]
+    return None
 
 
 def is_transient(e: BaseException) -> bool:
-    """A lost/refused connection or a locked database: worth retrying. Anything else (a wrong password or
-    database name, a read-only or full disk) is raised at once."""
-    for err in (e, e.__cause__, e.__context__):
-        if err is not None and any(w in str(err).lower() for w in _PERMANENT_WORDS):
-            return False
-    for err in (e, e.__cause__, e.__context__):
+    """Whether a storage error is worth retrying, by what the driver says, never by the message's words.
+
+    A code decides when any error in the chain carries one: SQLite BUSY / LOCKED (not I/O errors, a full or
+    read-only disk, a missing file); a SQLSTATE of class 08 or 57P01-57P03, 40001, 40P01, 53300; a MySQL
+    errno of a lost connection, lock timeout or deadlock. Without a code (libpq reports a failed or dropped
+    connection without SQLSTATE, so a refused connection, a server restart and a login the server rejects all
+    look alike), a connection that SQLAlchemy invalidated or a driver-level OperationalError / InterfaceError
+    counts as transient: the first retry line names the driver's message.
+    """
+    chain = _chain(e)
+    for err in chain:
+        found = _code(err)
+        if found is None:
+            continue
+        kind, code = found
+        if kind == "sqlite":
+            return code & 0xFF in (SQLITE_BUSY, SQLITE_LOCKED)
+        if kind == "sqlstate":
+            return code[:2] in TRANSIENT_SQLSTATE_CLASSES or code in TRANSIENT_SQLSTATES
+        return code in TRANSIENT_MYSQL_ERRNOS
+    for err in chain:
         if isinstance(err, sa_exc.DBAPIError) and err.connection_invalidated:
             return True
-        if isinstance(err, (sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.DisconnectionError,
-                            sa_exc.PendingRollbackError)):
+        if isinstance(err, (sa_exc.DisconnectionError, sa_exc.TimeoutError)):
             return True
-        if isinstance(err, (StorageInternalError, sa_exc.SQLAlchemyError)):
-            text = str(err).lower()
-            if any(w in text for w in _TRANSIENT_WORDS):
-                return True
+        if isinstance(err, (sa_exc.OperationalError, sa_exc.InterfaceError)):
+            return True  # a driver error without a code (see above)
     return False
 
 
@@ -144,9 +184,18 @@ def _wrap(name: str):
     return method
 
 
+def check_wrapped_methods(cls: type = optuna.storages.RDBStorage) -> None:
+    """Refuse an Optuna whose RDBStorage lacks a method we wrap: those calls would run without retries."""
+    missing = [name for name in (*_RETRIED, "_get_stale_trial_ids") if not hasattr(cls, name)]
+    if missing:
+        raise ImportError(f"nas_theseus's storage retries wrap {cls.__qualname__} methods that this Optuna "
+                          f"{optuna.__version__} does not have: {', '.join(missing)}; install a supported Optuna "
+                          f"(see pyproject.toml)")
+
+
+check_wrapped_methods()
 for _name in _RETRIED:
-    if hasattr(optuna.storages.RDBStorage, _name):
-        setattr(ResilientRDBStorage, _name, _wrap(_name))
+    setattr(ResilientRDBStorage, _name, _wrap(_name))
 
 
 def _first_line(e: BaseException) -> str:
