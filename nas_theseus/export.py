@@ -33,8 +33,10 @@ from .utils.files import atomic_write, atomic_write_text
 FORMAT = "nas_theseus.export"
 VERSION = 1
 TOLERANCE = 1e-5  # max |Δ| between the rebuilt module (and the torch.export program) and the reference outputs
+GUIDE_CODE = "guide_code"  # a user's guide code (a .py file), copied into every network folder that needs it
 # every name an export folder can hold: an existing folder is replaced only if it holds nothing else
-EXPORT_FILES = ("arch.json", "model.safetensors", "model.pt2", *ONNX_FILES, "metrics.json", "verification.json")
+EXPORT_FILES = ("arch.json", "model.safetensors", "model.pt2", *ONNX_FILES, "metrics.json", "verification.json",
+                GUIDE_CODE)
 
 
 def arch_document(model: DeployModel, *, guide_source: dict, sample_shape, extra: dict | None = None) -> dict:
@@ -42,14 +44,34 @@ def arch_document(model: DeployModel, *, guide_source: dict, sample_shape, extra
             "input_dtype": "float32", "children": model.arch, "boundaries": model.boundaries, **(extra or {})}
 
 
-def save_network(folder: Path, model: DeployModel, arch: dict) -> None:
+def save_network(folder: Path, model: DeployModel, arch: dict, *, code_from: Path | None = None) -> None:
     """Write ``model.safetensors`` then ``arch.json`` (atomically, each); arch.json records the weights'
-    sha256, so a damaged weights file is detected on load (safetensors itself has no checksum)."""
+    sha256, so a damaged weights file is detected on load (safetensors itself has no checksum).
+
+    A guide whose code is a ``.py`` file of the user's (``torch:file.py:fn``) has that file copied into
+    ``guide_code/`` (from ``code_from``'s copy when the network comes from another folder), so the folder
+    rebuilds wherever it goes and whatever becomes of the file."""
     folder.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}  # no shared (tied) storage
     atomic_write(folder / "model.safetensors", lambda tmp: save_file(state, tmp))
-    arch = {**arch, "weights_sha256": _sha256(folder / "model.safetensors")}
+    arch = {**arch, "guide": _bundle_guide_code(arch["guide"], folder, code_from),
+            "weights_sha256": _sha256(folder / "model.safetensors")}
     atomic_write_text(folder / "arch.json", json.dumps(arch, indent=2))
+
+
+def _bundle_guide_code(source: dict, folder: Path, code_from: Path | None) -> dict:
+    if source.get("kind") != "torch" or not (source.get("file") or source.get("bundled")):
+        return source
+    name = source["name"].rpartition(":")[0]
+    candidates = [code_from / source["bundled"]] if code_from is not None and source.get("bundled") else []
+    candidates += [Path(source["file"])] if source.get("file") else []
+    found = next((p for p in candidates if p.is_file()), None)
+    if found is None:
+        raise UserError(f"the guide's code {name} is neither bundled nor at {source.get('file')}: cannot write a "
+                        f"network folder that rebuilds")
+    (folder / GUIDE_CODE).mkdir(exist_ok=True)
+    shutil.copyfile(found, folder / GUIDE_CODE / name)
+    return {**source, "bundled": f"{GUIDE_CODE}/{name}"}
 
 
 def _sha256(path: Path) -> str:
@@ -77,8 +99,9 @@ def read_arch(folder: Path) -> dict:
     return arch
 
 
-def build_network(arch: dict) -> DeployModel:
-    """The module described by an ``arch.json`` document, with fresh weights."""
+def build_network(arch: dict, folder: Path | None = None) -> DeployModel:
+    """The module described by an ``arch.json`` document, with fresh weights (guide code bundled in
+    ``folder``, the document's folder, is used from there)."""
     from .guides.guide import _as_module
     from .guides.sources import rebuild_guide_module
 
@@ -89,7 +112,7 @@ def build_network(arch: dict) -> DeployModel:
             kind = c["kind"]
             if kind == "guide":
                 if guide_module is None:
-                    guide_module = rebuild_guide_module(arch["guide"])
+                    guide_module = rebuild_guide_module(arch["guide"], folder)
                 if c["path"] is False:
                     raise UserError("the guide's stem or head was given as a module object and cannot be rebuilt")
                 children[c["name"]] = _as_module(guide_module, c["path"], c["name"])
@@ -117,7 +140,7 @@ def load_exported(path: str | Path) -> DeployModel:
     """
     folder = Path(path)
     model_arch = read_arch(folder)
-    model = build_network(model_arch)
+    model = build_network(model_arch, folder)
     weights = folder / "model.safetensors"
     if not weights.is_file():
         raise UserError(f"{folder} has no model.safetensors")
@@ -158,7 +181,7 @@ def check_export_target(out: Path) -> None:
 
 
 def write_export(model: DeployModel, arch: dict, x: torch.Tensor, y_ref: torch.Tensor, out: Path, *,
-                 metrics: dict, extra_report: dict | None = None) -> dict:
+                 metrics: dict, extra_report: dict | None = None, code_from: Path | None = None) -> dict:
     """Write a verified export folder at ``out``; returns what ``verification.json`` records.
 
     The folder is assembled next to ``out`` and moved into place only once the module rebuilt from its files
@@ -170,7 +193,7 @@ def write_export(model: DeployModel, arch: dict, x: torch.Tensor, y_ref: torch.T
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
     try:
-        save_network(tmp, model, {k: v for k, v in arch.items() if k != "weights_sha256"})
+        save_network(tmp, model, {k: v for k, v in arch.items() if k != "weights_sha256"}, code_from=code_from)
         rebuilt = load_exported(tmp)
         with torch.no_grad():
             delta = (rebuilt(x) - y_ref).abs().max().item()

@@ -50,6 +50,18 @@ def test_local_directory_and_bad_input(text, tmp_path, digits):
     guide = load_guide(f"hf:{tmp_path / 'tiny-gpt2'}", text, weights="pretrained")
     with torch.no_grad():
         assert torch.allclose(guide.module(text.val.x[:2]), saved.eval()(text.val.x[:2]).logits, atol=1e-5)
+    # where the folder lies is not part of the guide: a copy elsewhere has the same identity, and the
+    # architecture recorded in the source rebuilds the module once the folder is gone
+    import shutil
+
+    from nas_theseus.guides.sources import rebuild_guide_module
+
+    shutil.copytree(tmp_path / "tiny-gpt2", tmp_path / "other" / "tiny-gpt2")
+    assert load_guide(f"hf:{tmp_path / 'other' / 'tiny-gpt2'}", text, weights="pretrained").identity == guide.identity
+    shutil.rmtree(tmp_path / "tiny-gpt2")
+    shutil.rmtree(tmp_path / "other")
+    rebuilt = rebuild_guide_module(guide.source)
+    assert sum(p.numel() for p in rebuilt.parameters()) == sum(p.numel() for p in guide.module.parameters())
     with pytest.raises(UserError, match="give 'hf:gpt2'"):
         load_guide("hf:gpt-3", text, weights="random")
     with pytest.raises(UserError, match="read token sequences"):

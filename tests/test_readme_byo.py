@@ -45,3 +45,44 @@ def test_bring_your_own_model_recipe(tmp_path):
 
     x = torch.as_tensor(np.load(tmp_path / "data.npz")["X"][:5])
     assert model(x).shape == (5, 4)
+
+
+def test_the_same_study_in_another_folder_gives_the_same_results_and_exports_travel(tmp_path, monkeypatch):
+    """Identities and keys come from content (the guide's code, the data), not from where the files lie: the
+    recipe copied to a second folder reuses the first folder's trained guide and reproduces its trial; an
+    export of a `torch:` guide rebuilds after the guide's .py file is gone."""
+    import shutil
+
+    import numpy as np
+    import torch
+
+    from nas_theseus.cli import main
+
+    monkeypatch.setenv("NAS_THESEUS_CACHE", str(tmp_path / "cache"))
+    files, commands = recipe()
+    first = tmp_path / "first"
+    first.mkdir()
+    for name, body in files.items():
+        (first / name).write_text(body)
+    subprocess.run([sys.executable, "make_data.py"], cwd=first, check=True)
+    second = tmp_path / "elsewhere" / "second"
+    shutil.copytree(first, second)
+    metrics = []
+    for folder in (first, second):
+        assert main(["run", str(folder / "mystudy.toml"), "--workdir", str(folder / "wd"), "--no-progress",
+                     "--n-trials", "1"]) == 0
+        metrics.append(json.loads((folder / "wd" / "trials" / "0" / "metrics.json").read_text()))
+    guides = sorted((tmp_path / "cache" / "guides").glob("*.safetensors"))
+    assert len(guides) == 1, guides  # trained once, found again from the other folder
+    assert metrics[0]["val_accuracy"] == metrics[1]["val_accuracy"]
+    assert metrics[0]["test_accuracy"] == metrics[1]["test_accuracy"]
+    assert sorted(p.name for p in (first / "wd" / "checkpoints").glob("*.ckpt")) == \
+        sorted(p.name for p in (second / "wd" / "checkpoints").glob("*.ckpt"))
+    assert main(["export", str(second / "wd"), "--trial", "0", "--out", str(tmp_path / "export")]) == 0
+    for folder in (first, second):
+        (folder / "mymodel.py").unlink()
+    shutil.move(tmp_path / "export", tmp_path / "moved")
+    model = load_exported(tmp_path / "moved")
+    x = torch.as_tensor(np.load(second / "data.npz")["X"][:5])
+    assert model(x).shape == (5, 4)
+    assert (tmp_path / "moved" / "guide_code" / "mymodel.py").is_file()

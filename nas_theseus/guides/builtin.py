@@ -16,7 +16,7 @@ from ..data import TaskData
 from ..errors import UserError, unknown_name
 from ..training import FitConfig
 from .guide import Guide
-from .weights import cached_training, check_weights, load_weights_file, metrics_path
+from .weights import cached_training, check_weights, describe_weights, load_weights_file, metrics_path
 
 
 class _Unsqueeze(nn.Module):
@@ -97,7 +97,7 @@ def builtin_guide(name: str, data: TaskData, *, weights: str = "train", seed: in
         module = spec.factory(**arch)
     except TypeError as e:
         raise UserError(f"bad architecture option for built-in guide {name!r}: {e}") from None
-    source = {"kind": "builtin", "name": name, "arch": arch, "weights": weights, "seed": seed}
+    source = {"kind": "builtin", "name": name, "arch": arch, **describe_weights(weights), "seed": seed}
     if weights == "train":
         source["cache_key"] = cached_training(module, name=name, key_info={"arch": arch}, data=data, fit=fit_cfg,
                                               seed=seed, device=device, progress=progress)

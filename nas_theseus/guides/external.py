@@ -32,7 +32,7 @@ from ..errors import UserError, did_you_mean
 from ..training import FitConfig
 from .builtin import fit_config
 from .guide import GUIDE_ADAPTERS, Guide, _resolve
-from .weights import cached_training, check_weights, load_weights_file
+from .weights import cached_training, check_weights, describe_weights, load_weights_file
 
 DEFAULT_FIT = FitConfig(max_epochs=60, patience=15, lr=1e-3, weight_decay=0.05)
 # children that a timm model's forward_head uses (its classifier side)
@@ -125,19 +125,21 @@ def timm_guide(name: str, data: TaskData, *, weights: str = "train", seed: int =
             raise
         raise UserError(f"timm could not load pretrained weights for {name!r} ({type(e).__name__}: "
                         f"{str(e).splitlines()[0][:200]}); without network use a local weights path") from None
-    source = {"kind": "timm", "name": name, "options": options, "weights": weights, "seed": seed}
+    source = {"kind": "timm", "name": name, "options": options, **describe_weights(weights), "seed": seed}
     _set_weights(model, source, data, weights, fit, seed, device, progress, key_info={"timm": name, "options": options})
     parts, stem, head = _timm_cut(model, parts, stem, head)
     return Guide.from_module(model, parts, sample_shape=data.sample_shape, stem=stem, head=head, source=source)
 
 
 # --- torch: a user function -----------------------------------------------------------------------------------
-def _import_function(spec: str) -> tuple[Callable, str]:
-    """``package.module:function`` or ``path/to/file.py:function`` -> (function, sha256 of its module file)."""
+def _import_function(spec: str) -> tuple[Callable, str, Path | None]:
+    """``package.module:function`` or ``path/to/file.py:function`` -> (function, sha256 of its module's file,
+    the file for a ``.py`` spec)."""
     target, sep, fname = spec.rpartition(":")
     if not sep or not target or not fname:
         raise UserError(f"torch guide source must be 'torch:package.module:function' or "
                         f"'torch:path/to/file.py:function', got 'torch:{spec}'")
+    path = None
     if target.endswith(".py"):
         path = Path(target).expanduser().resolve()
         if not path.is_file():
@@ -162,7 +164,7 @@ def _import_function(spec: str) -> tuple[Callable, str]:
         raise UserError(f"torch guide source: {target} has no function {fname!r}{did_you_mean(fname, names)}")
     file = getattr(module, "__file__", None)
     digest = hashlib.sha256(Path(file).read_bytes()).hexdigest()[:16] if file else "builtin"
-    return fn, digest
+    return fn, digest, path
 
 
 def torch_guide(spec: str, data: TaskData, *, weights: str = "train", seed: int = 0, fit=None,
@@ -172,7 +174,7 @@ def torch_guide(spec: str, data: TaskData, *, weights: str = "train", seed: int 
     check_weights(weights)
     if weights == "pretrained":
         raise UserError("a torch: guide has no 'pretrained' weights: use 'train', 'random' or a weights file")
-    fn, code = _import_function(spec)
+    fn, code, path = _import_function(spec)
     torch.manual_seed(seed)
     try:
         model = fn(**options)
@@ -180,10 +182,13 @@ def torch_guide(spec: str, data: TaskData, *, weights: str = "train", seed: int 
         raise UserError(f"torch:{spec} does not take these options {sorted(options)}: {e}") from None
     if not isinstance(model, nn.Module):
         raise UserError(f"torch:{spec} returned {type(model).__name__}, not an nn.Module")
-    source = {"kind": "torch", "name": spec, "options": options, "weights": weights, "seed": seed,
-              "parts": list(parts), "stem": stem, "head": head}
+    # a file enters identities and keys by its name and content, not where it lies ("file" is a location)
+    name = spec if path is None else f"{path.name}:{spec.rpartition(':')[2]}"
+    source = {"kind": "torch", "name": name, "code": code, **({"file": str(path)} if path else {}),
+              "options": options, **describe_weights(weights), "seed": seed, "parts": list(parts), "stem": stem,
+              "head": head}
     _set_weights(model, source, data, weights, fit, seed, device, progress,
-                 key_info={"torch": spec, "code": code, "options": options})
+                 key_info={"torch": name, "code": code, "options": options})
     return Guide.from_module(model, list(parts), sample_shape=data.sample_shape, stem=stem, head=head,
                              source=source)
 
@@ -197,13 +202,26 @@ def _set_weights(model, source, data, weights, fit, seed, device, progress, *, k
         load_weights_file(model, weights)
 
 
-def rebuild_external(source: dict) -> nn.Module | None:
-    """The module of a timm or torch guide source with fresh weights (for rebuilding exports)."""
+def rebuild_external(source: dict, folder: Path | None = None) -> nn.Module | None:
+    """The module of a timm or torch guide source with fresh weights (for rebuilding exports). A torch guide
+    from a ``.py`` file is imported from the copy bundled in ``folder`` (see :func:`~nas_theseus.export.
+    save_network`) when there is one, else from where the file was."""
     if source.get("kind") == "timm":
         import timm
 
         return timm.create_model(source["name"], **source.get("options", {}))
     if source.get("kind") == "torch":
-        fn, _ = _import_function(source["name"])
+        fn_name = source["name"].rpartition(":")[2]
+        bundled = folder / source["bundled"] if folder is not None and source.get("bundled") else None
+        if bundled is not None and bundled.is_file():
+            spec = f"{bundled}:{fn_name}"
+        elif source.get("file"):
+            spec = f"{source['file']}:{fn_name}"
+        else:
+            spec = source["name"]
+        fn, code, _ = _import_function(spec)
+        if source.get("code") not in (None, code):
+            raise UserError(f"the guide code for {source['name']} ({spec.rpartition(':')[0]}) is not the code "
+                            f"the network was built with (sha256 differs)")
         return fn(**source.get("options", {}))
     return None

@@ -22,6 +22,8 @@ from ..errors import UserError, did_you_mean
 from ..utils.hashing import module_fingerprint, stable_hash
 
 REPRODUCE_TOL = 1e-5
+# source entries that say where something lies, not what it is: never part of an identity or a key
+LOCATION_KEYS = ("cache_key", "file", "weights_file", "directory", "bundled")
 
 
 @dataclass(frozen=True)
@@ -233,11 +235,14 @@ class Guide:
     # --- identity -----------------------------------------------------------------------------------
     @property
     def identity(self) -> str:
-        """Hash of the source description and the weights: keys every cache that depends on the guide."""
+        """Hash of the source description and the weights: keys every cache that depends on the guide.
+
+        Where files lie (:data:`LOCATION_KEYS`) is left out: a guide's code enters by its content hash and its
+        weights by their fingerprint, so the same study in another folder has the same identity."""
         if self._identity is None:
             # the weights fingerprint stands for the weights: how they were made (a training cache key) is left
             # out, so guides with identical weights share every seed and checkpoint
-            source = {k: v for k, v in self.source.items() if k != "cache_key"}
+            source = {k: v for k, v in self.source.items() if k not in LOCATION_KEYS}
             self._identity = stable_hash({"source": source, "parts": [p.name for p in self.parts],
                                           "weights": module_fingerprint(self.module),
                                           **({"tokens": True, "causal": self.causal} if self.tokens else {})})

@@ -27,7 +27,7 @@ from ..errors import UserError, did_you_mean
 from ..training import FitConfig
 from .builtin import fit_config
 from .guide import Guide
-from .weights import cached_training, check_weights, load_weights_file
+from .weights import cached_training, check_weights, describe_weights, load_weights_file
 
 DEFAULT_FIT = FitConfig(max_epochs=30, patience=5, lr=1e-3, weight_decay=0.01, monitor="loss")
 REPRODUCE_TOL = 1e-5
@@ -122,11 +122,18 @@ def hf_guide(name: str, data: TaskData, *, weights: str = "train", seed: int = 0
         lm = _build(name, weights, options)
     lm.config.use_cache = False
     chain = CausalLMChain(lm, group)
-    source = {"kind": "hf", "name": name, "options": options, "group": group, "weights": weights, "seed": seed}
+    source = {"kind": "hf", "name": name, "options": options, "group": group, **describe_weights(weights),
+              "seed": seed}
+    if Path(name).expanduser().is_dir():
+        # a saved model enters identities and keys by its architecture, not by the folder it lies in; the
+        # architecture also rebuilds it without the folder
+        source.update(name=f"dir:{Path(name).name}", directory=str(Path(name).expanduser().resolve()),
+                      config=_architecture(lm.config))
     if weights == "train":
         source["cache_name"] = f"hf-{Path(name).name}"
         source["cache_key"] = cached_training(chain, name=source["cache_name"], data=data, seed=seed,
-                                              key_info={"hf": name, "options": options, "group": group},
+                                              key_info={"hf": source["name"], "config": source.get("config"),
+                                                        "options": options, "group": group},
                                               fit=fit_config(DEFAULT_FIT, fit), device=device, progress=progress)
     elif weights not in ("random", "pretrained"):
         load_weights_file(chain, weights)
@@ -152,9 +159,22 @@ def _check_against_model(chain: CausalLMChain, lm: nn.Module, ids: torch.Tensor)
         raise UserError("hf guide: the model's block chain is not causal (logits up to t depend on later tokens)")
 
 
+def _architecture(config) -> dict:
+    """A transformers config as JSON data, without what says where or with which version it was saved."""
+    return {k: v for k, v in sorted(config.to_dict().items())
+            if not k.startswith("_") and k not in ("transformers_version", "name_or_path")}
+
+
 def rebuild_hf(source: dict) -> nn.Module:
     """The chain of an hf guide source with fresh weights (for rebuilding exports)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        lm = _build(source["name"], "random", source.get("options", {}))
+        if "config" in source:  # a saved model's architecture, recorded at load: no folder needed
+            from transformers import AutoConfig, AutoModelForCausalLM
+
+            arch = dict(source["config"])
+            config = AutoConfig.for_model(arch.pop("model_type"), **arch)
+            lm = AutoModelForCausalLM.from_config(config, attn_implementation="sdpa")
+        else:
+            lm = _build(source["name"], "random", source.get("options", {}))
     return CausalLMChain(lm, source.get("group", 1))

@@ -16,11 +16,12 @@ GUIDE_SOURCES: dict[str, Callable[..., Guide]] = {"builtin": builtin_guide, "tim
                                                   "torch": torch_guide, "hf": hf_guide}
 
 
-def rebuild_guide_module(source: dict):
-    """The guide's module with fresh weights, from its ``source`` description (for rebuilding exports)."""
+def rebuild_guide_module(source: dict, folder=None):
+    """The guide's module with fresh weights, from its ``source`` description (for rebuilding exports; a
+    guide's code bundled in the export ``folder`` is used from there)."""
     if source.get("kind") == "builtin" and source.get("name") in BUILTIN_GUIDES:
         return BUILTIN_GUIDES[source["name"]].factory(**source.get("arch", {}))
-    module = rebuild_hf(source) if source.get("kind") == "hf" else rebuild_external(source)
+    module = rebuild_hf(source) if source.get("kind") == "hf" else rebuild_external(source, folder)
     if module is None:
         raise UserError(f"cannot rebuild a guide of source {source} without its code: export a network whose "
                         f"kept guide parts come from a named guide source")

@@ -30,6 +30,14 @@ from ..utils.hashing import stable_hash
 KEYWORDS = ("train", "random", "pretrained")
 
 
+def describe_weights(weights: str) -> dict:
+    """The ``weights`` entry of a guide's source: a keyword as is; a file as ``"file"`` with its path under
+    ``weights_file``, a location that no identity or key reads (the weights' fingerprint stands for them)."""
+    if weights in KEYWORDS:
+        return {"weights": weights}
+    return {"weights": "file", "weights_file": str(Path(weights).expanduser().resolve())}
+
+
 def cached_training(module: nn.Module, *, name: str, key_info: dict, data: TaskData, fit: FitConfig, seed: int,
                     device: str = "cpu", progress: bool = True) -> str:
     """Load ``module``'s trained weights from the cache, or train it on ``data`` and cache them; returns the

@@ -37,7 +37,8 @@ def export_trial(wd: WorkDir, study: optuna.Study, number: int, out: Path) -> di
         metrics = json.loads((folder / "metrics.json").read_text())
     except (OSError, json.JSONDecodeError) as e:
         raise UserError(f"{folder}/metrics.json is missing or corrupted ({type(e).__name__})") from None
-    report = write_export(model, read_arch(folder), x, y_ref, out, metrics=metrics, extra_report={"trial": number})
+    report = write_export(model, read_arch(folder), x, y_ref, out, metrics=metrics, extra_report={"trial": number},
+                          code_from=folder)
     print(f"exported trial {number} to {out}")
     print(describe_verification(report))
     return report
