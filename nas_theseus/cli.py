@@ -71,7 +71,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
                   f"its stage checkpoints (work directory {workdir})", file=sys.stderr)
         return 130
     print(f"\nwork directory: {workdir}")
-    return _print_front(workdir, "table")
+    return _print_front(workdir, "table", reuse=True)
 
 
 def _open(workdir: Path):
@@ -92,9 +92,10 @@ def _open(workdir: Path):
     return wd, config, study
 
 
-def _print_front(workdir: Path, fmt: str) -> int:
+def _print_front(workdir: Path, fmt: str, *, reuse: bool = False) -> int:
     from .measure import CONVENTION, CONVENTION_PER_TOKEN
     from .study.pareto import front
+    from .study.reuse import describe, study_reuse
 
     _, config, study = _open(workdir)
     names, directions = list(config.objectives), list(config.objectives.values())
@@ -120,6 +121,8 @@ def _print_front(workdir: Path, fmt: str) -> int:
             print(CONVENTION_PER_TOKEN if per_token else CONVENTION)
         if per_token and "latency_ms" in names:
             print("latency_ms: per generated token in incremental decoding (full-sequence figures in metrics.json)")
+        if reuse:
+            print(describe(study_reuse(study.get_trials(deepcopy=False))))
     return 0
 
 

@@ -15,6 +15,7 @@ from optuna.trial import TrialState  # noqa: E402
 
 from .measure import CONVENTION  # noqa: E402
 from .study.pareto import front, trials_frame  # noqa: E402
+from .study.reuse import describe, study_reuse
 from .utils.files import atomic_write_text  # noqa: E402
 
 
@@ -80,6 +81,7 @@ def write_report(study: optuna.Study, names: list[str], directions: list[str], o
     page = (f"<html><head><meta charset='utf-8'><title>{html.escape(study.study_name)}</title></head><body>"
             f"<h1>{html.escape(study.study_name)}</h1><p>{len(df)} complete trials; hypervolume {hv:.6g} "
             f"(reference {html.escape(str(ref))}). {html.escape(CONVENTION)}.</p>"
+            f"<p>{html.escape(describe(study_reuse(study.get_trials(deepcopy=False))))}.</p>"
             f"<h2>Pareto front</h2>{rows}<img src='pareto.png'>"
             f"{link}"
             f"<h2>Alignment per stage</h2><img src='alignment.png'></body></html>")

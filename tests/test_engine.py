@@ -235,3 +235,47 @@ def test_activations_beyond_the_memory_budget_are_memory_mapped_float16(small_da
     from_disk = convert(guide, cand, small_data, fast(), activations=full, progress=False)
     assert [s.loss_curve for s in from_disk.stages] == [s.loss_curve for s in from_memory.stages]
     assert torch.equal(from_disk.model(x[:8]), from_memory.model(x[:8]))
+
+
+M32, M16 = BlockSpec.of("mlp", width=32), BlockSpec.of("mlp", width=16)
+SHORTENED_CASES = [
+    ("progressive", Candidate((M32, M16, M32), order=(2, 0, 1)), {}),
+    ("progressive", Candidate((M32, None, M32), order=(0, 2)), {"bridge": "stitch"}),
+    ("sequential", Candidate((M32, M16, M32), order=(1, 2, 0)), {}),
+    ("joint", Candidate((M32, M16, M32)), {}),
+    ("progressive", Candidate((M32, M16, None), head="guide", stem="relearn"), {}),
+    ("progressive", Candidate((None, M16, M32), order=(2, 1)), {"alignment": "dmnn"}),
+]
+
+
+@pytest.mark.parametrize("schedule, cand, kw", SHORTENED_CASES, ids=lambda v: v if isinstance(v, str) else None)
+def test_the_shortened_stage_forward_is_bit_identical_to_the_whole_hybrid(small_data, monkeypatch, schedule, cand,
+                                                                          kw):
+    """A step runs only from the first swapped part's cached input to the last part in the loss, gathers only
+    the levels it reads and refits only adapters the loss reads through; the reference runs the whole hybrid
+    from the stem, gathers every level and refits everything, as the stage loop did before."""
+    from dataclasses import replace
+
+    from nas_theseus.convert.hybrid import Hybrid
+
+    guide = load_guide_random(small_data)
+    cfg = replace(fast(schedule, **kw), steps_per_stage=30, refit_every=7, batch_size=64, probe_size=128)
+    short = convert(guide, cand, small_data, cfg, progress=False)
+    real_refit = Hybrid.refit
+    monkeypatch.setattr(engine_module, "_levels", lambda hybrid, stage: range(len(guide.parts) + 2))
+    monkeypatch.setattr(engine_module, "_needs_x", lambda hybrid, stage: True)
+    monkeypatch.setattr(engine_module, "_forward_outputs",
+                        lambda hybrid, stage, x, acts: hybrid(x, collect=True)[1])
+    monkeypatch.setattr(Hybrid, "reads_through_adapter", lambda self, stop: True)
+    monkeypatch.setattr(Hybrid, "refit", lambda self, x, acts, stop=None: real_refit(self, x, acts))
+    whole = convert(guide, cand, small_data, cfg, progress=False)
+    assert [s.loss_curve for s in short.stages] == [s.loss_curve for s in whole.stages]
+    assert [s.alignment for s in short.stages] == [s.alignment for s in whole.stages]
+    x = small_data.test.x[:8]
+    assert torch.equal(short.model(x), whole.model(x))
+
+
+def load_guide_random(data):
+    from nas_theseus.guides import load_guide
+
+    return load_guide("builtin:mnist1d_cnn", data, weights="random", seed=3)

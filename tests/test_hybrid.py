@@ -82,3 +82,37 @@ def test_candidate_validation():
     c = Candidate((MLP8, None, MLP8), order=(2, 1, 0))
     assert c.swap_order == [2, 0]
     assert Candidate.from_dict(c.to_dict()) == c
+
+
+@pytest.mark.parametrize("bridge", ["lowrank", "stitch"])
+@pytest.mark.parametrize("name", sorted(CANDIDATES))
+def test_every_module_the_hybrid_creates_lives_on_its_device(name, bridge):
+    """On the `meta` device (no data, no GPU needed): a module created on the CPU after `.to(device)` would
+    show up as a CPU parameter after swap_in, as the adapters once did (and crashed the first CUDA stage)."""
+    guide = tiny_guide("conv1d")
+    blocks = CANDIDATES[name]
+    swapped = [i for i, b in enumerate(blocks) if b is not None]
+    for order in itertools.permutations(swapped):
+        hybrid = Hybrid(guide, Candidate(blocks, order, "guide"), ConvertConfig(bridge=bridge)).to("meta")
+        for k in order:
+            hybrid.swap_in([k])
+            tensors = list(hybrid.parameters()) + list(hybrid.buffers())
+            assert tensors and {t.device.type for t in tensors} == {"meta"}, (order, k)
+        assert hybrid.out_adapters  # head = "guide" after a swapped last part or a guide part after a target
+
+
+def test_checkpoints_hold_cpu_tensors_and_load_onto_the_cpu(tmp_path, monkeypatch):
+    from nas_theseus.convert import checkpoints
+
+    store = checkpoints.CheckpointStore(tmp_path)
+    payload = {"state": {"w": torch.ones(2), "nested": [torch.zeros(1), (torch.ones(1),)]}, "report": {"x": 1}}
+    moved = []
+    monkeypatch.setattr(checkpoints, "to_cpu", lambda obj: moved.append(obj) or obj)  # sees what is saved
+    store.save("k", payload)
+    assert moved and moved[0]["state"] is payload["state"]
+    monkeypatch.undo()
+    seen = {}
+    real_load = torch.load
+    monkeypatch.setattr(checkpoints.torch, "load", lambda *a, **kw: seen.update(kw) or real_load(*a, **kw))
+    assert store.load("k")["report"] == {"x": 1}
+    assert seen.get("map_location") == "cpu" and seen.get("weights_only") is True

@@ -77,6 +77,13 @@ def test_run_interrupt_resume_pareto_export(tmp_path, monkeypatch, capsys):
     assert len(resumed) == 1 and resumed[0].params == interrupted[0].params
     flags = [s["resumed"] for s in resumed[0].user_attrs["stages"]]
     assert flags[:finished_before] == [True] * finished_before and not any(flags[finished_before:])
+    # reuse shown: per trial, and over the study in the run's summary
+    r = resumed[0].user_attrs
+    assert (r["stages_requested"], r["stages_trained"]) == (len(flags), len(flags) - finished_before)
+    assert r["reuse_saved_s"] == pytest.approx(sum(s["wall_s"] for s in r["stages"][:finished_before]), abs=0.01)
+    trained = sum(t.user_attrs["stages_trained"] for t in complete)
+    assert f"stage reuse: {trained} of {3 * len(flags)} stages trained" in capsys.readouterr().out
+    assert all(t.user_attrs["threads"] >= 1 for t in complete)
     for t in complete:
         assert t.user_attrs["flops_convention"].startswith("FLOPs = multiply-adds")
         assert t.constraints == {"latency_ms": pytest.approx(t.values[2] - 10000.0)}

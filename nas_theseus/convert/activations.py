@@ -111,14 +111,17 @@ class GuideActivations:
         arrays = [np.load(folder / f"a{i}.npy", mmap_mode="r") for i in range(n)]
         return cls(arrays, (folder / MARKER).read_text())
 
-    def batch(self, idx: torch.Tensor, device: torch.device | str = "cpu") -> list[torch.Tensor]:
+    def batch(self, idx: torch.Tensor, device: torch.device | str = "cpu", levels=None) -> list:
+        """Rows ``idx`` of every level (A_0 … A_K, the output), or only of ``levels`` (the others are None)."""
+        wanted = range(len(self.acts)) if levels is None else set(levels)
         if not self.mapped:
-            return [a[idx].to(device, non_blocking=True) for a in self.acts]
+            return [a[idx].to(device, non_blocking=True) if i in wanted else None for i, a in enumerate(self.acts)]
         rows = idx.cpu().numpy()
         order = np.argsort(rows)  # sorted reads are sequential on disk; put rows back in the asked order
         back = np.empty_like(order)
         back[order] = np.arange(len(order))
-        return [torch.from_numpy(np.asarray(a[rows[order]], dtype=np.float32)[back]).to(device) for a in self.acts]
+        return [torch.from_numpy(np.asarray(a[rows[order]], dtype=np.float32)[back]).to(device) if i in wanted
+                else None for i, a in enumerate(self.acts)]
 
     def __len__(self) -> int:
         return len(self.acts[0])

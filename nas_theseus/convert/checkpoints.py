@@ -4,7 +4,9 @@ A stage's key hashes everything its result depends on (guide identity, data, set
 (part, spec, input shape) list swapped so far), so a retried trial resumes from its last finished stage and a
 new candidate that shares a prefix of stages with an earlier one reuses them. A file is the 64-hex sha256 of
 its payload followed by the payload (``torch.save`` bytes, loaded with ``weights_only=True``); writes are
-atomic (temp file + ``os.replace``). An unreadable or mismatching file is one warning and counts as absent.
+atomic (temp file + ``os.replace``). Tensors are stored on the CPU and loaded with ``map_location="cpu"`` (the
+caller's ``load_state_dict`` copies them onto its own device), so a stage trained on a GPU resumes on a CPU or
+another GPU. An unreadable or mismatching file is one warning and counts as absent.
 Temp files of writers that died before ``os.replace`` are swept when a store opens, once an hour old.
 """
 
@@ -26,6 +28,17 @@ from ..utils.files import atomic_write
 FORMAT = 1
 
 
+def to_cpu(obj):
+    """``obj`` with every tensor in it (nested in dicts, lists, tuples) copied to the CPU."""
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().cpu()
+    if isinstance(obj, dict):
+        return {k: to_cpu(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(to_cpu(v) for v in obj)
+    return obj
+
+
 class CheckpointStore:
     def __init__(self, root: str | os.PathLike | None, *, stale_temp_s: float = 3600.0):
         self.root = Path(root) if root is not None else None
@@ -44,7 +57,7 @@ class CheckpointStore:
         if self.root is None:
             return
         buf = io.BytesIO()
-        torch.save({"format": FORMAT, "key": key, **payload}, buf)
+        torch.save(to_cpu({"format": FORMAT, "key": key, **payload}), buf)  # resumable on any device
         data = buf.getvalue()
         digest = hashlib.sha256(data).hexdigest().encode()
 
@@ -66,7 +79,7 @@ class CheckpointStore:
             digest, data = raw[:64], raw[64:]
             if hashlib.sha256(data).hexdigest().encode() != digest:
                 raise ValueError("checksum mismatch")
-            payload = torch.load(io.BytesIO(data), weights_only=True)
+            payload = torch.load(io.BytesIO(data), weights_only=True, map_location="cpu")
             if payload.get("format") != FORMAT or payload.get("key") != key:
                 raise ValueError("wrong format or key")
             return payload

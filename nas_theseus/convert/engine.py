@@ -119,7 +119,7 @@ def convert(guide: Guide, candidate: Candidate, data: TaskData, config: ConvertC
                                                 bridge_rank=config.bridge_rank, tokens=guide.tokens).to(device)
         if stage.isolated:
             for k in stage.new:
-                _ensure_isolated_adapter(hybrid, k, device)
+                _ensure_isolated_adapter(hybrid, k)
         saved = store.load(key)
         if saved is not None:
             _load_state(hybrid, losses, saved["state"])
@@ -164,10 +164,10 @@ def convert(guide: Guide, candidate: Candidate, data: TaskData, config: ConvertC
                             test_loss=test_loss)
 
 
-def _ensure_isolated_adapter(hybrid: Hybrid, k: int, device) -> None:
+def _ensure_isolated_adapter(hybrid: Hybrid, k: int) -> None:
     if hybrid.gshapes[k] != hybrid.in_shapes[k] and str(k) not in hybrid.in_adapters:
         torch.manual_seed(seed_from_key(hybrid.part_key(k) + "in"))
-        hybrid.in_adapters[str(k)] = hybrid.bridge(hybrid.gshapes[k], hybrid.in_shapes[k]).to(device)
+        hybrid.in_adapters[str(k)] = hybrid.bridge(hybrid.gshapes[k], hybrid.in_shapes[k])
 
 
 def _trainable_modules(hybrid: Hybrid, stage: _Stage) -> list[nn.Module]:
@@ -179,9 +179,23 @@ def _trainable_modules(hybrid: Hybrid, stage: _Stage) -> list[nn.Module]:
     return mods
 
 
+def _levels(hybrid: Hybrid, stage: _Stage) -> set[int]:
+    """The cached activation levels a stage's step reads: each loss part's target A_{k+1}, and the inputs of
+    the parts it starts from (A_k of each isolated part; of the first swapped part otherwise)."""
+    starts = set(stage.train) if stage.isolated else {hybrid.first_swapped()}
+    return starts | {k + 1 for k in stage.loss}
+
+
+def _needs_x(hybrid: Hybrid, stage: _Stage) -> bool:
+    """Whether a step reads the raw input: only a relearned stem that feeds the first part does."""
+    return hybrid.new_stem is not None and (0 in stage.train if stage.isolated else hybrid.first_swapped() == 0)
+
+
 def _forward_outputs(hybrid: Hybrid, stage: _Stage, x, acts) -> dict[int, torch.Tensor]:
+    """The outputs the stage's loss reads, and nothing more (see :meth:`Hybrid.forward_span`)."""
     if not stage.isolated:
-        return hybrid(x, collect=True)[1]
+        start = hybrid.first_swapped()
+        return hybrid.forward_span(x, acts[start], max(stage.loss))
     outs = {}
     for k in stage.train:
         h = hybrid.new_stem(x) if k == 0 and hybrid.new_stem is not None else acts[k]
@@ -210,6 +224,8 @@ def _train_stage(hybrid: Hybrid, losses: nn.ModuleDict, stage: _Stage, data: Tas
     curve, acc_loss = [], 0.0
     perm, pos = torch.randperm(n, generator=gen), 0
     names = ",".join(hybrid.guide.parts[k].name for k in stage.new)
+    levels, needs_x, stop = _levels(hybrid, stage), _needs_x(hybrid, stage), max(stage.loss)
+    refit = bool(config.refit_every) and not stage.isolated and hybrid.reads_through_adapter(stop)
     bar = progress_bar(total=stage.steps, desc=f"stage {stage.index + 1}/{n_stages} [{names}]", unit="step",
                        enabled=progress)
     try:
@@ -218,8 +234,8 @@ def _train_stage(hybrid: Hybrid, losses: nn.ModuleDict, stage: _Stage, data: Tas
                 perm, pos = torch.randperm(n, generator=gen), 0
             idx = perm[pos:pos + bs]
             pos += bs
-            batch_acts = acts.batch(idx, device)
-            outs = _forward_outputs(hybrid, stage, data.train.x[idx].to(device), batch_acts)
+            batch_acts = acts.batch(idx, device, levels)
+            outs = _forward_outputs(hybrid, stage, data.train.x[idx].to(device) if needs_x else None, batch_acts)
             loss = sum(losses[str(k)](outs[k], batch_acts[k + 1]) for k in stage.loss)
             if not torch.isfinite(loss):
                 raise ConversionError(f"non-finite alignment loss ({loss.item()}) at stage {stage.index + 1}, "
@@ -233,8 +249,8 @@ def _train_stage(hybrid: Hybrid, losses: nn.ModuleDict, stage: _Stage, data: Tas
                 curve.append(acc_loss / window)
                 acc_loss = 0.0
                 bar.set_postfix(loss=f"{curve[-1]:.4f}")
-            if config.refit_every and (step + 1) % config.refit_every == 0 and not stage.isolated:
-                hybrid.refit(probe_x, probe_acts)
+            if refit and (step + 1) % config.refit_every == 0:  # only adapters the loss reads through
+                hybrid.refit(probe_x, probe_acts, stop=stop)
                 for m in modules:
                     m.train()
             bar.update(1)
@@ -290,7 +306,7 @@ def _load_state(hybrid: Hybrid, losses: nn.ModuleDict, state: dict) -> None:
         hybrid.targets[k].load_state_dict(sd)
     for k, sd in state["in_adapters"].items():
         if k not in hybrid.in_adapters:
-            _ensure_isolated_adapter(hybrid, int(k), next(iter(hybrid.targets.parameters())).device)
+            _ensure_isolated_adapter(hybrid, int(k))
         hybrid.in_adapters[k].load_state_dict(sd)
     for k, sd in state["losses"].items():
         losses[k].load_state_dict(sd)

@@ -102,6 +102,8 @@ class Hybrid(nn.Module):
         self.new_head = nn.Linear(head_in, head_out) if candidate.head == "linear" else None
         self.new_stem = self._relearned_stem() if candidate.stem == "relearn" else None
         self.current: set[int] = set()
+        # moves with .to(): modules made later (the adapters of swap_in) are made where the hybrid lives
+        self.register_buffer("_device", torch.empty(0), persistent=False)
 
     def _relearned_stem(self) -> nn.Module:
         stem = copy.deepcopy(self.guide.stem).requires_grad_(True)
@@ -115,8 +117,12 @@ class Hybrid(nn.Module):
         return stable_hash({"seed": self.config.seed, "part": k, "spec": None if spec is None else spec.to_dict(),
                             "in": list(self.in_shapes[k])})
 
+    @property
+    def device(self) -> torch.device:
+        return self._device.device
+
     def swap_in(self, parts) -> None:
-        """Mark parts as swapped and create the adapters the new configuration needs."""
+        """Mark parts as swapped and create the adapters the new configuration needs (on the hybrid's device)."""
         self.current |= set(parts)
         for k in sorted(self.current):
             if self._needs_in_adapter(k) and str(k) not in self.in_adapters:
@@ -126,9 +132,9 @@ class Hybrid(nn.Module):
                 self.out_adapters[str(k)] = self.bridge(self.out_shapes[k], self.gshapes[k + 1])
 
     def bridge(self, in_shape: Shape, out_shape: Shape) -> nn.Module:
-        """A new adapter of the configured kind (token-wise for a token guide)."""
+        """A new adapter of the configured kind (token-wise for a token guide), on the hybrid's device."""
         return make_bridge(self.config.bridge, in_shape, out_shape, rank=self.config.bridge_rank,
-                           tokenwise=self.tokens)
+                           tokenwise=self.tokens).to(self.device)
 
     def _needs_in_adapter(self, k: int) -> bool:
         return k in self.current and k > 0 and (k - 1) not in self.current and (k - 1) not in self.kept \
@@ -144,6 +150,11 @@ class Hybrid(nn.Module):
     def _use_new_head(self) -> bool:
         last = self.K - 1
         return self.new_head is not None and (last in self.current or last in self.kept)
+
+    def reads_through_adapter(self, stop: int) -> bool:
+        """Whether a part up to ``stop`` reads a target's output through an output adapter (a guide part
+        after a swapped one), i.e. whether refitting adapters can change what a loss up to ``stop`` sees."""
+        return any(k + 1 <= stop and self._needs_out_adapter(k) for k in self.current)
 
     def used_in_adapters(self) -> list[int]:
         return [k for k in sorted(self.current) if self._needs_in_adapter(k)]
@@ -162,6 +173,29 @@ class Hybrid(nn.Module):
                 outs[k] = h
         y = self._head(h, basis)
         return (y, outs) if collect else y
+
+    def first_swapped(self) -> int:
+        """The first swapped part: every part before it is the guide's, so its input is the cached A_k."""
+        return min(self.current)
+
+    def forward_span(self, x: torch.Tensor | None, a_start: torch.Tensor | None, stop: int
+                     ) -> dict[int, torch.Tensor]:
+        """Outputs {k: target k's output} of the swapped parts up to ``stop``, computed from the first swapped
+        part on: its input is the guide's own activation ``a_start`` (the cached A_k; every part before it is
+        the guide's), or the relearned stem on ``x`` when that part is 0. Nothing after ``stop`` runs (no later
+        guide part, adapter or head), and the stem is not recomputed."""
+        start = self.first_swapped()
+        if start == 0 and self.new_stem is not None:
+            h = self.new_stem(x)
+        else:
+            h = a_start
+        outs: dict[int, torch.Tensor] = {}
+        basis = "guide"
+        for k in range(start, stop + 1):
+            h, basis = self._step(k, h, basis)
+            if k in self.current:
+                outs[k] = h
+        return outs
 
     def _stem(self, x):
         if self.new_stem is not None and 0 in self.current:
@@ -194,15 +228,23 @@ class Hybrid(nn.Module):
         return self.guide.head(h)
 
     @torch.no_grad()
-    def refit(self, probe_x: torch.Tensor, probe_acts: list[torch.Tensor]) -> None:
-        """Refit output adapters and the new head by ridge on the probe batch, in forward order."""
+    def refit(self, probe_x: torch.Tensor, probe_acts: list[torch.Tensor], *, stop: int | None = None) -> None:
+        """Refit output adapters and the new head by ridge on the probe batch, in forward order. With ``stop``,
+        only the adapters that parts up to ``stop`` read (those a stage's loss reads through), from the first
+        swapped part's cached input on (as :meth:`forward_span`)."""
         was = self.training
         self.eval()
-        h, basis = self._stem(probe_x), "guide"
-        for k in range(self.K):
+        if stop is None:
+            start, h = 0, self._stem(probe_x)
+        else:
+            start = self.first_swapped()
+            h = self.new_stem(probe_x) if start == 0 and self.new_stem is not None else probe_acts[start]
+        basis = "guide"
+        for k in range(start, self.K if stop is None else stop + 1):
             target = probe_acts[k] if basis == "target" and k not in self.current else None
             h, basis = self._step(k, h, basis, fit_target=target)
-        self._head(h, basis, fit_target=probe_acts)
+        if stop is None:
+            self._head(h, basis, fit_target=probe_acts)
         self.train(was)
 
     # --- deploy ------------------------------------------------------------------------------------

@@ -53,7 +53,7 @@ def timed_runs(run: Callable[[], object], *, device: torch.device, warmup: int, 
     old_threads = torch.get_num_threads()
     if threads is not None:
         torch.set_num_threads(threads)
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)  # this GPU
     times = []
     try:
         with torch.inference_mode():

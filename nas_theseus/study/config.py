@@ -39,8 +39,9 @@ class StudySection:
     """name; search_space (path, relative to the study file); n_trials (finished trials the study aims for,
     over all runs and workers); timeout (seconds per run); sampler (tpe | nsga2 | random) and startup_trials
     (random trials before TPE models); seed; method (``not`` converts from the guide, ``scratch`` trains the
-    same targets from scratch); device; threads (torch CPU threads, None = torch's default); heartbeat_interval
-    and grace_period (seconds; a RUNNING trial whose heartbeat is older than the grace period, default 2 x the
+    same targets from scratch); device; threads (torch CPU threads; None = the cores this process may use
+    divided by the workers running on this machine, re-read before every trial); heartbeat_interval and
+    grace_period (seconds; a RUNNING trial whose heartbeat is older than the grace period, default 2 x the
     interval, belongs to a dead worker and is retried, at most max_retry times); storage_retry (seconds a
     worker keeps retrying an unreachable or locked database before it gives up)."""
 

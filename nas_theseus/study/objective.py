@@ -29,6 +29,7 @@ from ..utils.locks import machine_lock
 from .config import OBJECTIVES
 from .context import StudyContext
 from .owners import DIED
+from .reuse import trial_reuse
 from .workdir import WorkDir, save_reference
 
 
@@ -122,6 +123,8 @@ def run_trial(trial: optuna.Trial, ctx: StudyContext, wd: WorkDir, activations, 
             result = train_from_scratch(ctx.guide, candidate, ctx.data, conv_cfg, device=cfg.study.device,
                                         progress=progress)
         model, val_acc, test_acc = result.model, result.val_accuracy, result.test_accuracy
+        for key, value in trial_reuse(stages).items():
+            trial.set_user_attr(key, value)
         measured = measure(model, ctx, wanted)
     except (ConversionError, UncountedOpsError, UserError) as e:
         trial.set_user_attr("fail_reason", f"{type(e).__name__}: {e}")

@@ -54,3 +54,25 @@ class Slot:
             fcntl.flock(self._file.fileno(), fcntl.LOCK_UN)
             self._file.close()
             self._file = None
+
+
+def held_slots(folder: str | os.PathLike) -> int:
+    """How many ``slot-*.lock`` files under ``folder`` are held by a live process (this one's included)."""
+    held = 0
+    for path in Path(folder).glob("slot-*.lock"):
+        with open(path, "a+") as f:
+            try:
+                fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                held += 1
+                continue
+            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+    return held
+
+
+def usable_cores() -> int:
+    """The CPU cores this process may run on (its affinity mask, e.g. under taskset or a batch scheduler)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
