@@ -14,6 +14,7 @@ from .convert import (
                       GuideActivations,
                       convert,
                       stitching_penalty,
+                      train_distilled,
                       train_from_scratch,
 )
 from .data import TaskData, load_data
@@ -27,4 +28,5 @@ __version__ = "0.1.0"
 
 __all__ = ["BlockSpec", "Candidate", "ConversionError", "ConversionResult", "ConvertConfig", "FitConfig", "Guide",
            "GuideActivations", "TaskData", "UserError", "convert", "create_target", "list_blocks", "load_data",
-           "load_exported", "load_guide", "register_block", "stitching_penalty", "train_from_scratch"]
+           "load_exported", "load_guide", "register_block", "stitching_penalty", "train_distilled",
+           "train_from_scratch"]

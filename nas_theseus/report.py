@@ -66,7 +66,7 @@ def write_report(study: optuna.Study, names: list[str], directions: list[str], o
             mean = [sum(s["alignment"].values()) / max(len(s["alignment"]), 1) for s in stages]
             ax.plot(range(1, len(mean) + 1), mean, marker="o", lw=1, label=f"trial {t.number}")
     ax.set_xlabel("stage")
-    ax.set_ylabel("mean linear CKA on the probe set (swapped parts)")
+    ax.set_ylabel("mean linear CKA on held-out rows (swapped parts)")
     ax.set_title("alignment after each stage", fontsize=9)
     if ax.lines:
         ax.legend(fontsize=6, ncol=2)

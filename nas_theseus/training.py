@@ -12,6 +12,7 @@ import math
 import time
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -25,7 +26,14 @@ from .utils.progress import progress_bar
 @keyed_fields("max_epochs", "patience", "lr", "weight_decay", "batch_size", "cosine", "monitor")
 @dataclass(frozen=True)
 class FitConfig:
-    """Options of :func:`fit_classifier` (keyword-only, primitives, hashable for cache keys)."""
+    """Options of :func:`fit_classifier` (keyword-only, primitives, hashable for cache keys).
+
+    With a ``teacher`` (see :func:`fit_classifier`): ``distill`` is the weight of the distillation term in
+    the loss, (1 − distill) · CE(labels) + distill · T² · KL(teacher_T ‖ student_T) at temperature
+    ``temperature`` (Hinton et al. 2015; ``distill = 1`` matches the teacher alone); ``mixup`` > 0 trains on
+    mixup-interpolated inputs λ·x_i + (1 − λ)·x_j, λ ~ Beta(mixup, mixup), which the teacher labels on the
+    fly and whose labels mix likewise (with ``distill = 1``: *function matching*, Beyer et al. 2022).
+    """
 
     max_epochs: int = 60
     patience: int = 10
@@ -34,10 +42,16 @@ class FitConfig:
     batch_size: int = 128
     cosine: bool = True
     monitor: str = "accuracy"  # the best state: highest validation accuracy ("accuracy") or lowest loss ("loss")
+    distill: float = 0.0
+    temperature: float = 4.0
+    mixup: float = 0.0
 
     def __post_init__(self) -> None:
         if self.monitor not in ("accuracy", "loss"):
             raise UserError(f"fit monitor must be 'accuracy' or 'loss', got {self.monitor!r}")
+        if not 0.0 <= self.distill <= 1.0 or self.temperature <= 0 or self.mixup < 0:
+            raise UserError(f"fit: distill must lie in [0, 1], temperature be > 0 and mixup >= 0 (got "
+                            f"{self.distill}, {self.temperature}, {self.mixup})")
 
 
 @dataclass
@@ -85,20 +99,33 @@ def accuracy(model: nn.Module, split: Split, *, device: torch.device | str = "cp
     return evaluate(model, split, device=device)[0]
 
 
+def distill_loss(student: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:
+    """T² · KL(softmax(teacher / T) ‖ softmax(student / T)), averaged over samples (and positions)."""
+    s = F.log_softmax(student.flatten(0, -2) / temperature, dim=-1)
+    t = F.log_softmax(teacher.flatten(0, -2) / temperature, dim=-1)
+    return F.kl_div(s, t, log_target=True, reduction="batchmean") * temperature ** 2
+
+
 def fit_classifier(model: nn.Module, data: TaskData, config: FitConfig = FitConfig(), *, seed: int = 0,
                    device: torch.device | str = "cpu", progress: bool = True, desc: str = "train",
-                   params: list[nn.Parameter] | None = None) -> FitReport:
+                   params: list[nn.Parameter] | None = None, teacher: nn.Module | None = None) -> FitReport:
     """Train ``model`` on ``data.train`` with cross-entropy; returns the report, leaves the best state loaded.
 
-    ``params`` restricts which parameters train (default: all that require grad). Deterministic for a seed
-    on CPU: the batch order comes from a generator seeded with ``seed``.
+    ``params`` restricts which parameters train (default: all that require grad). ``teacher`` (a frozen
+    network of the same task, run in eval mode) enables ``config.distill`` and ``config.mixup``. Deterministic
+    for a seed on CPU: the batch order (and mixup) comes from generators seeded with ``seed``.
     """
+    if (config.distill > 0 or config.mixup > 0) and teacher is None:
+        raise UserError("fit: distill and mixup need a teacher (the guide) to label the inputs")
     model.to(device)
     params = [p for p in (params if params is not None else model.parameters()) if p.requires_grad]
     if not params:
         raise UserError("nothing to train: the model has no trainable parameters")
     g = torch.Generator().manual_seed(seed)
+    mix = np.random.default_rng(seed + 1)  # mixup's λ and partners
     torch.manual_seed(seed)
+    if teacher is not None:
+        teacher.eval()
     opt = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
     n = len(data.train)
     steps_per_epoch = math.ceil(n / config.batch_size)
@@ -117,7 +144,10 @@ def fit_classifier(model: nn.Module, data: TaskData, config: FitConfig = FitConf
             for i in range(0, n, config.batch_size):
                 idx = perm[i:i + config.batch_size]
                 xb, yb = data.train.x[idx].to(device), data.train.y[idx].to(device)
-                loss = task_loss(model(xb), yb)
+                if teacher is None:
+                    loss = task_loss(model(xb), yb)
+                else:
+                    loss = _taught_loss(model, teacher, xb, yb, config, mix)
                 if not torch.isfinite(loss):
                     raise FloatingPointError(f"{desc}: non-finite training loss ({loss.item()}) at epoch {epoch}")
                 opt.zero_grad(set_to_none=True)
@@ -153,3 +183,24 @@ def fit_classifier(model: nn.Module, data: TaskData, config: FitConfig = FitConf
     model.eval()
     report.wall_s = time.perf_counter() - start
     return report
+
+
+def _taught_loss(model: nn.Module, teacher: nn.Module, xb, yb, config: FitConfig, mix: np.random.Generator):
+    """The loss with a teacher: distillation weighted by ``config.distill``, on mixup inputs if ``mixup``."""
+    lam, other = 1.0, None
+    if config.mixup > 0 and xb.is_floating_point():  # token ids do not interpolate: mixup is off for them
+        lam = float(mix.beta(config.mixup, config.mixup))
+        other = torch.from_numpy(mix.permutation(len(xb))).to(xb.device)
+        xb = lam * xb + (1 - lam) * xb[other]
+    logits = model(xb)
+    loss = logits.new_zeros(())
+    if config.distill < 1.0:
+        ce = task_loss(logits, yb)
+        if other is not None:
+            ce = lam * ce + (1 - lam) * task_loss(logits, yb[other])
+        loss = loss + (1 - config.distill) * ce
+    if config.distill > 0:
+        with torch.no_grad():
+            target = teacher(xb)
+        loss = loss + config.distill * distill_loss(logits, target, config.temperature)
+    return loss

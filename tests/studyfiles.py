@@ -2,7 +2,8 @@
 
 
 def tiny_training(steps_per_stage: int) -> str:
-    """TOML for a 5-epoch guide on 600 MNIST-1D samples and a conversion of a few steps per stage."""
+    """TOML for a 5-epoch guide on 600 MNIST-1D samples, a conversion of a few steps per stage (at most
+    ``steps_per_stage``: stages stop on held-out alignment) and 2-epoch fine-tuning / baselines."""
     return f"""
 [guide]
 source = "builtin:mnist1d_cnn"
@@ -21,4 +22,7 @@ refit_every = 4
 [convert.finetune]
 max_epochs = 2
 patience = 2
+
+[baseline]
+fit = {{ max_epochs = 2, patience = 2 }}
 """

@@ -19,14 +19,26 @@ def test_todays_keys_are_pinned():
     """Every seed, stage checkpoint, cached guide and study identity derives from these hashes. If this test
     fails, a change moved them: published results stop being reproducible and resumed studies are refused.
     Add new settings instead (they are left out of keys at their defaults); update the pins only on purpose."""
-    c = ConvertConfig()
-    assert stable_hash(c.stage_settings()) == "36b6b3b5edd7b671"
-    assert stable_hash(c.finetune) == "3dbb139f90589802"
-    varied = ConvertConfig(schedule="joint", bridge_rank=8, finetune=FitConfig(monitor="loss"))
+    c = ConvertConfig()  # the plateau-stopped recipe (these pins moved with it, on purpose, on 2026-12-01)
+    assert stable_hash(c.stage_settings()) == "258fe686f952aba2"
+    assert stable_hash(c.finetune) == "0aaa56ad4dbd1984"
+    assert load_study_config(STUDIES / "mnist1d_cnn_to_mlp.toml").identity("0" * 64) == "f33ccf4a183f91d5"
+    assert load_study_config(STUDIES / "pydoc_gpt2_to_rnn.toml").identity("0" * 64) == "992633bf8c248b68"
+
+
+def test_the_previous_recipe_keeps_its_keys():
+    """The fixed-length recipe of the results published before the plateau rule hashes as it always did: a
+    setting whose new default is a new behaviour is keyed unless it holds its legacy value (`stage_stop`)."""
+    before = ConvertConfig(stage_stop="fixed", steps_per_stage=1000, finetune=FitConfig(max_epochs=100, patience=20,
+                                                                                        lr=3e-3))
+    assert stable_hash(before.stage_settings()) == "36b6b3b5edd7b671"
+    assert stable_hash(before.finetune) == "3dbb139f90589802"
+    varied = ConvertConfig(stage_stop="fixed", steps_per_stage=1000, schedule="joint", bridge_rank=8,
+                           finetune=FitConfig(monitor="loss"))
     assert stable_hash(varied.stage_settings()) == "1ce332c374bab9e4"
     assert stable_hash(varied.finetune) == "98afb11bce34402c"
-    assert load_study_config(STUDIES / "mnist1d_cnn_to_mlp.toml").identity("0" * 64) == "57067446e3221b3f"
-    assert load_study_config(STUDIES / "pydoc_gpt2_to_rnn.toml").identity("0" * 64) == "760ae28018e5d5ef"
+    # every setting of the plateau rule is keyed while it is on, defaults included
+    assert "min_steps" in ConvertConfig().stage_settings() and "min_steps" not in before.stage_settings()
 
 
 def test_a_setting_added_later_changes_keys_only_when_set():

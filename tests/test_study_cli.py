@@ -152,6 +152,17 @@ def test_scratch_method_and_single_convert(tmp_path, capsys):
     assert "does not fit" in capsys.readouterr().err
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("variant", ["function_matching", "hinton"])
+def test_knowledge_distillation_as_a_study_method(tmp_path, variant):
+    study_file, wd = write_study(tmp_path, n_trials=1, method="kd"), tmp_path / "wd"
+    assert main(["run", str(study_file), "--workdir", str(wd), "--no-progress", "--set",
+                 f'baseline.kd="{variant}"']) == 0
+    (t,) = load(wd).get_trials(states=(TrialState.COMPLETE,))
+    assert t.user_attrs["method"] == "kd" and t.user_attrs["stages"] == [] and 0 < t.values[0] <= 1
+    assert (wd / "trials" / str(t.number) / "model.safetensors").is_file()
+
+
 @pytest.mark.parametrize("edit, message", [
     (lambda s: s.replace("n_trials", "n_trails"), "unknown key 'study.n_trails' (did you mean 'n_trials'?)"),
     (lambda s: s.replace('sampler = "random"', 'sampler = "tpes"'), "unknown sampler 'tpes' (did you mean 'tpe'?)"),
@@ -176,6 +187,8 @@ def test_bad_study_files_are_one_line_errors(tmp_path, capsys, edit, message):
     ("convert.schedule=jiont", "unknown schedule 'jiont' (did you mean 'joint'?)"),
     ("nonsense", "--set expects key=value"),
     ("convert.seed=3", "convert.seed cannot be set in a study; the conversion seed is study.seed"),
+    ('baseline.kd="hintn"', "unknown baseline.kd 'hintn' (did you mean 'hinton'?)"),
+    ("baseline.fit={lr_rate=1}", "baseline.fit: unknown training setting(s) ['lr_rate']"),
 ])
 def test_bad_overrides(tmp_path, capsys, override, message):
     assert main(["run", str(write_study(tmp_path)), "--set", override, "--no-progress"]) == 2

@@ -39,3 +39,40 @@ def test_progress_bars_in_a_log_are_sparse_and_end_with_their_final_state(monkey
     err = capsys.readouterr().err
     assert err.count("\r") <= 3  # start, close (and at most one 30 s refresh), not one per update
     assert "2000/2000" in err and err.endswith("\n")
+
+
+def test_function_matching_learns_from_the_teacher_alone_and_hinton_also_from_labels():
+    """distill = 1 (function matching) never reads the labels: shuffled labels give the bit-identical model;
+    distill < 1 (Hinton) does. Mixup draws come from the fit's seed (reproducible)."""
+    import copy
+
+    import pytest
+    import torch
+    from torch import nn
+
+    from nas_theseus.data import load_mnist1d
+    from nas_theseus.data.base import Split, TaskData
+    from nas_theseus.errors import UserError
+    from nas_theseus.training import FitConfig, fit_classifier
+
+    data = load_mnist1d(num_samples=400)
+    torch.manual_seed(0)
+    teacher = nn.Sequential(nn.Linear(40, 10)).eval()
+    shuffled = TaskData(data.name, Split(data.train.x, data.train.y[torch.randperm(len(data.train))]), data.val,
+                        data.test, data.num_classes)
+    student = nn.Sequential(nn.Linear(40, 16), nn.ReLU(), nn.Linear(16, 10))
+
+    def trained(d, rule):
+        m = copy.deepcopy(student)
+        fit_classifier(m, d, rule, seed=3, progress=False, teacher=teacher)
+        return m.state_dict()
+
+    fm = FitConfig(max_epochs=2, patience=5, distill=1.0, mixup=1.0, temperature=1.0)
+    a, b = trained(data, fm), trained(shuffled, fm)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert all(torch.equal(a[k], v) for k, v in trained(data, fm).items())  # reproducible mixup
+    hinton = FitConfig(max_epochs=2, patience=5, distill=0.5)
+    c, d = trained(data, hinton), trained(shuffled, hinton)
+    assert not all(torch.equal(c[k], d[k]) for k in c)
+    with pytest.raises(UserError, match="need a teacher"):
+        fit_classifier(copy.deepcopy(student), data, fm, progress=False)

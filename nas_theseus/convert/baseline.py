@@ -1,7 +1,18 @@
-"""The from-scratch baseline: the same deploy network, freshly initialised, trained on the task alone.
+"""The baselines a user would pick instead of NoT: the same deploy network, freshly initialised, trained on the
+task alone (``train_from_scratch``) or distilled from the guide (``train_distilled``).
 
-Same budget and rule as a conversion: the fine-tuning rule (early stopping on validation, best state kept)
-with extra epochs worth the alignment steps the conversion spent, so every comparison is one call away.
+Each method has its own training rule, chosen on validation (``benchmarks/conversion_mnist1d.py`` writes the
+grid down): a rule tuned for one method is not fair to another (NoT's fine-tuning rate would stop scratch
+early; scratch's erases what alignment taught). Budgets are equal in optimizer steps: a baseline may train
+for the conversion's fine-tuning epochs plus as many epochs as the alignment steps are worth (``budget``:
+the steps a conversion spent, or by default the most its stages may take); early stopping on validation
+(best state kept) usually ends it sooner.
+
+Distillation variants (``KD_VARIANTS``):
+
+* ``hinton`` — Hinton et al. 2015: soft logits at a temperature plus the labels, on the training inputs.
+* ``function_matching`` — Beyer et al. 2022: the student matches the guide's outputs alone on mixup-
+  interpolated inputs, which the guide labels on the fly, over a long schedule (a long patience).
 """
 
 from __future__ import annotations
@@ -13,12 +24,21 @@ from dataclasses import dataclass, replace
 import torch
 
 from ..data import TaskData
+from ..errors import UserError, did_you_mean
 from ..guides import Guide
-from ..training import FitReport, evaluate, fit_classifier
+from ..training import FitConfig, FitReport, evaluate, fit_classifier
 from ..utils.reinit import reinitialize
 from .config import Candidate, ConvertConfig
 from .engine import budget_steps
 from .hybrid import DeployModel, Hybrid
+
+# chosen on MNIST-1D validation accuracy (benchmarks/conversion_mnist1d.py, the grid in its docstring)
+SCRATCH_FIT = FitConfig(max_epochs=100, patience=20, lr=3e-3)
+KD_VARIANTS = {
+    "hinton": FitConfig(max_epochs=100, patience=20, lr=3e-3, distill=0.5, temperature=4.0),
+    "function_matching": FitConfig(max_epochs=100, patience=100, lr=3e-3, distill=1.0, temperature=1.0,
+                                   mixup=1.0),
+}
 
 
 @dataclass
@@ -31,6 +51,7 @@ class ScratchResult:
     max_epochs: int
     val_loss: float = float("nan")  # mean cross-entropy (per token for language models)
     test_loss: float = float("nan")
+    method: str = "scratch"
 
 
 def scratch_model(guide: Guide, candidate: Candidate, config: ConvertConfig) -> DeployModel:
@@ -43,16 +64,46 @@ def scratch_model(guide: Guide, candidate: Candidate, config: ConvertConfig) -> 
     return model
 
 
+def _budgeted(fit: FitConfig, candidate: Candidate, data: TaskData, config: ConvertConfig,
+              budget: int | None) -> FitConfig:
+    """``fit`` with the alignment steps' worth of epochs added to its own ``max_epochs`` (which equals the
+    conversion's fine-tuning epochs in the default rules, so the budgets are equal)."""
+    steps = budget_steps(candidate, config) if budget is None else budget
+    extra = math.ceil(steps / math.ceil(len(data.train) / fit.batch_size))
+    return replace(fit, max_epochs=fit.max_epochs + extra)
+
+
 def train_from_scratch(guide: Guide, candidate: Candidate, data: TaskData, config: ConvertConfig = ConvertConfig(),
-                       *, device: str = "cpu", progress: bool = True) -> ScratchResult:
-    """Train the candidate's network from random weights with the conversion's total budget."""
+                       *, fit: FitConfig = SCRATCH_FIT, budget: int | None = None, device: str = "cpu",
+                       progress: bool = True) -> ScratchResult:
+    """Train the candidate's network from random weights with ``fit`` (scratch's own rule) and the
+    conversion's whole budget (``budget`` alignment steps, default the most ``config``'s stages may take)."""
+    return _train(guide, candidate, data, config, _budgeted(fit, candidate, data, config, budget), None, device,
+                  progress, "scratch")
+
+
+def train_distilled(guide: Guide, candidate: Candidate, data: TaskData, config: ConvertConfig = ConvertConfig(),
+                    *, variant: str = "function_matching", fit: FitConfig | None = None, budget: int | None = None,
+                    device: str = "cpu", progress: bool = True) -> ScratchResult:
+    """Distil the guide into the candidate's network from random weights: ``variant`` ``hinton`` or
+    ``function_matching`` (see the module), with that variant's rule (or ``fit``) and the conversion's budget.
+
+    >>> r = train_distilled(guide, Candidate((BlockSpec.of("mlp", width=256),) * 3), data)  # doctest: +SKIP
+    """
+    if variant not in KD_VARIANTS:
+        raise UserError(f"unknown distillation variant {variant!r}{did_you_mean(variant, KD_VARIANTS)}; valid: "
+                        f"{', '.join(KD_VARIANTS)}")
+    rule = _budgeted(fit or KD_VARIANTS[variant], candidate, data, config, budget)
+    guide.to(device)
+    return _train(guide, candidate, data, config, rule, guide.module, device, progress, f"kd ({variant})")
+
+
+def _train(guide, candidate, data, config, fit: FitConfig, teacher, device, progress, desc) -> ScratchResult:
     start = time.perf_counter()
     model = scratch_model(guide, candidate, config).to(device)
-    ft = config.finetune
-    extra_epochs = math.ceil(budget_steps(candidate, config) / math.ceil(len(data.train) / ft.batch_size))
-    fit = replace(ft, max_epochs=ft.max_epochs + extra_epochs)
-    report = fit_classifier(model, data, fit, seed=config.seed, device=device, progress=progress, desc="scratch")
+    report = fit_classifier(model, data, fit, seed=config.seed, device=device, progress=progress, desc=desc,
+                            teacher=teacher)
     val_acc, val_loss = evaluate(model, data.val, device=device)
     test_acc, test_loss = evaluate(model, data.test, device=device)
-    return ScratchResult(model, report, val_acc, test_acc, time.perf_counter() - start, fit.max_epochs,
-                         val_loss, test_loss)
+    return ScratchResult(model, report, val_acc, test_acc, time.perf_counter() - start, fit.max_epochs, val_loss,
+                         test_loss, method=desc)

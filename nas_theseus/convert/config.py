@@ -10,39 +10,49 @@ from ..training import FitConfig
 from ..utils.hashing import key_content, keyed_fields
 
 SCHEDULES = ("progressive", "sequential", "independent", "joint")
+STAGE_STOPS = ("plateau", "fixed")
+PLATEAU_SETTINGS = ("min_steps", "eval_every", "stop_patience", "stop_tolerance", "heldout_size", "lr_drops",
+                    "lr_drop_factor")
 HEADS = ("linear", "guide")
 STEMS = ("guide", "relearn")
 
 
-# the fine-tuning rule of a conversion; a partial `finetune` (a dict, in Python or a study file) fills from it
-DEFAULT_FINETUNE = FitConfig(max_epochs=100, patience=20, lr=3e-3)
+# NoT's fine-tuning rule (chosen on validation in benchmarks/conversion_mnist1d.py: a rate tuned for training
+# from scratch, 3e-3, erases the alignment); a partial `finetune` (a dict, in Python or a study file) fills
+# from it. The from-scratch and distillation baselines have rules of their own (convert/baseline.py).
+DEFAULT_FINETUNE = FitConfig(max_epochs=100, patience=20, lr=1e-3)
 
 
 @keyed_fields("schedule", "alignment", "steps_per_stage", "batch_size", "lr", "weight_decay", "bridge",
               "bridge_rank", "ridge", "refit_every", "bn_recalibrate", "probe_size", "dmnn_k", "dmnn_tau",
-              "finetune", "seed")
+              "finetune", "seed", legacy={"stage_stop": "fixed"})
 @dataclass(frozen=True)
 class ConvertConfig:
     """How a conversion trains. Every field is a primitive (or a FitConfig), so configs hash and round-trip.
 
     schedule: ``progressive`` (default) | ``sequential`` | ``independent`` | ``joint`` (see the README).
     alignment: ``cka`` | ``cka_unbiased`` | ``dmnn`` | ``mse``.
-    steps_per_stage: optimizer steps per swapped part (``joint`` runs K x steps in its single stage, so all
-        schedules spend the same alignment budget).
+    steps_per_stage: optimizer steps per swapped part: the most a stage trains (exactly this many with
+        ``stage_stop = "fixed"``); ``joint`` runs K x steps in its single stage, so all schedules have the
+        same alignment budget.
+    stage_stop: ``plateau`` (the alignment on held-out rows, mean 1 − CKA over the loss's parts, is evaluated
+        every ``eval_every`` steps; after ``stop_patience`` evaluations without an improvement of more than
+        ``stop_tolerance`` the learning rate is cut by ``lr_drop_factor``, and at the plateau after
+        ``lr_drops`` cuts the stage ends, never before ``min_steps``; the best evaluated state is kept) or
+        ``fixed`` (``steps_per_stage`` steps with a cosine decay to lr / 10).
+    heldout_size: validation rows on which stages are stopped and alignment is reported (the guide's own
+        activations on them are computed once per conversion).
     bridge / bridge_rank: adapters between targets and guide parts (``lowrank`` | ``stitch``; rank None = full).
     refit_every: steps between closed-form refits of the adapters that feed guide parts (0: stage ends only).
     bn_recalibrate: recompute BatchNorm statistics of the targets on the training data after each stage.
     probe_size: fixed training rows used to fit adapters and to report alignment (same for every stage).
     finetune: the end-to-end task training after the last stage (early stopping on validation, best state
-        kept). The default (lr 3e-3, patience 20, at most 100 epochs) was chosen on MNIST-1D validation
-        accuracy as the best shared rule for NoT and from-scratch MLPs among lr {1e-3, 3e-3, 1e-2} x patience
-        {10, 20, 40}: lr 1e-3 / patience 10 stopped scratch MLPs early (5-9 points lost), lr 1e-2 erases what
-        alignment taught (NoT 7-12 points lower).
+        kept; :data:`DEFAULT_FINETUNE`); with ``distill`` / ``mixup`` set the guide is its teacher.
     """
 
     schedule: str = "progressive"
     alignment: str = "cka"
-    steps_per_stage: int = 1000
+    steps_per_stage: int = 4000
     batch_size: int = 256
     lr: float = 3e-3
     weight_decay: float = 0.0
@@ -56,27 +66,41 @@ class ConvertConfig:
     dmnn_tau: float = 0.05
     finetune: FitConfig = field(default_factory=lambda: DEFAULT_FINETUNE)
     seed: int = 0
+    stage_stop: str = "plateau"
+    min_steps: int = 200
+    eval_every: int = 50
+    stop_patience: int = 6
+    stop_tolerance: float = 5e-5
+    heldout_size: int = 1024
+    lr_drops: int = 2
+    lr_drop_factor: float = 0.3
 
     def __post_init__(self) -> None:
         from ..align import ALIGNMENTS
 
-        for name, choices in (("schedule", SCHEDULES), ("alignment", ALIGNMENTS), ("bridge", BRIDGES)):
+        for name, choices in (("schedule", SCHEDULES), ("alignment", ALIGNMENTS), ("bridge", BRIDGES),
+                              ("stage_stop", STAGE_STOPS)):
             value = getattr(self, name)
             if value not in choices:
                 raise UserError(f"unknown {name} {value!r}{did_you_mean(str(value), choices)}; "
                                 f"valid: {', '.join(choices)}")
-        for name in ("steps_per_stage", "batch_size", "probe_size"):
+        for name in ("steps_per_stage", "batch_size", "probe_size", "eval_every", "stop_patience", "heldout_size"):
             if getattr(self, name) < 1:
                 raise UserError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.min_steps < 0 or self.stop_tolerance < 0:
+            raise UserError("min_steps and stop_tolerance must be >= 0")
         if self.batch_size < 4:
             raise UserError("batch_size must be >= 4 (similarity losses compare samples within a batch)")
         if isinstance(self.finetune, dict):
             object.__setattr__(self, "finetune", fit_config(self.finetune))
 
     def stage_settings(self) -> dict:
-        """The settings that shape the alignment stages (everything but fine-tuning)."""
+        """The settings that shape the alignment stages (everything but fine-tuning). With the plateau rule
+        every setting of the rule is keyed, so a later change of one of their defaults moves the keys."""
         d = key_content(self)
         d.pop("finetune")
+        if self.stage_stop == "plateau":
+            d.update({name: getattr(self, name) for name in PLATEAU_SETTINGS})
         return d
 
     @classmethod

@@ -18,6 +18,7 @@ end on the task with early stopping on the validation split (best state kept).
 
 from __future__ import annotations
 
+import copy
 import math
 import time
 from collections.abc import Callable
@@ -98,6 +99,7 @@ def convert(guide: Guide, candidate: Candidate, data: TaskData, config: ConvertC
     probe_idx = torch.randperm(len(data.train), generator=g_probe)[: config.probe_size]
     probe_x = data.train.x[probe_idx].to(device)
     probe_acts = activations.batch(probe_idx, device)
+    heldout = _heldout(guide, data, config, device)
     losses = nn.ModuleDict()
     base = {"guide": guide.identity, "data": data.fingerprint, "settings": config.stage_settings(),
             "head": candidate.head, "last_kept": (len(guide.parts) - 1) in hybrid.kept,
@@ -129,15 +131,17 @@ def convert(guide: Guide, candidate: Candidate, data: TaskData, config: ConvertC
         else:
             hybrid.refit(probe_x, probe_acts)
             t0 = time.perf_counter()
-            curve = _train_stage(hybrid, losses, stage, data, activations, config, key, device,
-                                 probe_x, probe_acts, progress, len(stages))
+            curve, steps, stopped = _train_stage(hybrid, losses, stage, data, activations, config, key, device,
+                                                 probe_x, probe_acts, heldout, progress, len(stages))
             if config.bn_recalibrate:
                 _recalibrate_bn(hybrid, stage, data, config.batch_size, device)
             hybrid.refit(probe_x, probe_acts)
             report = StageReport(index=stage.index, parts=[guide.parts[k].name for k in stage.new],
-                                 swapped=[guide.parts[k].name for k in swapped_so_far], steps=stage.steps,
-                                 wall_s=time.perf_counter() - t0, loss_curve=curve)
-            report.alignment = _probe_alignment(hybrid, probe_x, probe_acts)
+                                 swapped=[guide.parts[k].name for k in swapped_so_far], steps=steps,
+                                 wall_s=time.perf_counter() - t0, loss_curve=curve, max_steps=stage.steps,
+                                 stopped=stopped)
+            report.alignment = _probe_alignment(hybrid, *heldout)
+            report.alignment_train = _probe_alignment(hybrid, probe_x, probe_acts)
             report.hybrid_val_accuracy = evaluate(hybrid, data.val, device=device)[0]
             store.save(key, {"state": _state(hybrid, losses), "report": asdict(report)})
         reports.append(report)
@@ -153,8 +157,9 @@ def convert(guide: Guide, candidate: Candidate, data: TaskData, config: ConvertC
         model.load_state_dict(saved["state"])
         ft_report = FitReport(**saved["report"])
     else:
+        teacher = guide.module if config.finetune.distill > 0 or config.finetune.mixup > 0 else None
         ft_report = fit_classifier(model, data, config.finetune, seed=seed_from_key(ft_key), device=device,
-                                   progress=progress, desc="fine-tune")
+                                   progress=progress, desc="fine-tune", teacher=teacher)
         store.save(ft_key, {"state": model.state_dict(), "report": asdict(ft_report)})
     model.eval()
     val_acc, val_loss = evaluate(model, data.val, device=device)
@@ -205,16 +210,46 @@ def _forward_outputs(hybrid: Hybrid, stage: _Stage, x, acts) -> dict[int, torch.
     return outs
 
 
+@torch.no_grad()
+def _heldout(guide: Guide, data: TaskData, config: ConvertConfig, device) -> tuple[torch.Tensor, list]:
+    """The held-out rows (the first ``heldout_size`` of the validation split) and the guide's activations on
+    them: where stages are stopped and alignment is reported."""
+    x = data.val.x[: config.heldout_size].to(device)
+    chunks = [guide.activations(x[i:i + 512]) for i in range(0, len(x), 512)]
+    return x, [torch.cat(level) for level in zip(*chunks)]
+
+
+@torch.no_grad()
+def _heldout_score(hybrid: Hybrid, stage: _Stage, heldout) -> float:
+    """Mean 1 − linear CKA on the held-out rows over the stage's loss parts (lower is better)."""
+    x, acts = heldout
+    was = [m.training for m in hybrid.modules()]
+    hybrid.eval()
+    try:
+        outs = _forward_outputs(hybrid, stage, x if _needs_x(hybrid, stage) else None, acts)
+    finally:
+        for m, mode in zip(hybrid.modules(), was):
+            m.training = mode
+    rows = token_rows if hybrid.tokens else (lambda h, a: (h, a))
+    return sum(1.0 - float(linear_cka(*rows(outs[k].double(), acts[k + 1].double()))) for k in stage.loss) \
+        / len(stage.loss)
+
+
 def _train_stage(hybrid: Hybrid, losses: nn.ModuleDict, stage: _Stage, data: TaskData, acts: GuideActivations,
-                 config: ConvertConfig, key: str, device, probe_x, probe_acts, progress: bool,
-                 n_stages: int) -> list[float]:
+                 config: ConvertConfig, key: str, device, probe_x, probe_acts, heldout, progress: bool,
+                 n_stages: int) -> tuple[list[float], int, str]:
+    """Train one stage; returns (loss curve, steps taken, why it stopped: ``fixed`` | ``plateau`` |
+    ``max_steps``). Under the plateau rule the best evaluated state is the one left in place."""
     torch.manual_seed(seed_from_key(key))
     gen = torch.Generator().manual_seed(seed_from_key(key))
     modules = _trainable_modules(hybrid, stage)
     params = [p for m in modules for p in m.parameters()]
     params += [p for k in stage.loss for p in losses[str(k)].parameters()]
     opt = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=stage.steps, eta_min=config.lr * 0.1)
+    plateau = config.stage_stop == "plateau"
+    # fixed: cosine decay over the stage; plateau: constant, cut by lr_drop_factor at each plateau (see below)
+    sched = None if plateau else torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=stage.steps,
+                                                                              eta_min=config.lr * 0.1)
     hybrid.eval()
     for m in modules:
         m.train()
@@ -226,6 +261,10 @@ def _train_stage(hybrid: Hybrid, losses: nn.ModuleDict, stage: _Stage, data: Tas
     names = ",".join(hybrid.guide.parts[k].name for k in stage.new)
     levels, needs_x, stop = _levels(hybrid, stage), _needs_x(hybrid, stage), max(stage.loss)
     refit = bool(config.refit_every) and not stage.isolated and hybrid.reads_through_adapter(stop)
+    best_score, best_state, bad, drops, stopped, steps = math.inf, None, 0, 0, "fixed", stage.steps
+    if plateau:
+        stopped = "max_steps"
+        watched = [*modules, *(losses[str(k)] for k in stage.loss)]
     bar = progress_bar(total=stage.steps, desc=f"stage {stage.index + 1}/{n_stages} [{names}]", unit="step",
                        enabled=progress)
     try:
@@ -243,7 +282,8 @@ def _train_stage(hybrid: Hybrid, losses: nn.ModuleDict, stage: _Stage, data: Tas
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            sched.step()
+            if sched is not None:
+                sched.step()
             acc_loss += loss.item() / len(stage.loss)
             if (step + 1) % window == 0:
                 curve.append(acc_loss / window)
@@ -255,10 +295,28 @@ def _train_stage(hybrid: Hybrid, losses: nn.ModuleDict, stage: _Stage, data: Tas
                     m.train()
             bar.update(1)
             testhooks.hit("stage_step")
+            if plateau and ((step + 1) % config.eval_every == 0 or step + 1 == stage.steps):
+                score = _heldout_score(hybrid, stage, heldout)
+                if score < best_score - config.stop_tolerance:
+                    best_score, bad = score, 0
+                    best_state = [copy.deepcopy(m.state_dict()) for m in watched]
+                else:
+                    bad += 1
+                bar.set_postfix(heldout=f"{1 - best_score:.4f}")
+                if bad >= config.stop_patience and step + 1 >= config.min_steps:
+                    if drops == config.lr_drops:
+                        stopped, steps = "plateau", step + 1
+                        break
+                    drops, bad = drops + 1, 0  # a plateau at this rate: go on at a lower one
+                    for group in opt.param_groups:
+                        group["lr"] *= config.lr_drop_factor
     finally:
         bar.close()
+    if best_state is not None:
+        for m, state in zip(watched, best_state):
+            m.load_state_dict(state)
     hybrid.eval()
-    return curve
+    return curve, steps, stopped
 
 
 @torch.no_grad()

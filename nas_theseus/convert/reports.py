@@ -12,11 +12,14 @@ from .config import Candidate, ConvertConfig
 class StageReport:
     """One alignment stage.
 
-    ``alignment`` is linear CKA on the fixed probe batch between each swapped target's output and the guide's
-    activation at that part (the same measure whatever the training loss, so stages and trials compare; over
-    batch·token rows for a token guide);
-    ``loss_curve`` is the training loss averaged over ~50 equal windows; ``hybrid_val_accuracy`` is the
-    half-converted network's validation accuracy after the stage.
+    ``alignment`` is linear CKA on the held-out rows (validation, ``heldout_size``) between each swapped
+    target's output and the guide's activation at that part (the same measure whatever the training loss, so
+    stages and trials compare; over batch·token rows for a token guide); ``alignment_train`` the same on the
+    fixed probe of training rows (higher: it is what the stage fitted). ``steps`` is how many optimizer steps
+    the stage took, of at most ``max_steps``; ``stopped`` says why it ended (``fixed`` step count, ``plateau``
+    of the held-out alignment, or ``max_steps`` reached first). ``loss_curve`` is the training loss averaged
+    over ~50 equal windows; ``hybrid_val_accuracy`` is the half-converted network's validation accuracy after
+    the stage.
     """
 
     index: int
@@ -28,6 +31,9 @@ class StageReport:
     alignment: dict[str, float] = field(default_factory=dict)
     hybrid_val_accuracy: float = float("nan")
     resumed: bool = False
+    alignment_train: dict[str, float] = field(default_factory=dict)
+    max_steps: int = 0
+    stopped: str = "fixed"
 
 
 @dataclass

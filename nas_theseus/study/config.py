@@ -26,7 +26,7 @@ from ..utils.hashing import key_content, keyed_fields, stable_hash
 OBJECTIVES = {"accuracy": "maximize", "perplexity": "minimize", "flops": "minimize", "params": "minimize",
               "latency_ms": "minimize"}
 SAMPLERS = ("tpe", "nsga2", "random")
-METHODS = ("not", "scratch")
+METHODS = ("not", "scratch", "kd")
 # Keys a resumed run may change without --force: budgets and where the work runs, not what is searched.
 RESUMABLE_KEYS = ("study.n_trials", "study.timeout", "study.device", "study.threads", "study.heartbeat_interval",
                   "study.grace_period", "study.max_retry", "study.storage_retry")
@@ -43,7 +43,8 @@ class StudySection:
     divided by the workers running on this machine, re-read before every trial); heartbeat_interval and
     grace_period (seconds; a RUNNING trial whose heartbeat is older than the grace period, default 2 x the
     interval, belongs to a dead worker and is retried, at most max_retry times); storage_retry (seconds a
-    worker keeps retrying an unreachable or locked database before it gives up)."""
+    worker keeps retrying an unreachable or locked database before it gives up); enqueue (parameter sets, as
+    `pareto` prints them, that the study tries first: Optuna's ``enqueue_trial``, skipped if already tried)."""
 
     name: str
     search_space: str
@@ -59,6 +60,7 @@ class StudySection:
     grace_period: int | None = None
     max_retry: int = 3
     storage_retry: float = 300.0
+    enqueue: list = field(default_factory=list)
 
 
 @keyed_fields("source", "weights", "seed", "options", "fit", "parts", "stem", "head")
@@ -89,6 +91,17 @@ class DataSection:
     options: dict = field(default_factory=dict)
 
 
+@keyed_fields()
+@dataclass(frozen=True)
+class BaselineSection:
+    """How ``method = "scratch"`` and ``"kd"`` train: ``kd`` the distillation variant (``function_matching``
+    | ``hinton``), ``fit`` overrides of that method's own rule (``SCRATCH_FIT`` / ``KD_VARIANTS`` in
+    ``nas_theseus.convert.baseline``; not ``[convert.finetune]``, which is NoT's)."""
+
+    kd: str = "function_matching"
+    fit: dict = field(default_factory=dict)
+
+
 @keyed_fields("batch_size", "threads", "warmup", "repeats")
 @dataclass(frozen=True)
 class LatencySection:
@@ -114,11 +127,22 @@ class StudyConfig:
     hypervolume_reference: dict = field(default_factory=dict)
     latency: LatencySection = LatencySection()
     base_dir: str = "."
+    baseline: BaselineSection = BaselineSection()
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
         d.pop("base_dir")
         return d
+
+    def baseline_fit(self):
+        """The training rule of ``study.method`` when it is a baseline (scratch, kd), with ``baseline.fit``."""
+        from ..convert import KD_VARIANTS, SCRATCH_FIT
+
+        rule = KD_VARIANTS[self.baseline.kd] if self.study.method == "kd" else SCRATCH_FIT
+        unknown = set(self.baseline.fit) - {f.name for f in dataclasses.fields(FitConfig)}
+        if unknown:
+            raise UserError(f"unknown training setting(s) {sorted(unknown)}")
+        return dataclasses.replace(rule, **self.baseline.fit)
 
     @property
     def search_space_path(self) -> Path:
@@ -274,5 +298,14 @@ def _check_semantics(cfg: StudyConfig, where: str) -> None:
             bad(f"unknown objective {name!r} in constraints/hypervolume_reference{did_you_mean(name, OBJECTIVES)}")
         if not isinstance(bound, (int, float)) or isinstance(bound, bool):
             bad(f"the bound for {name} must be a number, got {bound!r}")
+    from ..convert import KD_VARIANTS
+
+    if cfg.baseline.kd not in KD_VARIANTS:
+        bad(f"unknown baseline.kd {cfg.baseline.kd!r}{did_you_mean(cfg.baseline.kd, KD_VARIANTS)}; valid: "
+            f"{', '.join(KD_VARIANTS)}")
+    try:
+        cfg.baseline_fit()
+    except (TypeError, UserError) as e:
+        bad(f"baseline.fit: {e}")
     if cfg.study.n_trials < 1:
         bad(f"study.n_trials must be >= 1, got {cfg.study.n_trials}")

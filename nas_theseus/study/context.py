@@ -48,6 +48,14 @@ class StudyContext:
         trial = probe.ask()
         candidate, cfg = self.candidate(trial)
         Hybrid(self.guide, candidate, cfg)
+        for params in self.config.study.enqueue:
+            if not isinstance(params, dict):
+                raise UserError(f"study.enqueue holds parameter tables, got {params!r}")
+            try:
+                candidate, cfg = self.candidate(optuna.trial.FixedTrial(params))
+            except ValueError as e:  # FixedTrial: a parameter missing or out of range
+                raise UserError(f"study.enqueue: {params} does not fit {self.space.path.name}: {e}") from None
+            Hybrid(self.guide, candidate, cfg)
 
 
 def build_context(config: StudyConfig, *, progress: bool = True) -> StudyContext:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import optuna
 import torch
 
-from ..convert import ConversionError, convert, train_from_scratch
+from ..convert import ConversionError, convert, train_distilled, train_from_scratch
 from ..errors import UserError
 from ..export import arch_document, save_network
 from ..measure import (
@@ -91,6 +91,15 @@ def measure(model, ctx: StudyContext, names: set[str], *, strict_flops: bool = T
     return Measured(values, attrs)
 
 
+def train_baseline(cfg, ctx: StudyContext, candidate, conv_cfg, *, progress: bool):
+    """``method = "scratch"`` or ``"kd"``: the candidate's network from random weights, by that method's rule."""
+    if cfg.study.method == "kd":
+        return train_distilled(ctx.guide, candidate, ctx.data, conv_cfg, variant=cfg.baseline.kd,
+                               fit=cfg.baseline_fit(), device=cfg.study.device, progress=progress)
+    return train_from_scratch(ctx.guide, candidate, ctx.data, conv_cfg, fit=cfg.baseline_fit(),
+                              device=cfg.study.device, progress=progress)
+
+
 def run_trial(trial: optuna.Trial, ctx: StudyContext, wd: WorkDir, activations, *, progress: bool,
               worker: str = "0") -> tuple:
     cfg = ctx.config
@@ -108,7 +117,9 @@ def run_trial(trial: optuna.Trial, ctx: StudyContext, wd: WorkDir, activations, 
         trial.set_user_attr(DIED, None)
 
     def on_stage(report, hybrid):
-        stages.append({"parts": report.parts, "alignment": report.alignment, "wall_s": round(report.wall_s, 3),
+        stages.append({"parts": report.parts, "alignment": report.alignment,  # held-out (validation rows)
+                       "alignment_train": report.alignment_train, "steps": report.steps,
+                       "stopped": report.stopped, "wall_s": round(report.wall_s, 3),
                        "hybrid_val_accuracy": report.hybrid_val_accuracy, "resumed": report.resumed,
                        "loss_curve": [round(v, 5) for v in report.loss_curve]})
         trial.set_user_attr("stages", stages)
@@ -120,8 +131,7 @@ def run_trial(trial: optuna.Trial, ctx: StudyContext, wd: WorkDir, activations, 
                              activations=activations, device=cfg.study.device, progress=progress,
                              on_stage=on_stage)
         else:
-            result = train_from_scratch(ctx.guide, candidate, ctx.data, conv_cfg, device=cfg.study.device,
-                                        progress=progress)
+            result = train_baseline(cfg, ctx, candidate, conv_cfg, progress=progress)
         model, val_acc, test_acc = result.model, result.val_accuracy, result.test_accuracy
         for key, value in trial_reuse(stages).items():
             trial.set_user_attr(key, value)

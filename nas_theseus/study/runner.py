@@ -97,6 +97,8 @@ def open_study(config: StudyConfig, wd: WorkDir, *, storage: str | None, force: 
         study.set_metric_names(list(config.objectives))
     wd.write_meta({"storage": url, "study_name": config.study.name, "identity": identity,
                    "config": config.to_dict(), "base_dir": config.base_dir})
+    for params in config.study.enqueue:  # tried first; a resumed or parallel run does not add them again
+        study.enqueue_trial(params, skip_if_exists=True)
     study.sampler = make_sampler(config, len(study.get_trials(deepcopy=False)), worker)
     return study, storage_obj
 

@@ -8,12 +8,12 @@ from pathlib import Path
 import optuna
 import torch
 
-from ..convert import convert, train_from_scratch
+from ..convert import convert
 from ..errors import UserError
 from ..export import arch_document, check_export_target, describe_verification, write_export
 from .config import StudyConfig
 from .context import build_context
-from .objective import measure
+from .objective import measure, train_baseline
 from .workdir import WorkDir
 
 
@@ -30,8 +30,8 @@ def convert_once(config: StudyConfig, workdir: Path, params: dict, *, out: Path 
     except ValueError as e:  # FixedTrial: a parameter missing or out of range
         raise UserError(f"--params does not fit {ctx.space.path.name}: {e}") from None
     wd = WorkDir(workdir)
-    if config.study.method == "scratch":
-        r = train_from_scratch(ctx.guide, candidate, ctx.data, cfg, device=config.study.device, progress=progress)
+    if config.study.method != "not":
+        r = train_baseline(config, ctx, candidate, cfg, progress=progress)
         stages = []
     else:
         acts = wd.activations(ctx.guide, ctx.data, device=config.study.device, progress=progress)
@@ -41,7 +41,8 @@ def convert_once(config: StudyConfig, workdir: Path, params: dict, *, out: Path 
     measured = measure(r.model, ctx, set(config.objectives) | set(config.constraints), strict_flops=False)
     summary = {"candidate": candidate.describe(ctx.guide.part_names), "params": params,
                "val_accuracy": r.val_accuracy, "test_accuracy": r.test_accuracy, **measured.values,
-               "stages": [{k: s[k] for k in ("parts", "alignment", "hybrid_val_accuracy", "wall_s")}
+               "stages": [{k: s[k] for k in ("parts", "alignment", "alignment_train", "steps", "stopped",
+                                             "hybrid_val_accuracy", "wall_s")}
                           for s in stages]}
     if out is not None:
         model = r.model.cpu().eval()

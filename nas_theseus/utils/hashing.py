@@ -11,24 +11,30 @@ import numpy as np
 import torch
 
 _KEYED = "__keyed_fields__"
+_LEGACY = "__nas_theseus_legacy_values__"
 
 
-def keyed_fields(*names: str):
+def keyed_fields(*names: str, legacy: dict | None = None):
     """Class decorator for a settings dataclass that content keys hash: ``names`` are the fields its keys have
     always held. A field added later is hashed only while it differs from its default, so adding a setting
-    shifts no existing key, seed or checkpoint (tests/test_hashing.py pins today's keys)."""
+    shifts no existing key, seed or checkpoint (tests/test_hashing.py pins today's keys). ``legacy`` names, for
+    a later field whose default is a new behaviour, the value that reproduces what keys meant before it
+    existed: such a field is left out only at that value (so the new default is keyed, and old keys stay)."""
 
     def wrap(cls):
-        unknown = set(names) - {f.name for f in dataclasses.fields(cls)}
+        unknown = (set(names) | set(legacy or {})) - {f.name for f in dataclasses.fields(cls)}
         if unknown:
             raise TypeError(f"{cls.__name__} has no fields {sorted(unknown)}")
         setattr(cls, _KEYED, frozenset(names))
+        setattr(cls, _LEGACY, dict(legacy or {}))
         return cls
 
     return wrap
 
 
-def _at_default(f: dataclasses.Field, value: Any) -> bool:
+def _at_default(f: dataclasses.Field, value: Any, legacy: dict) -> bool:
+    if f.name in legacy:
+        return value == legacy[f.name]
     if f.default is not dataclasses.MISSING:
         return value == f.default
     if f.default_factory is not dataclasses.MISSING:
@@ -44,9 +50,10 @@ def key_content(obj: Any) -> Any:
 
 def _jsonable(obj: Any) -> Any:
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        keyed = getattr(type(obj), _KEYED, None)
+        keyed, legacy = getattr(type(obj), _KEYED, None), getattr(type(obj), _LEGACY, {})
         pairs = ((f, getattr(obj, f.name)) for f in dataclasses.fields(obj))
-        return {f.name: _jsonable(v) for f, v in pairs if keyed is None or f.name in keyed or not _at_default(f, v)}
+        return {f.name: _jsonable(v) for f, v in pairs
+                if keyed is None or f.name in keyed or not _at_default(f, v, legacy)}
     if isinstance(obj, dict):
         return {str(k): _jsonable(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
