@@ -64,46 +64,54 @@ def cases():
         yield f"timm ResNet-18 at 32 px, layer{k + 1} -> MLP(256)", resnet, cifar, k, 60
 
 
-def setup(guide, data, acts, part, cfg):
+def sync(device) -> None:
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def setup(guide, data, acts, part, cfg, device="cpu"):
     blocks = tuple(BlockSpec.of("mlp", width=256) if i == part else None for i in range(len(guide.parts)))
     cand = Candidate(blocks)
     stage = plan_stages(cand, cfg)[0]
-    hybrid = Hybrid(guide, cand, cfg)
+    hybrid = Hybrid(guide, cand, cfg).to(device)
     hybrid.swap_in(stage.new)
     losses = nn.ModuleDict({str(part): make_alignment(cfg.alignment, hybrid.out_shapes[part],
-                                                      guide.shapes[part + 1])})
+                                                      guide.shapes[part + 1])}).to(device)
     probe_idx = torch.randperm(len(data.train), generator=torch.Generator().manual_seed(0))[: cfg.probe_size]
-    probe_x, probe_acts = data.train.x[probe_idx], acts.batch(probe_idx)
+    probe_x, probe_acts = data.train.x[probe_idx].to(device), acts.batch(probe_idx, device)
     hybrid.refit(probe_x, probe_acts)
     return hybrid, losses, stage, probe_x, probe_acts
 
 
-def time_engine(guide, data, acts, part, cfg) -> float:
-    hybrid, losses, stage, probe_x, probe_acts = setup(guide, data, acts, part, cfg)
+def time_engine(guide, data, acts, part, cfg, device="cpu") -> float:
+    hybrid, losses, stage, probe_x, probe_acts = setup(guide, data, acts, part, cfg, device)
     # an older engine (PYTHONPATH=older checkout) has no held-out rows in its signature
-    heldout = ((engine._heldout(guide, data, cfg, "cpu"),)
+    heldout = ((engine._heldout(guide, data, cfg, device),)
                if "heldout" in inspect.signature(engine._train_stage).parameters else ())
+    sync(device)
     t0 = time.perf_counter()
-    engine._train_stage(hybrid, losses, stage, data, acts, cfg, "bench", "cpu", probe_x, probe_acts, *heldout,
+    engine._train_stage(hybrid, losses, stage, data, acts, cfg, "bench", device, probe_x, probe_acts, *heldout,
                         False, 1)
+    sync(device)
     return time.perf_counter() - t0
 
 
-def time_bare(guide, data, acts, part, cfg) -> float:
-    hybrid, losses, stage, _, _ = setup(guide, data, acts, part, cfg)
+def time_bare(guide, data, acts, part, cfg, device="cpu") -> float:
+    hybrid, losses, stage, _, _ = setup(guide, data, acts, part, cfg, device)
     target, loss_fn = copy.deepcopy(hybrid.targets[str(part)]), losses[str(part)]
-    a_in, a_out = acts.acts[part], acts.acts[part + 1]
+    a_in, a_out = acts.acts[part].to(device), acts.acts[part + 1].to(device)
     opt = torch.optim.AdamW(list(target.parameters()) + list(loss_fn.parameters()), lr=cfg.lr,
                             weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=stage.steps, eta_min=cfg.lr * 0.1)
     gen = torch.Generator().manual_seed(1)
     n, bs = len(data.train), cfg.batch_size
     target.train()
+    sync(device)
     t0 = time.perf_counter()
-    perm, pos = torch.randperm(n, generator=gen), 0
+    perm, pos = torch.randperm(n, generator=gen).to(device), 0
     for _ in range(stage.steps):
         if pos + bs > n:
-            perm, pos = torch.randperm(n, generator=gen), 0
+            perm, pos = torch.randperm(n, generator=gen).to(device), 0
         idx = perm[pos:pos + bs]
         pos += bs
         loss = loss_fn(target(a_in[idx]), a_out[idx])
@@ -111,6 +119,7 @@ def time_bare(guide, data, acts, part, cfg) -> float:
         loss.backward()
         opt.step()
         sched.step()
+    sync(device)
     return time.perf_counter() - t0
 
 
@@ -118,6 +127,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pairs", type=int, default=4)
     parser.add_argument("--out", default="stage_loop", help="results name (benchmarks/results/NAME.{json,md})")
+    parser.add_argument("--device", default="cpu", help="cpu (1 thread) or cuda[:i]")
     args = parser.parse_args()
     torch.set_num_threads(1)
     meta = {"command": command(), "machine": machine(), "date": today()}
@@ -126,13 +136,16 @@ def main() -> None:
     for name, guide, data, part, steps in cases():
         fixed = {"stage_stop": "fixed"} if "stage_stop" in {f.name for f in dataclasses.fields(ConvertConfig)} else {}
         cfg = ConvertConfig(steps_per_stage=steps, **fixed)  # the same number of steps in both loops
-        acts = GuideActivations.compute(guide, data.train.x, data_key=data.fingerprint, progress=False)
-        time_engine(guide, data, acts, part, cfg)  # warm-up: first-call costs out of the pairs
-        time_bare(guide, data, acts, part, cfg)
+        guide.to(args.device)
+        acts = GuideActivations.compute(guide, data.train.x, data_key=data.fingerprint, progress=False,
+                                        device=args.device)
+        acts = acts.on(args.device) if hasattr(acts, "on") else acts
+        time_engine(guide, data, acts, part, cfg, args.device)  # warm-up: first-call costs out of the pairs
+        time_bare(guide, data, acts, part, cfg, args.device)
         pairs = []
         for _ in range(args.pairs):
-            e = time_engine(guide, data, acts, part, cfg)
-            b = time_bare(guide, data, acts, part, cfg)
+            e = time_engine(guide, data, acts, part, cfg, args.device)
+            b = time_bare(guide, data, acts, part, cfg, args.device)
             pairs.append((e, b))
         ratio = statistics.median(e / b for e, b in pairs)
         record = {"steps": steps, "engine_s": [e for e, _ in pairs], "bare_s": [b for _, b in pairs],
@@ -141,8 +154,9 @@ def main() -> None:
         rows.append((name, steps, statistics.median(e for e, _ in pairs), statistics.median(b for _, b in pairs),
                      ratio))
         print(f"{name}: engine {rows[-1][2]:.2f} s, bare {rows[-1][3]:.2f} s, ratio {ratio:.2f}", flush=True)
+    where = "1 CPU thread" if args.device == "cpu" else args.device
     lines = [f"One alignment stage, engine ÷ a hand-written loop of the same steps (median of {args.pairs} "
-             f"interleaved pairs, 1 CPU thread).", "",
+             f"interleaved pairs, {where}).", "",
              "| case | steps | engine s | bare loop s | engine ÷ bare |", "|---|---|---|---|---|"]
     lines += [f"| {n} | {s} | {e:.2f} | {b:.2f} | {r:.2f} |" for n, s, e, b, r in rows]
     lines += [""] + [claim(f"{n}: engine ÷ bare ≤ {GOAL} ({r:.2f})", r <= GOAL) for n, _, _, _, r in rows]

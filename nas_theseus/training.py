@@ -7,6 +7,7 @@ validation split after every epoch; training stops after ``patience`` epochs wit
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import time
@@ -45,10 +46,13 @@ class FitConfig:
     distill: float = 0.0
     temperature: float = 4.0
     mixup: float = 0.0
+    autocast: str | None = None  # "bf16": forward under torch.autocast in bfloat16 (losses in float32)
 
     def __post_init__(self) -> None:
         if self.monitor not in ("accuracy", "loss"):
             raise UserError(f"fit monitor must be 'accuracy' or 'loss', got {self.monitor!r}")
+        if self.autocast not in (None, "bf16"):
+            raise UserError(f"fit autocast must be None or 'bf16', got {self.autocast!r}")
         if not 0.0 <= self.distill <= 1.0 or self.temperature <= 0 or self.mixup < 0:
             raise UserError(f"fit: distill must lie in [0, 1], temperature be > 0 and mixup >= 0 (got "
                             f"{self.distill}, {self.temperature}, {self.mixup})")
@@ -144,10 +148,11 @@ def fit_classifier(model: nn.Module, data: TaskData, config: FitConfig = FitConf
             for i in range(0, n, config.batch_size):
                 idx = perm[i:i + config.batch_size]
                 xb, yb = data.train.x[idx].to(device), data.train.y[idx].to(device)
-                if teacher is None:
-                    loss = task_loss(model(xb), yb)
-                else:
-                    loss = _taught_loss(model, teacher, xb, yb, config, mix)
+                with autocast_context(device, config.autocast):
+                    if teacher is None:
+                        loss = task_loss(model(xb).float(), yb)
+                    else:
+                        loss = _taught_loss(model, teacher, xb, yb, config, mix)
                 if not torch.isfinite(loss):
                     raise FloatingPointError(f"{desc}: non-finite training loss ({loss.item()}) at epoch {epoch}")
                 opt.zero_grad(set_to_none=True)
@@ -192,7 +197,7 @@ def _taught_loss(model: nn.Module, teacher: nn.Module, xb, yb, config: FitConfig
         lam = float(mix.beta(config.mixup, config.mixup))
         other = torch.from_numpy(mix.permutation(len(xb))).to(xb.device)
         xb = lam * xb + (1 - lam) * xb[other]
-    logits = model(xb)
+    logits = model(xb).float()
     loss = logits.new_zeros(())
     if config.distill < 1.0:
         ce = task_loss(logits, yb)
@@ -201,6 +206,13 @@ def _taught_loss(model: nn.Module, teacher: nn.Module, xb, yb, config: FitConfig
         loss = loss + (1 - config.distill) * ce
     if config.distill > 0:
         with torch.no_grad():
-            target = teacher(xb)
+            target = teacher(xb).float()
         loss = loss + config.distill * distill_loss(logits, target, config.temperature)
     return loss
+
+
+def autocast_context(device, dtype: str | None):
+    """``torch.autocast`` in bfloat16 on ``device`` when ``dtype`` is ``"bf16"``, else a no-op context."""
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=torch.device(device).type, dtype=torch.bfloat16)

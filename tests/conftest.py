@@ -11,6 +11,16 @@ os.environ.setdefault("NAS_THESEUS_PROGRESS", "0")
 torch.set_num_threads(min(2, torch.get_num_threads()))
 
 
+def pytest_collection_modifyitems(config, items):
+    """Tests marked `cuda` skip, with their reason, where no CUDA GPU is at hand."""
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU (benchmarks/gpu_check.sh runs these on one)")
+    for item in items:
+        if "cuda" in item.keywords:
+            item.add_marker(skip)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _cache_dir(tmp_path_factory):
     """Every test session trains guides into its own cache, never the user's ~/.cache."""

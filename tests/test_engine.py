@@ -9,6 +9,7 @@ from torch import nn
 from nas_theseus.convert import Candidate, ConversionError, ConvertConfig, budget_steps, convert, plan_stages
 from nas_theseus.convert import engine as engine_module
 from nas_theseus.data import load_mnist1d
+from nas_theseus.errors import UserError
 from nas_theseus.guides import Guide
 from nas_theseus.targets import BlockSpec
 from nas_theseus.testing import tiny_guide
@@ -190,6 +191,47 @@ def test_non_finite_loss_fails_with_the_reason(small_data, monkeypatch):
         convert(tiny_guide("conv1d"), Candidate((MLP8, MLP8, MLP8)), small_data, fast(), progress=False)
 
 
+@pytest.mark.parametrize("first_bad, steps", [(37, 100), (98, 99)])
+def test_a_non_finite_loss_is_found_at_its_step_without_a_sync_per_step(small_data, monkeypatch, first_bad, steps):
+    """Losses are read once per curve window (no host sync per step on a GPU): a NaN still fails the stage
+    with the step it appeared at, also in the last, partial window."""
+    from nas_theseus.align import make_alignment
+
+    calls = []
+
+    class LateNaN(nn.Module):
+        def __init__(self, real):
+            super().__init__()
+            self.real = real
+
+        def forward(self, h, a):
+            calls.append(1)
+            loss = self.real(h, a)
+            return loss * float("nan") if len(calls) > first_bad else loss
+
+    monkeypatch.setattr(engine_module, "make_alignment", lambda *a, **k: LateNaN(make_alignment(*a, **k)))
+    cfg = replace_cfg(fast(stage_stop="fixed"), steps_per_stage=steps)
+    with pytest.raises(ConversionError, match=f"stage 1, step {first_bad} "):
+        convert(tiny_guide("conv1d"), Candidate((MLP8, None, None)), small_data, cfg, progress=False)
+
+
+def test_bf16_autocast_and_compile_are_opt_in(small_data, monkeypatch):
+    from torch import nn as torch_nn
+
+    cand = Candidate((MLP8, None, MLP8))
+    plain = convert(tiny_guide("conv1d"), cand, small_data, fast(), progress=False)
+    half = convert(tiny_guide("conv1d"), cand, small_data, fast(autocast="bf16"), progress=False)
+    assert [s.loss_curve for s in half.stages] != [s.loss_curve for s in plain.stages]  # it did run in bf16
+    for s, t in zip(half.stages, plain.stages):  # (its own stage keys and seeds) and aligns about as far
+        assert all(abs(s.alignment[p] - t.alignment[p]) < 0.05 for p in t.alignment), (s.alignment, t.alignment)
+    compiled = []
+    monkeypatch.setattr(torch_nn.Module, "compile", lambda self, *a, **k: compiled.append(type(self).__name__))
+    convert(tiny_guide("conv1d"), cand, small_data, fast(compile=True, seed=5), progress=False)
+    assert compiled  # the trained targets, in place
+    with pytest.raises(UserError, match="autocast must be None or 'bf16'"):
+        ConvertConfig(autocast="fp16")
+
+
 @pytest.mark.parametrize("alignment", ["cka_unbiased", "dmnn", "mse"])
 def test_every_alignment_loss_converts(small_data, alignment):
     from dataclasses import replace
@@ -314,3 +356,23 @@ def replace_cfg(cfg, **kw):
     from dataclasses import replace
 
     return replace(cfg, **kw)
+
+
+def test_a_studys_cache_is_one_memory_mapped_copy_per_machine(small_data, tmp_path):
+    """The in-memory cache of a study is stored as float32 .npy files and opened as tensors over read-only
+    memory maps: workers read the OS's one cached copy, and the values are the computed ones exactly."""
+    from pathlib import Path
+
+    from nas_theseus.convert.activations import GuideActivations
+
+    guide = tiny_guide("conv1d")
+    acts = GuideActivations.compute(guide, small_data.train.x, data_key="d", progress=False)
+    acts.save_shared(tmp_path / "acts.f32")
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # written whole, then moved
+    shared = GuideActivations.open_shared(tmp_path / "acts.f32", len(acts.acts))
+    assert shared.key == acts.key and not shared.mapped
+    assert all(torch.equal(a, b) for a, b in zip(acts.acts, shared.acts))
+    maps = Path("/proc/self/maps").read_text()  # the files are mapped into this process, not copied into it
+    assert all(str(tmp_path / "acts.f32" / f"a{i}.npy") in maps for i in range(len(acts.acts)))
+    idx = torch.tensor([4, 0, 7])
+    assert all(torch.equal(x, y) for x, y in zip(shared.batch(idx), acts.batch(idx)))

@@ -163,6 +163,46 @@ def test_knowledge_distillation_as_a_study_method(tmp_path, variant):
     assert (wd / "trials" / str(t.number) / "model.safetensors").is_file()
 
 
+@pytest.mark.slow
+def test_a_repeated_proposal_is_answered_from_its_trial_and_costs_no_budget(tmp_path, capsys):
+    study_file, wd = write_study(tmp_path, n_trials=2), tmp_path / "wd"
+    study_file.write_text(study_file.read_text().replace(str(REPO / "search_spaces" / "mnist1d_cnn_to_mlp.py"),
+                                                         str(REPO / "tests" / "spaces" / "two_candidates.py")))
+    assert main(["run", str(study_file), "--workdir", str(wd), "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    study = load(wd)
+    done = study.get_trials(states=(TrialState.COMPLETE,))
+    repeats = [t for t in done if "repeat_of" in t.user_attrs]
+    originals = {t.number: t for t in done if "repeat_of" not in t.user_attrs}
+    assert sorted(t.params["width"] for t in originals.values()) == [8, 16]  # the budget: two real trials
+    assert repeats and f"{len(repeats)} proposal(s) repeated an earlier candidate" in out
+    for r in repeats:
+        o = originals[r.user_attrs["repeat_of"]]
+        assert r.params == o.params and r.values == o.values and r.constraints == o.constraints
+        assert not (wd / "trials" / str(r.number)).exists()  # no work: no network of its own
+    assert "Pareto front" in out and out.count("mlp(width=") == len(originals) - out.count("dominated")
+    r = repeats[0]
+    assert main(["export", str(wd), "--trial", str(r.number), "--out", str(tmp_path / "e")]) == 0  # its original's
+    assert load_exported(tmp_path / "e").arch[1]["spec"]["width"] == r.params["width"]
+    # the space has no third candidate: a larger budget ends with the sampler repeating itself, not a hang
+    capsys.readouterr()
+    assert main(["run", str(study_file), "--workdir", str(wd), "--no-progress", "--n-trials", "3"]) == 0
+    assert "search space looks exhausted" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_export_from_another_work_directory_names_the_worker_that_has_the_files(tmp_path, capsys):
+    study_file, shared = write_study(tmp_path, n_trials=1), f"sqlite:///{tmp_path / 'shared.db'}"
+    a, b = tmp_path / "a", tmp_path / "b"
+    assert main(["run", str(study_file), "--workdir", str(a), "--storage", shared, "--no-progress"]) == 0
+    assert main(["run", str(study_file), "--workdir", str(b), "--storage", shared, "--no-progress"]) == 0  # budget met
+    capsys.readouterr()
+    assert main(["export", str(b), "--trial", "0"]) == 2
+    err = capsys.readouterr().err
+    worker = load(a).trials[0].user_attrs["worker"]
+    assert "trial 0 is complete, but its network is not in this work directory" in err and worker in err, err
+
+
 @pytest.mark.parametrize("edit, message", [
     (lambda s: s.replace("n_trials", "n_trails"), "unknown key 'study.n_trails' (did you mean 'n_trials'?)"),
     (lambda s: s.replace('sampler = "random"', 'sampler = "tpes"'), "unknown sampler 'tpes' (did you mean 'tpe'?)"),
@@ -219,7 +259,7 @@ def test_guide_activation_cache_is_computed_once_and_keyed_by_guide_and_data(tmp
 
     wd, guide, data = WorkDir(tmp_path), tiny_guide("conv1d"), load_mnist1d(num_samples=300)
     first = wd.activations(guide, data, device="cpu", progress=False)
-    files = list((tmp_path / "cache").glob("activations-*.safetensors"))
+    files = list((tmp_path / "cache").glob("activations-*.f32"))
     assert len(files) == 1
 
     def boom(*a, **k):
@@ -231,10 +271,12 @@ def test_guide_activation_cache_is_computed_once_and_keyed_by_guide_and_data(tmp
     monkeypatch.undo()
     wd.activations(tiny_guide("conv1d", seed=1), data, device="cpu", progress=False)
     wd.activations(guide, load_mnist1d(num_samples=300, split_seed=1), device="cpu", progress=False)
-    assert len(list((tmp_path / "cache").glob("activations-*.safetensors"))) == 3
-    files[0].write_bytes(b"junk")
+    assert len(list((tmp_path / "cache").glob("activations-*.f32"))) == 3
+    del first, again  # release the memory maps before the file is damaged
+    (files[0] / "a1.npy").write_bytes(b"junk")
     with pytest.warns(UserWarning, match="unreadable"):
-        wd.activations(guide, data, device="cpu", progress=False)
+        redone = wd.activations(guide, data, device="cpu", progress=False)
+    assert len(redone) == len(data.train) and (files[0] / "a1.npy").stat().st_size > 4
 
 
 def test_large_activation_cache_is_a_memory_mapped_folder_reused_across_runs(tmp_path, monkeypatch):

@@ -1,6 +1,8 @@
 """The guide's activations over a whole split, computed once (the guide is frozen and the data fixed).
 
-Small caches live in memory as float32. When A_0 … A_K and the output over the split would take more than the
+Small caches live in memory as float32 (a study keeps them as ``.npy`` files that its workers memory-map, so a
+machine holds one copy however many workers read it). When A_0 … A_K and the output over the split would take
+more than the
 memory budget (``NAS_THESEUS_ACTIVATION_MEMORY`` in GiB, default a quarter of this machine's RAM), they are
 written chunk by chunk to memory-mapped ``.npy`` files, float16 by default (``NAS_THESEUS_ACTIVATION_DTYPE=
 float32`` keeps full precision, e.g. for activations beyond float16's ±65504), and read back per batch as
@@ -12,6 +14,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -68,10 +71,31 @@ class GuideActivations:
         need = 4 * len(x) * sum(int(np.prod(s)) for s in shapes)
         if mmap_dir is not None and need > memory_budget_bytes():
             return cls._compute_mapped(guide, x, shapes, key, Path(mmap_dir), batch_size, device, progress)
-        chunks: list[list[torch.Tensor]] = []
+        # filled in place: the peak is the cache itself, not the cache plus a list of chunks to concatenate
+        acts = [torch.empty((len(x), *s), dtype=torch.float32) for s in shapes]
+        start = 0
         for xb in _batches(x, batch_size, progress):
-            chunks.append([a.float().cpu() for a in guide.activations(xb.to(device))])
-        return cls([torch.cat(col) for col in zip(*chunks)], key)
+            for full, a in zip(acts, guide.activations(xb.to(device))):
+                full[start:start + len(xb)] = a.float().cpu()
+            start += len(xb)
+        return cls(acts, key)
+
+    def on(self, device: torch.device | str) -> GuideActivations:
+        """This cache where a conversion on ``device`` reads it fastest: on a CUDA device when it fits in a
+        quarter of the device's free memory (``NAS_THESEUS_DEVICE_CACHE`` GiB sets the budget), else in pinned
+        host memory copied per batch without blocking; memory-mapped caches stay memory-mapped. The copy is
+        kept, so the trials of a study pay for it once."""
+        device = torch.device(device)
+        if device.type != "cuda" or self.mapped:
+            return self
+        memo = self.__dict__.setdefault("_on", {})
+        if str(device) not in memo:
+            need = sum(a.numel() * a.element_size() for a in self.acts)
+            env = os.environ.get("NAS_THESEUS_DEVICE_CACHE")
+            budget = float(env) * 2**30 if env else torch.cuda.mem_get_info(device)[0] / 4
+            placed = [a.to(device) for a in self.acts] if need <= budget else [a.pin_memory() for a in self.acts]
+            memo[str(device)] = GuideActivations(placed, self.key)
+        return memo[str(device)]
 
     @classmethod
     def _compute_mapped(cls, guide, x, shapes, key, folder: Path, batch_size, device, progress) -> GuideActivations:
@@ -102,6 +126,35 @@ class GuideActivations:
             raise
         return cls.open_mapped(folder, len(shapes))
 
+    def save_shared(self, folder: str | os.PathLike) -> None:
+        """Write this in-memory cache as float32 ``.npy`` files under ``folder`` (written whole, then moved into
+        place; no second copy of the cache in memory while it is written), for :meth:`open_shared`."""
+        folder = Path(folder)
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}."))
+        try:
+            for i, a in enumerate(self.acts):
+                np.save(tmp / f"a{i}.npy", a.contiguous().numpy())
+            (tmp / MARKER).write_text(self.key)
+            if folder.exists():  # an unreadable earlier copy (ours: the cache folder's own name)
+                shutil.rmtree(folder)
+            os.replace(tmp, folder)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+
+    @classmethod
+    def open_shared(cls, folder: str | os.PathLike, n: int) -> GuideActivations:
+        """Open a folder of :meth:`save_shared` as tensors over read-only memory maps: every worker of a
+        machine reads the same pages of the OS's file cache instead of holding a copy of its own."""
+        folder = Path(folder)
+        if not (folder / MARKER).is_file():
+            raise ValueError(f"{folder} is not a complete activation cache")
+        with warnings.catch_warnings():  # read-only maps: the tensors are never written
+            warnings.filterwarnings("ignore", message=".*not writable.*")
+            acts = [torch.from_numpy(np.load(folder / f"a{i}.npy", mmap_mode="r")) for i in range(n)]
+        return cls(acts, (folder / MARKER).read_text())
+
     @classmethod
     def open_mapped(cls, folder: str | os.PathLike, n: int) -> GuideActivations:
         """Open a folder written by :meth:`compute` (read-only memory maps)."""
@@ -115,6 +168,7 @@ class GuideActivations:
         """Rows ``idx`` of every level (A_0 … A_K, the output), or only of ``levels`` (the others are None)."""
         wanted = range(len(self.acts)) if levels is None else set(levels)
         if not self.mapped:
+            idx = idx.to(self.acts[0].device)  # gathered where the cache lives, then copied (async if pinned)
             return [a[idx].to(device, non_blocking=True) if i in wanted else None for i, a in enumerate(self.acts)]
         rows = idx.cpu().numpy()
         order = np.argsort(rows)  # sorted reads are sequential on disk; put rows back in the asked order

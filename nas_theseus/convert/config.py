@@ -42,6 +42,10 @@ class ConvertConfig:
         ``fixed`` (``steps_per_stage`` steps with a cosine decay to lr / 10).
     heldout_size: validation rows on which stages are stopped and alignment is reported (the guide's own
         activations on them are computed once per conversion).
+    autocast: None, or ``"bf16"``: the stage forward under ``torch.autocast`` in bfloat16 (the similarity
+        itself stays float32); opt-in, for GPUs; its accuracy effect is measured in benchmarks/gpu_check.sh.
+    tf32: allow TF32 matmuls on CUDA (no effect on the CPU). compile: ``torch.compile`` the trained targets
+        in place (``nn.Module.compile``; worth it for long stages on a GPU).
     bridge / bridge_rank: adapters between targets and guide parts (``lowrank`` | ``stitch``; rank None = full).
     refit_every: steps between closed-form refits of the adapters that feed guide parts (0: stage ends only).
     bn_recalibrate: recompute BatchNorm statistics of the targets on the training data after each stage.
@@ -74,6 +78,9 @@ class ConvertConfig:
     heldout_size: int = 1024
     lr_drops: int = 2
     lr_drop_factor: float = 0.3
+    autocast: str | None = None
+    tf32: bool = True
+    compile: bool = False
 
     def __post_init__(self) -> None:
         from ..align import ALIGNMENTS
@@ -87,6 +94,8 @@ class ConvertConfig:
         for name in ("steps_per_stage", "batch_size", "probe_size", "eval_every", "stop_patience", "heldout_size"):
             if getattr(self, name) < 1:
                 raise UserError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.autocast not in (None, "bf16"):
+            raise UserError(f"autocast must be None or 'bf16', got {self.autocast!r}")
         if self.min_steps < 0 or self.stop_tolerance < 0:
             raise UserError("min_steps and stop_tolerance must be >= 0")
         if self.batch_size < 4:

@@ -21,11 +21,17 @@ from .workdir import WorkDir, load_reference
 
 def export_trial(wd: WorkDir, study: optuna.Study, number: int, out: Path) -> dict:
     check_export_target(out)
-    complete = {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))}
-    folder = wd.trial(number)
-    if number not in complete or not folder.is_dir():
-        listed = ", ".join(map(str, sorted(complete))) or "none yet"
+    trials = {t.number: t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))}
+    if number not in trials:
+        listed = ", ".join(map(str, sorted(trials))) or "none yet"
         raise UserError(f"trial {number} is not a complete trial of this study (complete trials: {listed})")
+    source = trials[number].user_attrs.get("repeat_of", number)  # a repeat's network is its original's
+    folder = wd.trial(source)
+    if not folder.is_dir():
+        t = trials[source]
+        raise UserError(f"trial {source} is complete, but its network is not in this work directory ({folder}): it "
+                        f"ran on worker {t.user_attrs.get('worker', '?')} (host {t.user_attrs.get('host', '?')}); "
+                        f"export it from that machine's work directory, or copy its trials/{source} folder here")
     model = load_exported(folder)
     x, y_ref = load_reference(folder)
     with torch.no_grad():

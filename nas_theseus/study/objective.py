@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import socket
 import time
 from dataclasses import dataclass
 
@@ -25,6 +26,7 @@ from ..measure import (
     measure_latency,
 )
 from ..utils.files import atomic_write_text
+from ..utils.hashing import key_content, stable_hash
 from ..utils.locks import machine_lock
 from .config import OBJECTIVES
 from .context import StudyContext
@@ -107,10 +109,16 @@ def run_trial(trial: optuna.Trial, ctx: StudyContext, wd: WorkDir, activations, 
     candidate, conv_cfg = ctx.candidate(trial)
     names = ctx.guide.part_names
     trial.set_user_attr("candidate", candidate.describe(names))
+    key = candidate_key(candidate, conv_cfg, cfg.study.method)
+    trial.set_user_attr(CANDIDATE_KEY, key)
+    earlier = _finished_with(trial, key)
+    if earlier is not None:  # a repeated proposal: the earlier trial's answer, no work (and no budget) spent
+        return _answer_from(trial, earlier, cfg)
     trial.set_user_attr("method", cfg.study.method)
     trial.set_user_attr("device", str(cfg.study.device))
     trial.set_user_attr("threads", torch.get_num_threads())
     trial.set_user_attr("worker", worker)
+    trial.set_user_attr("host", socket.gethostname())
     stages = []
     trial.set_user_attr("stages", stages)  # a retried trial inherits its predecessor's attributes
     if DIED in trial.user_attrs:  # the predecessor's reason, not this trial's (its retry_history links them)
@@ -163,6 +171,37 @@ def run_trial(trial: optuna.Trial, ctx: StudyContext, wd: WorkDir, activations, 
         value = values[name]
         trial.set_constraint(name, (bound - value) if OBJECTIVES[name] == "maximize" else (value - bound))
     return tuple(values[name] for name in cfg.objectives)
+
+
+CANDIDATE_KEY = "candidate_key"
+REPEAT_OF = "repeat_of"
+# what a repeat copies from the trial it repeats: results, not the bookkeeping of the run that made them
+_RESULT_ATTRS = ("method", "stages", "test_accuracy", "val_accuracy", "test_perplexity", "trial_dir", "export",
+                 "flops_convention", "flops_full_sequence", "flops_decode", "latency", "latency_full_sequence")
+
+
+def candidate_key(candidate, conv_cfg, method: str) -> str:
+    """What makes two trials the same work: the candidate, the conversion settings and the method."""
+    return stable_hash({"candidate": candidate.to_dict(), "convert": key_content(conv_cfg), "method": method})
+
+
+def _finished_with(trial: optuna.Trial, key: str):
+    for t in trial.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
+        if t.user_attrs.get(CANDIDATE_KEY) == key and REPEAT_OF not in t.user_attrs and t.number != trial.number:
+            return t
+    return None
+
+
+def _answer_from(trial: optuna.Trial, earlier, cfg) -> tuple:
+    """Answer a repeated proposal with ``earlier``'s values (the sampler learns from it as from any trial);
+    marked ``repeat_of``, it counts toward no budget and is left out of the front (its original is there)."""
+    trial.set_user_attr(REPEAT_OF, earlier.number)
+    for name in _RESULT_ATTRS:
+        if name in earlier.user_attrs:
+            trial.set_user_attr(name, earlier.user_attrs[name])
+    for name, value in earlier.constraints.items():
+        trial.set_constraint(name, value)
+    return tuple(earlier.values)
 
 
 def _perplexity(loss: float) -> float:

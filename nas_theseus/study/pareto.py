@@ -70,10 +70,12 @@ def default_reference(values: np.ndarray, directions: list[str], names: list[str
 
 
 def trials_frame(study: optuna.Study, names: list[str]) -> pd.DataFrame:
-    """One row per COMPLETE trial: number, objectives by name, test accuracy (and test perplexity when perplexity
-    is an objective), feasibility, params."""
+    """One row per COMPLETE trial (repeats of an earlier candidate left out): number, objectives by name, test
+    accuracy (and test perplexity when perplexity is an objective), feasibility, params."""
     rows = []
     for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        if "repeat_of" in t.user_attrs:  # answered from an earlier trial, which is in the frame itself
+            continue
         row = {"trial": t.number, **dict(zip(names, t.values))}
         row["test_accuracy"] = t.user_attrs.get("test_accuracy")
         if "perplexity" in names:

@@ -15,14 +15,21 @@ def trial_reuse(stages: list[dict]) -> dict:
 
 def study_reuse(trials: list[FrozenTrial]) -> dict:
     """Totals over the complete trials (the numbers ``run`` prints and ``report`` shows)."""
-    done = [t for t in trials if t.state == TrialState.COMPLETE and "stages_requested" in t.user_attrs]
-    return {key: sum(t.user_attrs[key] for t in done) for key in ("stages_requested", "stages_trained",
-                                                                  "reuse_saved_s")}
+    done = [t for t in trials if t.state == TrialState.COMPLETE and "stages_requested" in t.user_attrs
+            and "repeat_of" not in t.user_attrs]
+    totals = {key: sum(t.user_attrs[key] for t in done) for key in ("stages_requested", "stages_trained",
+                                                                    "reuse_saved_s")}
+    totals["repeats"] = sum(1 for t in trials if t.state == TrialState.COMPLETE and "repeat_of" in t.user_attrs)
+    return totals
 
 
 def describe(totals: dict) -> str:
     requested, trained = totals["stages_requested"], totals["stages_trained"]
-    if not requested:
-        return "stage reuse: no conversion stages yet"
-    return (f"stage reuse: {trained} of {requested} stages trained, {requested - trained} reused from stage "
+    repeats = totals.get("repeats", 0)
+    text = ("stage reuse: no conversion stages yet" if not requested else
+            f"stage reuse: {trained} of {requested} stages trained, {requested - trained} reused from stage "
             f"checkpoints (saving about {totals['reuse_saved_s']:.0f} s of training)")
+    if repeats:
+        text += (f"; {repeats} proposal(s) repeated an earlier candidate and were answered from it (not counted "
+                 f"in the budget)")
+    return text

@@ -36,12 +36,13 @@ from ..utils.locks import Slot, held_slots, usable_cores
 from ..utils.progress import progress_bar
 from .config import StudyConfig
 from .context import StudyContext, build_context
-from .objective import TrialFailed, run_trial
+from .objective import REPEAT_OF, TrialFailed, run_trial
 from .owners import LocalOwners
 from .storage import ResilientRDBStorage, make_storage
 from .workdir import WorkDir
 
 REQUEUED = "requeued_as_waiting"
+MAX_REPEATS_IN_A_ROW = 25
 
 
 def make_sampler(config: StudyConfig, n_stored: int, worker: str = "0") -> optuna.samplers.BaseSampler:
@@ -56,9 +57,12 @@ def make_sampler(config: StudyConfig, n_stored: int, worker: str = "0") -> optun
 
 
 def finished_trials(study: optuna.Study) -> int:
-    """Trials that count toward the budget: COMPLETE, PRUNED, and FAIL with a recorded reason."""
+    """Trials that count toward the budget: COMPLETE (but repeats of an earlier candidate), PRUNED, and FAIL
+    with a recorded reason."""
     n = 0
     for t in study.get_trials(deepcopy=False):
+        if t.state == TrialState.COMPLETE and REPEAT_OF in t.user_attrs:
+            continue
         if t.state in (TrialState.COMPLETE, TrialState.PRUNED):
             n += 1
         elif t.state == TrialState.FAIL and "fail_reason" in t.user_attrs:
@@ -215,6 +219,7 @@ def _run(config: StudyConfig, ctx: StudyContext, wd: WorkDir, identity: str, wor
                        leave=True)
 
     last: list[int] = []  # the number of the trial this worker ran last
+    streak = [0]  # repeated proposals in a row (answered from earlier trials)
 
     def objective(trial: optuna.Trial):
         set_threads(config)  # recorded by run_trial; re-read per trial as workers come and go
@@ -234,6 +239,14 @@ def _run(config: StudyConfig, ctx: StudyContext, wd: WorkDir, identity: str, wor
 
     def after_trial(study: optuna.Study, trial) -> None:
         owners.idle()  # told: no longer this worker's to resume
+        if trial.state == TrialState.COMPLETE and REPEAT_OF in trial.user_attrs:
+            streak[0] += 1  # answered from an earlier trial: no budget spent
+            if streak[0] >= MAX_REPEATS_IN_A_ROW:
+                bar.write(f"the sampler proposed only earlier candidates {streak[0]} times in a row: the search "
+                          f"space looks exhausted; stopping", file=sys.stderr)
+                study.stop()
+            return
+        streak[0] = 0
         bar.update(1)
         if trial.state == TrialState.FAIL and "fail_reason" in trial.user_attrs:
             bar.write(f"trial {trial.number} failed: {trial.user_attrs['fail_reason']}", file=sys.stderr)
@@ -248,10 +261,13 @@ def _run(config: StudyConfig, ctx: StudyContext, wd: WorkDir, identity: str, wor
                 left = target - finished_trials(study)
                 if left <= 0 or (deadline is not None and time.monotonic() >= deadline):
                     break
+                if streak[0] >= MAX_REPEATS_IN_A_ROW:
+                    break
                 try:
+                    # repeats and trials retried elsewhere use up optimize's count without filling the budget:
+                    # the loop goes on until the budget, the deadline or an exhausted search space ends it
                     study.optimize(objective, n_trials=left, catch=(TrialFailed,), callbacks=[after_trial],
                                    timeout=None if deadline is None else deadline - time.monotonic())
-                    break
                 except (TrialTakenOver, ValueError, AssertionError) as e:
                     # our heartbeat lapsed (a storage outage longer than the grace period): another worker
                     # declared our trial dead and retries it; Optuna cannot tell it ("Cannot tell a FAIL

@@ -2,7 +2,8 @@
 
     DIR/study.json              storage URL, study name, identity and resolved config (written once valid)
     DIR/study.db                the default SQLite storage
-    DIR/cache/activations-*.safetensors   the guide's activations over the training split (one per guide+data)
+    DIR/cache/activations-*.f32/   the guide's activations over the training split (one per guide+data),
+                                   float32 .npy files every worker memory-maps
     DIR/checkpoints/*.ckpt      content-keyed stage checkpoints (shared by every trial and worker)
     DIR/trials/N/               arch.json, model.safetensors, reference.safetensors, metrics.json per COMPLETE trial
     DIR/exports/trial-N/        what `nas-theseus export` writes
@@ -66,8 +67,9 @@ class WorkDir:
 
     def activations(self, guide: Guide, data: TaskData, *, device: str, progress: bool) -> GuideActivations:
         """The guide's activations over ``data.train``: computed once per study, then read from the cache
-        (``activations-<key>.safetensors``, or the memory-mapped folder ``activations-<key>/`` for caches
-        beyond the memory budget, see :mod:`nas_theseus.convert.activations`)."""
+        (``activations-<key>.f32/``, float32 files that the workers of a machine share through memory maps, or
+        the float16 folder ``activations-<key>/`` for caches beyond the memory budget, see
+        :mod:`nas_theseus.convert.activations`)."""
         key = stable_hash({"guide": guide.identity, "data": data.fingerprint})
         # workers sharing this work directory compute the cache once: the first holds the lock, the rest
         # wait and then read what it published
@@ -75,7 +77,8 @@ class WorkDir:
             return self._activations(key, guide, data, device=device, progress=progress)
 
     def _activations(self, key: str, guide: Guide, data: TaskData, *, device: str, progress: bool):
-        path = self.root / "cache" / f"activations-{key}.safetensors"
+        path = self.root / "cache" / f"activations-{key}.safetensors"  # written by earlier versions
+        shared = self.root / "cache" / f"activations-{key}.f32"
         folder = self.root / "cache" / f"activations-{key}"
         n = len(guide.parts) + 2
         for stale in (self.root / "cache").glob(f".activations-{key}.*"):  # a killed writer's temp folder
@@ -83,6 +86,8 @@ class WorkDir:
         try:
             if folder.is_dir():
                 acts = GuideActivations.open_mapped(folder, n)
+            elif shared.is_dir():
+                acts = GuideActivations.open_shared(shared, n)
             elif path.is_file():
                 tensors = load_file(str(path))
                 acts = GuideActivations([tensors[f"a{i}"] for i in range(n)], key)
@@ -97,8 +102,8 @@ class WorkDir:
         acts = GuideActivations.compute(guide, data.train.x, data_key=data.fingerprint, device=device,
                                         progress=progress, mmap_dir=folder)
         if not acts.mapped:
-            tensors = {f"a{i}": a.contiguous() for i, a in enumerate(acts.acts)}
-            atomic_write(path, lambda tmp: save_file(tensors, tmp))
+            acts.save_shared(shared)
+            acts = GuideActivations.open_shared(shared, n)  # the machine's one copy, in the OS's file cache
         return acts
 
 

@@ -1,0 +1,74 @@
+"""The CUDA path (marked `cuda`: skipped without a GPU; benchmarks/gpu_check.sh runs them on one)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from nas_theseus.convert import Candidate, ConvertConfig, GuideActivations, convert
+from nas_theseus.measure import measure_latency
+from nas_theseus.targets import BlockSpec
+from nas_theseus.testing import tiny_guide
+from nas_theseus.training import FitConfig
+
+pytestmark = pytest.mark.cuda
+MLP8 = BlockSpec.of("mlp", width=8)
+FAST = dict(steps_per_stage=60, batch_size=32, probe_size=64, refit_every=3,
+            finetune=FitConfig(max_epochs=2, patience=2))
+
+
+@pytest.fixture(scope="module")
+def small_data():
+    from nas_theseus.data import load_mnist1d
+
+    return load_mnist1d(num_samples=600)
+
+
+@pytest.mark.parametrize("order", [(0, 1, 2), (2, 0, 1)])
+def test_a_conversion_runs_on_cuda_with_every_module_there_and_matches_the_cpu(small_data, order):
+    cand = Candidate((MLP8, MLP8, MLP8), order=order, head="guide")
+    seen = []
+
+    def on_stage(report, hybrid):
+        seen.append({t.device.type for t in [*hybrid.parameters(), *hybrid.buffers()]})
+
+    gpu = convert(tiny_guide("conv1d"), cand, small_data, ConvertConfig(**FAST), device="cuda", progress=False,
+                  on_stage=on_stage)
+    cpu = convert(tiny_guide("conv1d"), cand, small_data, ConvertConfig(**FAST), progress=False)
+    assert seen and all(s == {"cuda"} for s in seen)
+    for g, c in zip(gpu.stages, cpu.stages):
+        assert all(abs(g.alignment[p] - c.alignment[p]) < 0.05 for p in c.alignment), (g.alignment, c.alignment)
+
+
+def test_stages_trained_on_cuda_resume_on_the_cpu(small_data, tmp_path):
+    cand = Candidate((MLP8, None, MLP8))
+    first = convert(tiny_guide("conv1d"), cand, small_data, ConvertConfig(**FAST), device="cuda",
+                    checkpoint_dir=tmp_path, progress=False)
+    again = convert(tiny_guide("conv1d"), cand, small_data, ConvertConfig(**FAST), checkpoint_dir=tmp_path,
+                    progress=False)
+    assert all(s.resumed for s in again.stages) and again.finetune_resumed
+    x = small_data.test.x[:8]
+    assert torch.allclose(first.model.cpu()(x), again.model(x), atol=1e-5)
+
+
+def test_the_cache_moves_to_the_gpu_or_to_pinned_memory(small_data, monkeypatch):
+    guide = tiny_guide("conv1d")
+    acts = GuideActivations.compute(guide, small_data.train.x, data_key="d", progress=False)
+    assert {a.device.type for a in acts.on("cuda").acts} == {"cuda"} and acts.on("cuda") is acts.on("cuda")
+    monkeypatch.setenv("NAS_THESEUS_DEVICE_CACHE", "0")
+    pinned = GuideActivations(acts.acts, acts.key).on("cuda")
+    assert all(a.is_pinned() for a in pinned.acts)
+    idx = torch.tensor([3, 1, 2])
+    assert all(b.device.type == "cuda" for b in pinned.batch(idx, "cuda"))
+
+
+def test_bf16_autocast_converts_on_cuda(small_data):
+    cand = Candidate((MLP8, None, MLP8))
+    r = convert(tiny_guide("conv1d"), cand, small_data, ConvertConfig(autocast="bf16", **FAST), device="cuda",
+                progress=False)
+    assert r.stages and all(0 < v <= 1 for s in r.stages for v in s.alignment.values())
+
+
+def test_latency_on_a_given_cuda_device_is_measured_there():
+    lat = measure_latency(torch.nn.Linear(8, 8), (8,), device="cuda:0", repeats=5, warmup=2)
+    assert lat.device == "cuda:0" and lat.median_ms > 0
