@@ -203,6 +203,30 @@ def test_export_from_another_work_directory_names_the_worker_that_has_the_files(
     assert "trial 0 is complete, but its network is not in this work directory" in err and worker in err, err
 
 
+@pytest.mark.slow
+def test_a_costlier_trial_behind_a_cheaper_one_is_pruned_by_our_rule(tmp_path, capsys):
+    """margin -1 makes the rule fire whenever an earlier trial costs no more: the wide second candidate is
+    pruned after its first stage, with the reason; its finished stage stays checkpointed; the front holds the
+    cheap one."""
+    study_file, wd = write_study(tmp_path, n_trials=2), tmp_path / "wd"
+    cheap = {"conv1.width": 16, "conv2.width": 16, "conv3.width": 16, "order.0": 0, "order.1": 0}
+    wide = {**cheap, "conv1.width": 256, "conv2.width": 256}
+    text = study_file.read_text().replace('method = "not"', f'method = "not"\nenqueue = [{toml_table(cheap)}, '
+                                                          f'{toml_table(wide)}]')
+    study_file.write_text(text + '\n[pruning]\nenabled = true\nmargin = -1.0\nstages = "all"\n')
+    assert main(["run", str(study_file), "--workdir", str(wd), "--no-progress"]) == 0
+    assert "pruned: after stage 1, trial 0" in capsys.readouterr().err
+    first, second = load(wd).trials[:2]
+    assert first.state == TrialState.COMPLETE and second.state == TrialState.PRUNED
+    assert second.user_attrs["pre_training_costs"]["flops"] > first.user_attrs["pre_training_costs"]["flops"]
+    assert "prune_reason" in second.user_attrs and len(second.user_attrs["stages"]) == 1
+    assert len(list((wd / "checkpoints").glob("*.ckpt"))) >= 3 + 1  # trial 0's stages and fine-tuning, trial 1's
+
+
+def toml_table(params: dict) -> str:
+    return "{ " + ", ".join(f'"{k}" = {v}' for k, v in params.items()) + " }"
+
+
 @pytest.mark.parametrize("edit, message", [
     (lambda s: s.replace("n_trials", "n_trails"), "unknown key 'study.n_trails' (did you mean 'n_trials'?)"),
     (lambda s: s.replace('sampler = "random"', 'sampler = "tpes"'), "unknown sampler 'tpes' (did you mean 'tpe'?)"),

@@ -102,6 +102,18 @@ class BaselineSection:
     fit: dict = field(default_factory=dict)
 
 
+@keyed_fields()
+@dataclass(frozen=True)
+class PruningSection:
+    """Our early stop for multi-objective trials (``nas_theseus.study.pruning``): ``enabled``; ``margin`` (how far
+    ahead in hybrid validation accuracy a cheaper earlier trial must have been); ``stages`` (``last`` | ``all``:
+    after which stages the rule looks)."""
+
+    enabled: bool = False
+    margin: float = 0.05
+    stages: str = "last"
+
+
 @keyed_fields("batch_size", "threads", "warmup", "repeats")
 @dataclass(frozen=True)
 class LatencySection:
@@ -128,6 +140,7 @@ class StudyConfig:
     latency: LatencySection = LatencySection()
     base_dir: str = "."
     baseline: BaselineSection = BaselineSection()
+    pruning: PruningSection = PruningSection()
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
@@ -299,6 +312,9 @@ def _check_semantics(cfg: StudyConfig, where: str) -> None:
         if not isinstance(bound, (int, float)) or isinstance(bound, bool):
             bad(f"the bound for {name} must be a number, got {bound!r}")
     from ..convert import KD_VARIANTS
+
+    if cfg.pruning.stages not in ("last", "all"):
+        bad(f"pruning.stages must be 'last' or 'all', got {cfg.pruning.stages!r}")
 
     if cfg.baseline.kd not in KD_VARIANTS:
         bad(f"unknown baseline.kd {cfg.baseline.kd!r}{did_you_mean(cfg.baseline.kd, KD_VARIANTS)}; valid: "

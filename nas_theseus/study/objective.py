@@ -12,7 +12,8 @@ from dataclasses import dataclass
 import optuna
 import torch
 
-from ..convert import ConversionError, convert, train_distilled, train_from_scratch
+from ..convert import ConversionError, convert, plan_stages, train_distilled, train_from_scratch
+from ..convert.baseline import scratch_model
 from ..errors import UserError
 from ..export import arch_document, save_network
 from ..measure import (
@@ -31,6 +32,7 @@ from ..utils.locks import machine_lock
 from .config import OBJECTIVES
 from .context import StudyContext
 from .owners import DIED
+from .pruning import COSTS, PruningRule
 from .reuse import trial_reuse
 from .workdir import WorkDir, save_reference
 
@@ -93,6 +95,15 @@ def measure(model, ctx: StudyContext, names: set[str], *, strict_flops: bool = T
     return Measured(values, attrs)
 
 
+def pre_training_costs(ctx: StudyContext, candidate, conv_cfg) -> dict:
+    """The trial's cost objectives that training does not change (FLOPs, parameters), from its architecture."""
+    names = [c for c in COSTS if c in ctx.config.objectives]
+    if not names:
+        return {}
+    model = scratch_model(ctx.guide, candidate, conv_cfg)
+    return measure(model, ctx, set(names), strict_flops=False).values
+
+
 def train_baseline(cfg, ctx: StudyContext, candidate, conv_cfg, *, progress: bool):
     """``method = "scratch"`` or ``"kd"``: the candidate's network from random weights, by that method's rule."""
     if cfg.study.method == "kd":
@@ -124,6 +135,11 @@ def run_trial(trial: optuna.Trial, ctx: StudyContext, wd: WorkDir, activations, 
     if DIED in trial.user_attrs:  # the predecessor's reason, not this trial's (its retry_history links them)
         trial.set_user_attr(DIED, None)
 
+    costs = pre_training_costs(ctx, candidate, conv_cfg) if cfg.pruning.enabled else {}
+    if costs:
+        trial.set_user_attr("pre_training_costs", costs)
+    rule = PruningRule(cfg.pruning.margin, cfg.pruning.stages) if cfg.pruning.enabled else None
+
     def on_stage(report, hybrid):
         stages.append({"parts": report.parts, "alignment": report.alignment,  # held-out (validation rows)
                        "alignment_train": report.alignment_train, "steps": report.steps,
@@ -131,8 +147,11 @@ def run_trial(trial: optuna.Trial, ctx: StudyContext, wd: WorkDir, activations, 
                        "hybrid_val_accuracy": report.hybrid_val_accuracy, "resumed": report.resumed,
                        "loss_curve": [round(v, 5) for v in report.loss_curve]})
         trial.set_user_attr("stages", stages)
+        if rule is not None:
+            rule.check(trial, report.index, n_stages, report.hybrid_val_accuracy, costs)
 
     wanted = set(cfg.objectives) | set(cfg.constraints)
+    n_stages = len(plan_stages(candidate, conv_cfg))
     try:
         if cfg.study.method == "not":
             result = convert(ctx.guide, candidate, ctx.data, conv_cfg, checkpoint_dir=wd.checkpoints,

@@ -248,6 +248,8 @@ def _run(config: StudyConfig, ctx: StudyContext, wd: WorkDir, identity: str, wor
             return
         streak[0] = 0
         bar.update(1)
+        if trial.state == TrialState.PRUNED and "prune_reason" in trial.user_attrs:
+            bar.write(f"trial {trial.number} pruned: {trial.user_attrs['prune_reason']}", file=sys.stderr)
         if trial.state == TrialState.FAIL and "fail_reason" in trial.user_attrs:
             bar.write(f"trial {trial.number} failed: {trial.user_attrs['fail_reason']}", file=sys.stderr)
         if finished_trials(study) >= target:
