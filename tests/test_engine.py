@@ -376,3 +376,26 @@ def test_a_studys_cache_is_one_memory_mapped_copy_per_machine(small_data, tmp_pa
     assert all(str(tmp_path / "acts.f32" / f"a{i}.npy") in maps for i in range(len(acts.acts)))
     idx = torch.tensor([4, 0, 7])
     assert all(torch.equal(x, y) for x, y in zip(shared.batch(idx), acts.batch(idx)))
+
+
+def test_a_non_cka_stage_stops_on_its_own_loss_on_heldout_rows(small_data, monkeypatch):
+    from nas_theseus.align import make_alignment
+
+    calls = []
+
+    class Spy(nn.Module):
+        def __init__(self, real):
+            super().__init__()
+            self.real = real
+
+        def forward(self, h, a):
+            calls.append((self.training, len(h)))
+            return self.real(h, a)
+
+    monkeypatch.setattr(engine_module, "make_alignment", lambda *a, **k: Spy(make_alignment(*a, **k)))
+    cfg = ConvertConfig(alignment="dmnn", steps_per_stage=100, eval_every=20, batch_size=32, probe_size=64,
+                        heldout_size=50, finetune=FAST_FT)
+    convert(tiny_guide("conv1d"), Candidate((MLP8, None, None)), small_data, cfg, progress=False)
+    rows = min(50, len(small_data.val))
+    assert calls.count((True, 32)) == 100  # training steps
+    assert calls.count((False, rows)) == 100 // 20  # the D-MNN loss on the held-out rows, every 20 steps

@@ -35,7 +35,7 @@ class ConvertConfig:
     steps_per_stage: optimizer steps per swapped part: the most a stage trains (exactly this many with
         ``stage_stop = "fixed"``); ``joint`` runs K x steps in its single stage, so all schedules have the
         same alignment budget.
-    stage_stop: ``plateau`` (the alignment on held-out rows, mean 1 − CKA over the loss's parts, is evaluated
+    stage_stop: ``plateau`` (the alignment loss on held-out rows, mean over the loss's parts, is evaluated
         every ``eval_every`` steps; after ``stop_patience`` evaluations without an improvement of more than
         ``stop_tolerance`` the learning rate is cut by ``lr_drop_factor``, and at the plateau after
         ``lr_drops`` cuts the stage ends, never before ``min_steps``; the best evaluated state is kept) or
@@ -110,6 +110,8 @@ class ConvertConfig:
         d.pop("finetune")
         if self.stage_stop == "plateau":
             d.update({name: getattr(self, name) for name in PLATEAU_SETTINGS})
+            if self.alignment != "cka":  # such stages stop on their own loss on held-out rows, not on CKA
+                d["heldout_score"] = "loss"
         return d
 
     @classmethod

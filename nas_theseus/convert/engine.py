@@ -224,19 +224,25 @@ def _heldout(guide: Guide, data: TaskData, config: ConvertConfig, device) -> tup
 
 
 @torch.no_grad()
-def _heldout_score(hybrid: Hybrid, stage: _Stage, heldout) -> float:
-    """Mean 1 − linear CKA on the held-out rows over the stage's loss parts (lower is better)."""
+def _heldout_score(hybrid: Hybrid, stage: _Stage, heldout, losses: nn.ModuleDict, alignment: str) -> float:
+    """The stage's alignment loss on the held-out rows, mean over its loss parts (lower is better): 1 − linear
+    CKA (in float64) for ``cka``; each other loss's own 1 − similarity (a D-MNN stage stops when D-MNN stops
+    improving, not when CKA does)."""
     x, acts = heldout
-    was = [m.training for m in hybrid.modules()]
+    was = [m.training for m in [*hybrid.modules(), *losses.modules()]]
     hybrid.eval()
+    losses.eval()
     try:
         outs = _forward_outputs(hybrid, stage, x if _needs_x(hybrid, stage) else None, acts)
+        if alignment == "cka":
+            rows = token_rows if hybrid.tokens else (lambda h, a: (h, a))
+            terms = [1.0 - float(linear_cka(*rows(outs[k].double(), acts[k + 1].double()))) for k in stage.loss]
+        else:
+            terms = [float(losses[str(k)](outs[k].float(), acts[k + 1])) for k in stage.loss]
     finally:
-        for m, mode in zip(hybrid.modules(), was):
+        for m, mode in zip([*hybrid.modules(), *losses.modules()], was):
             m.training = mode
-    rows = token_rows if hybrid.tokens else (lambda h, a: (h, a))
-    return sum(1.0 - float(linear_cka(*rows(outs[k].double(), acts[k + 1].double()))) for k in stage.loss) \
-        / len(stage.loss)
+    return sum(terms) / len(terms)
 
 
 def _train_stage(hybrid: Hybrid, losses: nn.ModuleDict, stage: _Stage, data: TaskData, acts: GuideActivations,
@@ -306,7 +312,7 @@ def _train_stage(hybrid: Hybrid, losses: nn.ModuleDict, stage: _Stage, data: Tas
             bar.update(1)
             testhooks.hit("stage_step")
             if plateau and ((step + 1) % config.eval_every == 0 or step + 1 == stage.steps):
-                score = _heldout_score(hybrid, stage, heldout)
+                score = _heldout_score(hybrid, stage, heldout, losses, config.alignment)
                 if score < best_score - config.stop_tolerance:
                     best_score, bad = score, 0
                     best_state = [copy.deepcopy(m.state_dict()) for m in watched]
