@@ -38,10 +38,13 @@ METHODS = ("not", "scratch", "kd")
 
 
 def run(method: str, out: Path, n_trials: int):
+    """Run (or, when its work directory holds it, reuse) one study; its wall time is that of its trials, from
+    the first trial's start to the last one's end, so a reused study reports the time it took when it ran."""
     config = load_study_config(STUDY, [f'study.method="{method}"', f"study.n_trials={n_trials}"])
-    t0 = time.perf_counter()
     study = run_study(config, out / method, progress=False)
-    return config, study, time.perf_counter() - t0
+    trials = [t for t in study.get_trials(deepcopy=False) if t.datetime_complete is not None]
+    wall = (max(t.datetime_complete for t in trials) - min(t.datetime_start for t in trials)).total_seconds()
+    return config, study, wall
 
 
 def dominates(a, b) -> bool:
@@ -121,9 +124,10 @@ def main() -> None:
             + claim(f"the best NoT front point (trial {best['trial']}, by validation) within 2 points of the guide "
                     f"on test ({100 * best['test_accuracy']:.1f} vs {100 * guide:.1f})",
                     best["test_accuracy"] >= guide - 0.02) + "\n"
-            + claim(f"the NoT study's {args.n_trials} trials in ≤ 5 minutes ({results['not']['wall_s']:.0f} s, "
-                    f"with the guide already trained)", results["not"]["wall_s"] <= 300) + "\n"
-            + "- study wall time: " + ", ".join(f"{m} {results[m]['wall_s']:.0f} s" for m in METHODS) + "\n"
+            + claim(f"the NoT study's {args.n_trials} trials in ≤ 5 minutes ({results['not']['wall_s']:.0f} s from "
+                    f"the first trial's start to the last one's end, the guide already trained)",
+                    results["not"]["wall_s"] <= 300) + "\n"
+            + "- study wall time (trials): " + ", ".join(f"{m} {results[m]['wall_s']:.0f} s" for m in METHODS) + "\n"
             f"- overhead (trial through the study ÷ the same `convert()` called directly, median of "
             f"{len(ov['trials'])} trials without reused stages): "
             + (f"{ov['median_ratio']:.3f}" if ov["median_ratio"] else "n/a")

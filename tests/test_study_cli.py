@@ -223,6 +223,18 @@ def test_a_costlier_trial_behind_a_cheaper_one_is_pruned_by_our_rule(tmp_path, c
     assert len(list((wd / "checkpoints").glob("*.ckpt"))) >= 3 + 1  # trial 0's stages and fine-tuning, trial 1's
 
 
+def test_a_baselines_repeat_ignores_the_swap_order():
+    from nas_theseus.convert import Candidate, ConvertConfig
+    from nas_theseus.study.objective import candidate_key
+    from nas_theseus.targets import BlockSpec
+
+    blocks = (BlockSpec.of("mlp", width=8), None, BlockSpec.of("mlp", width=16))
+    a, b, cfg = Candidate(blocks, order=(0, 2)), Candidate(blocks, order=(2, 0)), ConvertConfig()
+    assert candidate_key(a, cfg, "not") != candidate_key(b, cfg, "not")  # another conversion
+    assert candidate_key(a, cfg, "scratch") == candidate_key(b, cfg, "scratch")  # the same network to train
+    assert candidate_key(a, cfg, "kd") != candidate_key(a, cfg, "scratch")
+
+
 def toml_table(params: dict) -> str:
     return "{ " + ", ".join(f'"{k}" = {v}' for k, v in params.items()) + " }"
 

@@ -200,8 +200,12 @@ _RESULT_ATTRS = ("method", "stages", "test_accuracy", "val_accuracy", "test_perp
 
 
 def candidate_key(candidate, conv_cfg, method: str) -> str:
-    """What makes two trials the same work: the candidate, the conversion settings and the method."""
-    return stable_hash({"candidate": candidate.to_dict(), "convert": key_content(conv_cfg), "method": method})
+    """What makes two trials the same work: the candidate, the conversion settings and the method. A baseline
+    (scratch, kd) trains the deploy network alone, so for it the swap order is not part of the work."""
+    cand = candidate.to_dict()
+    if method != "not":
+        cand.pop("order")
+    return stable_hash({"candidate": cand, "convert": key_content(conv_cfg), "method": method})
 
 
 def _finished_with(trial: optuna.Trial, key: str):
