@@ -24,7 +24,8 @@ examples:
   nas-theseus dashboard runs/mnist1d_cnn_to_mlp              # optuna-dashboard on http://127.0.0.1:8080
   nas-theseus convert studies/mnist1d_cnn_to_mlp.toml \
       --params '{"conv1.width": 64, "conv2.width": 32, "conv3.width": 32, "order.0": 0, "order.1": 0}'
-  NAS_THESEUS_WORKER=3 nas-theseus run STUDY --storage postgresql://user@host/db   # one of many workers
+  NAS_THESEUS_WORKER=3 nas-theseus run STUDY --storage postgresql://user@host/db \
+      --artifacts s3://bucket/nas                            # one of many workers on many machines
 """
 
 
@@ -45,6 +46,8 @@ def _load_config(args):
     overrides = list(args.set or [])
     if getattr(args, "device", None):
         overrides.append(f"study.device={json.dumps(args.device)}")
+    if getattr(args, "artifacts", None):
+        overrides.append(f"artifacts.store={json.dumps(args.artifacts)}")
     return load_study_config(args.study, overrides)
 
 
@@ -74,7 +77,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return _print_front(workdir, "table", reuse=True)
 
 
-def _open(workdir: Path):
+def _open(workdir: Path, artifacts: str | None = None):
     from .study.config import config_from_dict
     from .study.runner import open_storage
     from .study.workdir import WorkDir
@@ -83,7 +86,10 @@ def _open(workdir: Path):
     meta = wd.require_meta()
     import optuna
 
-    config = config_from_dict(meta["config"], base_dir=meta.get("base_dir", "."))
+    raw = meta["config"]
+    if artifacts:  # --artifacts URL: this machine's view of the study's store
+        raw = {**raw, "artifacts": {**raw.get("artifacts", {}), "store": artifacts}}
+    config = config_from_dict(raw, base_dir=meta.get("base_dir", "."))
     storage = open_storage(config, meta["storage"], create=False)
     try:
         study = optuna.load_study(study_name=meta["study_name"], storage=storage)
@@ -143,11 +149,12 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
+    from .study.context import open_artifacts
     from .study.export_trial import export_trial
 
-    wd, config, study = _open(Path(args.dir))
+    wd, config, study = _open(Path(args.dir), args.artifacts)
     out = Path(args.out) if args.out else wd.root / "exports" / f"trial-{args.trial}"
-    export_trial(wd, study, args.trial, out)
+    export_trial(wd, study, args.trial, out, artifacts=open_artifacts(config))
     return 0
 
 
@@ -156,11 +163,15 @@ def _cmd_dashboard(args: argparse.Namespace) -> int:
         from optuna_dashboard import run_server
     except ImportError:
         raise UserError("optuna-dashboard is not installed: pip install 'nas-theseus[dashboard]'") from None
-    wd, _, study = _open(Path(args.dir))  # checks the work directory and its storage first
-    print(f"serving study {study.study_name!r} on http://{args.host}:{args.port}/dashboard (Ctrl-C stops)",
-          flush=True)
+    from .study.context import open_artifacts
+
+    wd, config, study = _open(Path(args.dir), args.artifacts)  # checks the work directory and its storage first
+    store = open_artifacts(config)
+    print(f"serving study {study.study_name!r} on http://{args.host}:{args.port}/dashboard (Ctrl-C stops)"
+          + (f"; trial networks downloadable from artifact store {store.url}" if store else ""), flush=True)
     try:
-        run_server(wd.require_meta()["storage"], host=args.host, port=args.port)
+        run_server(wd.require_meta()["storage"], host=args.host, port=args.port,
+                   artifact_store=store.backend if store else None)
     except KeyboardInterrupt:
         pass
     return 0
@@ -197,6 +208,12 @@ def build_parser() -> argparse.ArgumentParser:
                        help="override a study-file key, e.g. --set convert.steps_per_stage=300 (repeatable)")
         p.add_argument("--device", help="cpu, cuda or cuda:i (overrides study.device)")
         p.add_argument("--no-progress", action="store_true", help="no progress bars")
+        artifacts_arg(p)
+
+    def artifacts_arg(p):
+        p.add_argument("--artifacts", metavar="URL",
+                       help="shared artifact store (file:///shared/path or s3://bucket/prefix) for trial networks, "
+                            "stage checkpoints and trained guides; overrides the study's [artifacts] store")
 
     p = sub.add_parser("run", help="run or continue a study (Pareto search)",
                        description="Run the study's trials until study.n_trials have finished; running it again "
@@ -218,6 +235,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("dir", help="the study's work directory")
     p.add_argument("--trial", type=int, required=True, help="trial number (see `nas-theseus pareto DIR`)")
     p.add_argument("--out", help="output folder (default: DIR/exports/trial-N)")
+    artifacts_arg(p)
     p.set_defaults(func=_cmd_export)
 
     p = sub.add_parser("report", help="write Pareto plots (PNG, HTML) and alignment curves")
@@ -231,6 +249,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("dir", help="the study's work directory")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8080)
+    artifacts_arg(p)
     p.set_defaults(func=_cmd_dashboard)
 
     p = sub.add_parser("convert", help="one conversion with given parameters, no search")

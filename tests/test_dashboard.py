@@ -4,12 +4,15 @@ front render in headless Chromium (Debian's package, driven by Playwright). The 
 
 from __future__ import annotations
 
+import hashlib
 import os
+import re
 import shutil
 import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -51,7 +54,8 @@ def test_study_renders_in_optuna_dashboard(tmp_path):
     except ImportError:
         _need("playwright (pip)", False)
     study_file, wd = write_study(tmp_path, n_trials=3), tmp_path / "wd"
-    assert main(["run", str(study_file), "--workdir", str(wd), "--no-progress"]) == 0
+    store = tmp_path / "store"  # the dashboard serves the trials' networks from the study's artifact store
+    assert main(["run", str(study_file), "--workdir", str(wd), "--no-progress", "--artifacts", f"file://{store}"]) == 0
     study = load(wd)
     n_all, n_complete = len(study.get_trials()), len(study.get_trials(states=(TrialState.COMPLETE,)))
     port = free_port()
@@ -80,10 +84,16 @@ def test_study_renders_in_optuna_dashboard(tmp_path):
             body = page.inner_text("body")
             page.screenshot(path=str(artifacts / "dashboard_trials.png"), full_page=True)
             browser.close()
+        first = study.get_trials(states=(TrialState.COMPLETE,))[0]
+        info = first.user_attrs["network_artifact"]
+        url = f"http://127.0.0.1:{port}/artifacts/{study._study_id}/{first._trial_id}/{info['artifact_id']}"
+        with urllib.request.urlopen(url, timeout=30) as r:
+            assert hashlib.sha256(r.read()).hexdigest() == info["sha256"]  # the trial's network, downloadable
         assert f"{n_all} Trials" in body
         for attr in ("candidate", "stages", "export", "flops_convention", "worker"):
             assert attr in body, attr
         assert "nas-theseus export" in body
+        assert re.search(r"trial-\d+\.tar", body), body  # the trial's network in the Artifacts card
     finally:
         server.terminate()
         server.wait(timeout=30)

@@ -201,6 +201,7 @@ def test_export_from_another_work_directory_names_the_worker_that_has_the_files(
     err = capsys.readouterr().err
     worker = load(a).trials[0].user_attrs["worker"]
     assert "trial 0 is complete, but its network is not in this work directory" in err and worker in err, err
+    assert "the study had no artifact store when it ran" in err, err
 
 
 @pytest.mark.slow

@@ -8,12 +8,16 @@ atomic (temp file + ``os.replace``). Tensors are stored on the CPU and loaded wi
 caller's ``load_state_dict`` copies them onto its own device), so a stage trained on a GPU resumes on a CPU or
 another GPU. An unreadable or mismatching file is one warning and counts as absent.
 Temp files of writers that died before ``os.replace`` are swept when a store opens, once an hour old.
+
+With a shared artifact store (``remote``, :mod:`nas_theseus.utils.artifacts`), every checkpoint written is also
+uploaded under ``checkpoints/<key>.ckpt``, and one missing here is looked up there (checked, then kept here), so
+a trial retried on another machine resumes from the stages written on the first. A store that cannot be
+reached or holds a damaged copy is one warning; the stage is then trained here.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import io
 import os
 import time
@@ -23,6 +27,7 @@ from pathlib import Path
 import torch
 
 from ..utils import testhooks
+from ..utils.artifacts import ArtifactStore, seal, unseal
 from ..utils.files import atomic_write
 
 FORMAT = 1
@@ -40,8 +45,10 @@ def to_cpu(obj):
 
 
 class CheckpointStore:
-    def __init__(self, root: str | os.PathLike | None, *, stale_temp_s: float = 3600.0):
+    def __init__(self, root: str | os.PathLike | None, *, stale_temp_s: float = 3600.0,
+                 remote: ArtifactStore | None = None):
         self.root = Path(root) if root is not None else None
+        self.remote = remote if self.root is not None else None
         if self.root is not None and self.root.is_dir():
             now = time.time()
             for tmp in self.root.glob(".*.tmp.ckpt"):
@@ -58,27 +65,29 @@ class CheckpointStore:
             return
         buf = io.BytesIO()
         torch.save(to_cpu({"format": FORMAT, "key": key, **payload}), buf)  # resumable on any device
-        data = buf.getvalue()
-        digest = hashlib.sha256(data).hexdigest().encode()
+        sealed = seal(buf.getvalue())
 
         def write(tmp: str) -> None:
             with open(tmp, "wb") as f:
-                f.write(digest + data)
+                f.write(sealed)
             testhooks.hit("before_replace")
 
         atomic_write(self.path(key), write)
+        if self.remote is not None:
+            try:
+                self.remote.put(_remote_name(key), sealed)
+            except Exception as e:  # noqa: BLE001 - the local copy is whole; other machines recompute
+                warnings.warn(f"stage checkpoint {key[:12]} was not uploaded to artifact store {self.remote.url} "
+                              f"({type(e).__name__}: {e}); it is kept in {self.root}", stacklevel=2)
 
     def load(self, key: str) -> dict | None:
         if self.root is None:
             return None
         path = self.path(key)
-        if not path.exists():
+        if not path.exists() and not self._fetch(key):
             return None
         try:
-            raw = path.read_bytes()
-            digest, data = raw[:64], raw[64:]
-            if hashlib.sha256(data).hexdigest().encode() != digest:
-                raise ValueError("checksum mismatch")
+            data = unseal(path.read_bytes())
             payload = torch.load(io.BytesIO(data), weights_only=True, map_location="cpu")
             if payload.get("format") != FORMAT or payload.get("key") != key:
                 raise ValueError("wrong format or key")
@@ -88,3 +97,24 @@ class CheckpointStore:
                           stacklevel=2)
             return None
 
+    def _fetch(self, key: str) -> bool:
+        """Copy the store's checkpoint ``key`` here when it has a whole one."""
+        if self.remote is None:
+            return False
+        name = _remote_name(key)
+        try:
+            raw = self.remote.get(name)
+            if raw is None:
+                return False
+            unseal(raw)
+        except Exception as e:  # noqa: BLE001 - a stage that cannot be fetched is trained here
+            warnings.warn(f"stage checkpoint {name} in artifact store {self.remote.url} is unusable "
+                          f"({type(e).__name__}: {e}); training the stage here (its upload replaces that copy)",
+                          stacklevel=3)
+            return False
+        atomic_write(self.path(key), lambda tmp: Path(tmp).write_bytes(raw))
+        return True
+
+
+def _remote_name(key: str) -> str:
+    return f"checkpoints/{key}.ckpt"

@@ -33,6 +33,7 @@ from ..data import TaskData
 from ..guides import Guide
 from ..training import FitReport, autocast_context, evaluate, fit_classifier
 from ..utils import testhooks
+from ..utils.artifacts import ArtifactStore
 from ..utils.hashing import seed_from_key, stable_hash
 from ..utils.progress import progress_bar
 from .activations import GuideActivations
@@ -76,11 +77,13 @@ def plan_stages(candidate: Candidate, config: ConvertConfig) -> list[_Stage]:
 def convert(guide: Guide, candidate: Candidate, data: TaskData, config: ConvertConfig = ConvertConfig(), *,
             checkpoint_dir=None, activations: GuideActivations | None = None, device: str = "cpu",
             progress: bool = True, on_stage: Callable[[StageReport, Hybrid], None] | None = None,
-            activation_dir=None) -> ConversionResult:
+            activation_dir=None, artifacts: ArtifactStore | None = None) -> ConversionResult:
     """Convert ``guide`` into ``candidate`` part by part; returns the fine-tuned network and the reports.
 
     Deterministic for a given ``config.seed`` on CPU. With ``checkpoint_dir``, every finished stage (and the
-    fine-tuned network) is stored by content key, and a repeated call resumes from the last finished stage.
+    fine-tuned network) is stored by content key, and a repeated call resumes from the last finished stage;
+    with ``artifacts`` (a shared :class:`~nas_theseus.utils.artifacts.ArtifactStore`) they are uploaded there
+    too, and a call on another machine resumes from them.
     ``activations`` reuses the guide's activations over ``data.train`` (see :class:`GuideActivations`);
     without it they are computed here, into memory-mapped files under ``activation_dir`` when they exceed the
     memory budget (a large guide).
@@ -91,7 +94,7 @@ def convert(guide: Guide, candidate: Candidate, data: TaskData, config: ConvertC
     >>> result.test_accuracy, [s.alignment for s in result.stages]  # doctest: +SKIP
     """
     start = time.perf_counter()
-    store = CheckpointStore(checkpoint_dir)
+    store = CheckpointStore(checkpoint_dir, remote=artifacts)
     guide.to(device)
     if activations is None:
         activations = GuideActivations.compute(guide, data.train.x, data_key=data.fingerprint, device=device,

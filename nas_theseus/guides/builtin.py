@@ -77,7 +77,7 @@ BUILTIN_GUIDES: dict[str, _BuiltinSpec] = {
 
 def builtin_guide(name: str, data: TaskData, *, weights: str = "train", seed: int = 0,
                   fit: FitConfig | dict | None = None, progress: bool = True, device: str = "cpu",
-                  **arch) -> Guide:
+                  artifacts=None, **arch) -> Guide:
     """Build a built-in guide; ``weights`` is ``"train"`` (train once, then load from the cache), ``"random"``
     or a local weights file (see :mod:`nas_theseus.guides.weights`).
 
@@ -100,7 +100,7 @@ def builtin_guide(name: str, data: TaskData, *, weights: str = "train", seed: in
     source = {"kind": "builtin", "name": name, "arch": arch, **describe_weights(weights), "seed": seed}
     if weights == "train":
         source["cache_key"] = cached_training(module, name=name, key_info={"arch": arch}, data=data, fit=fit_cfg,
-                                              seed=seed, device=device, progress=progress)
+                                              seed=seed, device=device, progress=progress, artifacts=artifacts)
     elif weights == "pretrained":
         raise UserError(f"built-in guide {name!r} has no pretrained weights: use 'train', 'random' or a path")
     elif weights != "random":

@@ -106,7 +106,8 @@ def _timm_cut(model: nn.Module, parts: list[str] | None, stem, head) -> tuple[li
 
 
 def timm_guide(name: str, data: TaskData, *, weights: str = "train", seed: int = 0, fit=None,
-               progress: bool = True, device: str = "cpu", parts=None, stem=None, head=None, **options) -> Guide:
+               progress: bool = True, device: str = "cpu", parts=None, stem=None, head=None, artifacts=None,
+               **options) -> Guide:
     import timm
 
     if not timm.is_model(name):
@@ -126,7 +127,8 @@ def timm_guide(name: str, data: TaskData, *, weights: str = "train", seed: int =
         raise UserError(f"timm could not load pretrained weights for {name!r} ({type(e).__name__}: "
                         f"{str(e).splitlines()[0][:200]}); without network use a local weights path") from None
     source = {"kind": "timm", "name": name, "options": options, **describe_weights(weights), "seed": seed}
-    _set_weights(model, source, data, weights, fit, seed, device, progress, key_info={"timm": name, "options": options})
+    _set_weights(model, source, data, weights, fit, seed, device, progress, key_info={"timm": name, "options": options},
+                 artifacts=artifacts)
     parts, stem, head = _timm_cut(model, parts, stem, head)
     return Guide.from_module(model, parts, sample_shape=data.sample_shape, stem=stem, head=head, source=source)
 
@@ -168,7 +170,8 @@ def _import_function(spec: str) -> tuple[Callable, str, Path | None]:
 
 
 def torch_guide(spec: str, data: TaskData, *, weights: str = "train", seed: int = 0, fit=None,
-                progress: bool = True, device: str = "cpu", parts=None, stem=None, head=None, **options) -> Guide:
+                progress: bool = True, device: str = "cpu", parts=None, stem=None, head=None, artifacts=None,
+                **options) -> Guide:
     if not parts:
         raise UserError("a torch: guide needs guide.parts: the submodule paths to swap, in forward order")
     check_weights(weights)
@@ -188,16 +191,16 @@ def torch_guide(spec: str, data: TaskData, *, weights: str = "train", seed: int 
               "options": options, **describe_weights(weights), "seed": seed, "parts": list(parts), "stem": stem,
               "head": head}
     _set_weights(model, source, data, weights, fit, seed, device, progress,
-                 key_info={"torch": name, "code": code, "options": options})
+                 key_info={"torch": name, "code": code, "options": options}, artifacts=artifacts)
     return Guide.from_module(model, list(parts), sample_shape=data.sample_shape, stem=stem, head=head,
                              source=source)
 
 
-def _set_weights(model, source, data, weights, fit, seed, device, progress, *, key_info) -> None:
+def _set_weights(model, source, data, weights, fit, seed, device, progress, *, key_info, artifacts) -> None:
     if weights == "train":
         source["cache_key"] = cached_training(model, name=source["name"], key_info=key_info, data=data,
                                               fit=fit_config(DEFAULT_FIT, fit), seed=seed, device=device,
-                                              progress=progress)
+                                              progress=progress, artifacts=artifacts)
     elif weights not in ("random", "pretrained"):
         load_weights_file(model, weights)
 

@@ -107,7 +107,7 @@ def _build(name: str, weights: str, options: dict):
 
 def hf_guide(name: str, data: TaskData, *, weights: str = "train", seed: int = 0, fit=None,
              progress: bool = True, device: str = "cpu", parts=None, stem=None, head=None, group: int = 1,
-             **options) -> Guide:
+             artifacts=None, **options) -> Guide:
     if parts is not None or stem is not None or head is not None:
         raise UserError("hf guides are cut into groups of transformer blocks: use guide.options.group, not "
                         "parts / stem / head")
@@ -134,7 +134,8 @@ def hf_guide(name: str, data: TaskData, *, weights: str = "train", seed: int = 0
         source["cache_key"] = cached_training(chain, name=source["cache_name"], data=data, seed=seed,
                                               key_info={"hf": source["name"], "config": source.get("config"),
                                                         "options": options, "group": group},
-                                              fit=fit_config(DEFAULT_FIT, fit), device=device, progress=progress)
+                                              fit=fit_config(DEFAULT_FIT, fit), device=device, progress=progress,
+                                              artifacts=artifacts)
     elif weights not in ("random", "pretrained"):
         load_weights_file(chain, weights)
     lm.eval()

@@ -2,7 +2,9 @@
 
 * ``"train"`` (default): the toolkit trains the guide on the task data, once, and caches the weights under
   ``$NAS_THESEUS_CACHE/guides`` by a hash of everything that shapes them (source, options, training options,
-  seed, the data's fingerprint); training metrics are stored beside them.
+  seed, the data's fingerprint); training metrics are stored beside them. With a shared artifact store, a
+  guide missing here is fetched from the store's ``guides/`` (checked), and one trained here is uploaded
+  there, so the machines of a study train it once and convert the same guide.
 * ``"random"``: untrained (seeded random init), frozen.
 * a local path: ``*.safetensors``, or a ``torch.save`` file read with ``torch.load(weights_only=True)``
   (a state dict, or a dict holding one under ``state_dict`` / ``model``).
@@ -24,6 +26,7 @@ from torch import nn
 from ..data import TaskData
 from ..errors import UserError
 from ..training import FitConfig, evaluate, fit_classifier
+from ..utils.artifacts import ArtifactStore
 from ..utils.files import atomic_write, atomic_write_text, cache_dir
 from ..utils.hashing import stable_hash
 
@@ -39,12 +42,13 @@ def describe_weights(weights: str) -> dict:
 
 
 def cached_training(module: nn.Module, *, name: str, key_info: dict, data: TaskData, fit: FitConfig, seed: int,
-                    device: str = "cpu", progress: bool = True) -> str:
-    """Load ``module``'s trained weights from the cache, or train it on ``data`` and cache them; returns the
-    cache key. ``key_info`` describes the architecture (JSON-able); ``name`` prefixes the file name."""
+                    device: str = "cpu", progress: bool = True, artifacts: ArtifactStore | None = None) -> str:
+    """Load ``module``'s trained weights from the cache (or from ``artifacts``, a shared store), or train it on
+    ``data`` and cache them (uploading them to ``artifacts``); returns the cache key. ``key_info`` describes the
+    architecture (JSON-able); ``name`` prefixes the file name."""
     key = stable_hash({"name": name, **key_info, "fit": fit, "seed": seed, "data": data.fingerprint})
     path = cache_dir() / "guides" / f"{_file_safe(name)}-{key}.safetensors"
-    if not _load_cached(module, path):
+    if not _load_cached(module, path) and not (artifacts and _from_store(artifacts, module, path)):
         torch.manual_seed(seed)
         report = fit_classifier(module, data, fit, seed=seed, device=device, progress=progress,
                                 desc=f"guide {name}")
@@ -56,7 +60,34 @@ def cached_training(module: nn.Module, *, name: str, key_info: dict, data: TaskD
             {"name": name, **key_info, "fit": asdict(fit), "seed": seed, "data": data.fingerprint,
              "val_accuracy": report.best_val_accuracy, "test_accuracy": test_acc, "epochs": report.epochs},
             indent=2, default=str))
+        # first upload wins: when another machine uploaded this guide while it trained here, the study
+        # converts that one everywhere (training is only bit-identical at equal thread counts)
+        if artifacts and not _from_store(artifacts, module, path):
+            _to_store(artifacts, path)
     return key
+
+
+def _from_store(store: ArtifactStore, module: nn.Module, path: Path) -> bool:
+    meta = path.with_suffix(".json")
+    try:
+        if not store.fetch_sealed(f"guides/{meta.name}", meta):  # metrics first: the weights mark it whole
+            return False
+        if not store.fetch_sealed(f"guides/{path.name}", path):
+            return False
+    except Exception as e:  # noqa: BLE001 - a guide that cannot be fetched is trained here
+        warnings.warn(f"cached guide {path.name} in artifact store {store.url} is unusable ({type(e).__name__}: "
+                      f"{e}); training it here", stacklevel=3)
+        return False
+    return _load_cached(module, path)
+
+
+def _to_store(store: ArtifactStore, path: Path) -> None:
+    try:
+        store.put_sealed(f"guides/{path.with_suffix('.json').name}", path.with_suffix(".json"))
+        store.put_sealed(f"guides/{path.name}", path)
+    except Exception as e:  # noqa: BLE001 - other machines train their own copy
+        warnings.warn(f"trained guide {path.name} was not uploaded to artifact store {store.url} "
+                      f"({type(e).__name__}: {e})", stacklevel=3)
 
 
 def metrics_path(name: str, key: str) -> Path:

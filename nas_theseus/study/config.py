@@ -126,6 +126,18 @@ class LatencySection:
     repeats: int = 50
 
 
+@keyed_fields()
+@dataclass(frozen=True)
+class ArtifactsSection:
+    """store: URL of a shared artifact store, ``file:///shared/nas`` (a file system every machine mounts) or
+    ``s3://bucket/prefix`` (the ``s3`` extra), where complete trials' networks, stage checkpoints and trained
+    guides are kept for every machine of the study (:mod:`nas_theseus.utils.artifacts`); unset: the work
+    directory only. It says where results are kept, not what they are, so it is not part of the study's
+    identity (``--artifacts URL`` sets it per command)."""
+
+    store: str | None = None
+
+
 @keyed_fields("study", "guide", "data", "convert", "objectives", "constraints", "hypervolume_reference",
               "latency", "base_dir")
 @dataclass(frozen=True)
@@ -141,6 +153,7 @@ class StudyConfig:
     base_dir: str = "."
     baseline: BaselineSection = BaselineSection()
     pruning: PruningSection = PruningSection()
+    artifacts: ArtifactsSection = ArtifactsSection()
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
@@ -166,6 +179,7 @@ class StudyConfig:
         """Hash of what the study searches (resumable keys left out) and of the search-space file."""
         d = key_content(self)
         d.pop("base_dir")
+        d.pop("artifacts", None)  # where results are kept
         for key in RESUMABLE_KEYS:
             section, name = key.split(".")
             d[section].pop(name, None)

@@ -7,6 +7,7 @@ config object).
 from __future__ import annotations
 
 import dataclasses
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from ..errors import UserError
 from ..guides import Guide, load_guide
 from ..search import SearchSpace, load_search_space
 from ..training import FitConfig
+from ..utils.artifacts import ArtifactStore
 from .config import StudyConfig
 
 
@@ -28,6 +30,7 @@ class StudyContext:
     space: SearchSpace
     data: TaskData
     guide: Guide
+    artifacts: ArtifactStore | None = None  # the study's shared store ([artifacts] store), if any
 
     def candidate(self, trial) -> tuple[Candidate, ConvertConfig]:
         """Ask the search space for a trial's candidate and its conversion settings."""
@@ -60,6 +63,9 @@ class StudyContext:
 
 def build_context(config: StudyConfig, *, progress: bool = True) -> StudyContext:
     space = load_search_space(config.search_space_path)
+    artifacts = open_artifacts(config)
+    if artifacts is not None:  # before the guide, which it may hold: a store this machine cannot use is one line
+        artifacts.check(socket.gethostname())
     data = load_data(config.data.name, **_relative_to(config.data.options, Path(config.base_dir)))
     device = config.study.device
     if device.startswith("cuda") and not torch.cuda.is_available():
@@ -74,8 +80,13 @@ def build_context(config: StudyConfig, *, progress: bool = True) -> StudyContext
     if kind == "torch" and target.endswith(".py"):  # torch:file.py:function, relative to the study file
         source = f"torch:{(base / Path(target).expanduser()).resolve()}:{fn}"
     guide = load_guide(source, data, weights=weights, seed=g.seed, fit=g.fit or None, progress=progress,
-                       device=device, parts=g.parts, stem=g.stem, head=g.head, **options)
-    return StudyContext(config, space, data, guide)
+                       device=device, parts=g.parts, stem=g.stem, head=g.head, artifacts=artifacts, **options)
+    return StudyContext(config, space, data, guide, artifacts)
+
+
+def open_artifacts(config: StudyConfig) -> ArtifactStore | None:
+    """The study's shared artifact store, or None when ``[artifacts] store`` is unset."""
+    return ArtifactStore.open(config.artifacts.store) if config.artifacts.store else None
 
 
 def _relative_to(options: dict, base: Path) -> dict:

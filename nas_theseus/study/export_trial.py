@@ -16,22 +16,43 @@ from optuna.trial import TrialState
 
 from ..errors import UserError
 from ..export import TOLERANCE, check_export_target, describe_verification, load_exported, read_arch, write_export
+from ..utils.artifacts import ArtifactStore
+from .objective import NETWORK_ARTIFACT
 from .workdir import WorkDir, load_reference
 
 
-def export_trial(wd: WorkDir, study: optuna.Study, number: int, out: Path) -> dict:
+def trial_folder(wd: WorkDir, trial, artifacts: ArtifactStore | None) -> Path:
+    """The complete ``trial``'s network folder in this work directory, fetched from the study's artifact store
+    (``artifacts``, else the store the trial was uploaded to) when it ran on another machine."""
+    folder = wd.trial(trial.number)
+    if folder.is_dir():
+        return folder
+    attrs = trial.user_attrs
+    ran = f"worker {attrs.get('worker', '?')} (host {attrs.get('host', '?')})"
+    info = attrs.get(NETWORK_ARTIFACT)
+    if info is None:
+        why = (f"its upload to the artifact store failed ({attrs['network_artifact_error']})"
+               if "network_artifact_error" in attrs else "the study had no artifact store when it ran")
+        raise UserError(f"trial {trial.number} is complete, but its network is not in this work directory "
+                        f"({folder}) and {why}: it ran on {ran}; export it from that machine's work directory, "
+                        f"or copy its trials/{trial.number} folder here")
+    store = artifacts or ArtifactStore.open(info["store"])
+    store.download_folder(info, folder, what=f"the network of trial {trial.number} (uploaded by {ran})",
+                          fix="check that this machine sees the store the study uploads to (--artifacts URL), or "
+                              "export the trial from that machine's work directory")
+    print(f"trial {trial.number}: network fetched from artifact store {store.url}")
+    return folder
+
+
+def export_trial(wd: WorkDir, study: optuna.Study, number: int, out: Path,
+                 artifacts: ArtifactStore | None = None) -> dict:
     check_export_target(out)
     trials = {t.number: t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))}
     if number not in trials:
         listed = ", ".join(map(str, sorted(trials))) or "none yet"
         raise UserError(f"trial {number} is not a complete trial of this study (complete trials: {listed})")
     source = trials[number].user_attrs.get("repeat_of", number)  # a repeat's network is its original's
-    folder = wd.trial(source)
-    if not folder.is_dir():
-        t = trials[source]
-        raise UserError(f"trial {source} is complete, but its network is not in this work directory ({folder}): it "
-                        f"ran on worker {t.user_attrs.get('worker', '?')} (host {t.user_attrs.get('host', '?')}); "
-                        f"export it from that machine's work directory, or copy its trials/{source} folder here")
+    folder = trial_folder(wd, trials[source], artifacts)
     model = load_exported(folder)
     x, y_ref = load_reference(folder)
     with torch.no_grad():

@@ -7,6 +7,7 @@ import json
 import math
 import socket
 import time
+import warnings
 from dataclasses import dataclass
 
 import optuna
@@ -156,7 +157,7 @@ def run_trial(trial: optuna.Trial, ctx: StudyContext, wd: WorkDir, activations, 
         if cfg.study.method == "not":
             result = convert(ctx.guide, candidate, ctx.data, conv_cfg, checkpoint_dir=wd.checkpoints,
                              activations=activations, device=cfg.study.device, progress=progress,
-                             on_stage=on_stage)
+                             on_stage=on_stage, artifacts=ctx.artifacts)
         else:
             result = train_baseline(cfg, ctx, candidate, conv_cfg, progress=progress)
         model, val_acc, test_acc = result.model, result.val_accuracy, result.test_accuracy
@@ -177,6 +178,8 @@ def run_trial(trial: optuna.Trial, ctx: StudyContext, wd: WorkDir, activations, 
                "test_loss": result.test_loss, "test_perplexity": _perplexity(result.test_loss), **measured.attrs,
                "trial_wall_s": time.perf_counter() - start}
     atomic_write_text(folder / "metrics.json", json.dumps(metrics, indent=2))
+    if ctx.artifacts is not None:
+        upload_network(trial, folder, ctx.artifacts)
     trial.set_user_attr("test_accuracy", test_acc)
     trial.set_user_attr("val_accuracy", val_acc)
     trial.set_user_attr("test_perplexity", _perplexity(result.test_loss))
@@ -192,10 +195,30 @@ def run_trial(trial: optuna.Trial, ctx: StudyContext, wd: WorkDir, activations, 
     return tuple(values[name] for name in cfg.objectives)
 
 
+NETWORK_ARTIFACT = "network_artifact"
+
+
+def upload_network(trial: optuna.Trial, folder, store) -> None:
+    """Put the trial's network folder in the study's artifact store, linked to the trial (the dashboard lists
+    it); its id and sha256 go in the ``network_artifact`` attribute, which ``export`` on any machine reads. A
+    store that cannot be reached costs nothing but that: the trial completes, the reason in
+    ``network_artifact_error``, and its network stays in this work directory."""
+    try:
+        info = store.upload_folder(folder, name=f"trial-{trial.number}", trial=trial)
+    except Exception as e:  # noqa: BLE001 - the trial's work is done and kept here
+        reason = f"{type(e).__name__}: {e}"
+        warnings.warn(f"trial {trial.number}: its network was not uploaded to artifact store {store.url} "
+                      f"({reason}); it stays in {folder}", stacklevel=2)
+        trial.set_user_attr("network_artifact_error", reason)
+        return
+    trial.set_user_attr(NETWORK_ARTIFACT, info)
+
+
 CANDIDATE_KEY = "candidate_key"
 REPEAT_OF = "repeat_of"
 # what a repeat copies from the trial it repeats: results, not the bookkeeping of the run that made them
 _RESULT_ATTRS = ("method", "stages", "test_accuracy", "val_accuracy", "test_perplexity", "trial_dir", "export",
+                 NETWORK_ARTIFACT, "network_artifact_error",
                  "flops_convention", "flops_full_sequence", "flops_decode", "latency", "latency_full_sequence")
 
 

@@ -36,7 +36,7 @@ def convert_once(config: StudyConfig, workdir: Path, params: dict, *, out: Path 
     else:
         acts = wd.activations(ctx.guide, ctx.data, device=config.study.device, progress=progress)
         r = convert(ctx.guide, candidate, ctx.data, cfg, checkpoint_dir=wd.checkpoints, activations=acts,
-                    device=config.study.device, progress=progress)
+                    device=config.study.device, progress=progress, artifacts=ctx.artifacts)
         stages = [dataclasses.asdict(s) for s in r.stages]
     measured = measure(r.model, ctx, set(config.objectives) | set(config.constraints), strict_flops=False)
     summary = {"candidate": candidate.describe(ctx.guide.part_names), "params": params,

@@ -8,6 +8,9 @@
     DIR/trials/N/               arch.json, model.safetensors, reference.safetensors, metrics.json per COMPLETE trial
     DIR/exports/trial-N/        what `nas-theseus export` writes
     DIR/report/                 what `nas-theseus report` writes
+
+With a shared artifact store ([artifacts] store, :mod:`nas_theseus.utils.artifacts`) this folder is the local
+copy: stage checkpoints and trial networks are uploaded there too, and fetched from there when missing here.
 """
 
 from __future__ import annotations
