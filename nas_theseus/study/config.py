@@ -117,13 +117,25 @@ class PruningSection:
 @keyed_fields("batch_size", "threads", "warmup", "repeats")
 @dataclass(frozen=True)
 class LatencySection:
-    """batch_size, warmup and repeats of the timed forward passes; threads: torch CPU threads while timing
-    (fixed, so figures compare across workers; the measurement also holds a per-machine lock)."""
+    """batch_size (or a list of them), warmup and repeats of the timed forward passes; threads: CPU threads
+    while timing (fixed, so figures compare across workers; the measurement also holds a per-machine lock);
+    runtime (or a list): where the deploy network runs, ``eager`` | ``compile`` | ``onnxruntime``
+    (:mod:`nas_theseus.measure.runtimes`). The ``latency_ms`` objective is the first runtime at the first batch
+    size; every (runtime, batch size) figure is recorded on the trial (``latency_table``)."""
 
-    batch_size: int = 1
+    batch_size: int | list = 1
     threads: int = 1
     warmup: int = 10
     repeats: int = 50
+    runtime: str | list = "eager"
+
+    @property
+    def batch_sizes(self) -> list[int]:
+        return list(self.batch_size) if isinstance(self.batch_size, list) else [self.batch_size]
+
+    @property
+    def runtimes(self) -> list[str]:
+        return list(self.runtime) if isinstance(self.runtime, list) else [self.runtime]
 
 
 @keyed_fields()
@@ -326,7 +338,14 @@ def _check_semantics(cfg: StudyConfig, where: str) -> None:
         if not isinstance(bound, (int, float)) or isinstance(bound, bool):
             bad(f"the bound for {name} must be a number, got {bound!r}")
     from ..convert import KD_VARIANTS
+    from ..measure.runtimes import RUNTIMES
 
+    sizes, runtimes = cfg.latency.batch_sizes, cfg.latency.runtimes
+    if not sizes or not all(isinstance(b, int) and not isinstance(b, bool) and b >= 1 for b in sizes):
+        bad(f"latency.batch_size must be a positive integer or a list of them, got {cfg.latency.batch_size!r}")
+    for name in runtimes or [None]:
+        if name not in RUNTIMES:
+            bad(f"unknown latency.runtime {name!r}{did_you_mean(str(name), RUNTIMES)}; valid: {', '.join(RUNTIMES)}")
     if cfg.pruning.stages not in ("last", "all"):
         bad(f"pruning.stages must be 'last' or 'all', got {cfg.pruning.stages!r}")
 

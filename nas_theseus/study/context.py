@@ -13,11 +13,13 @@ from pathlib import Path
 
 import optuna
 import torch
+from torch import nn
 
 from ..convert import Candidate, ConvertConfig, Hybrid
 from ..data import TaskData, load_data
 from ..errors import UserError
 from ..guides import Guide, load_guide
+from ..measure.latency import prepare
 from ..search import SearchSpace, load_search_space
 from ..training import FitConfig
 from ..utils.artifacts import ArtifactStore
@@ -31,6 +33,21 @@ class StudyContext:
     data: TaskData
     guide: Guide
     artifacts: ArtifactStore | None = None  # the study's shared store ([artifacts] store), if any
+    guide_figures: dict | None = None  # the guide's own figures (guide_reference.py), once the study has them
+    _runners: dict = dataclasses.field(default_factory=dict, repr=False)
+
+    def guide_network(self) -> nn.Module:
+        """stem -> parts -> head of the guide: the network the trials convert (shares the guide's modules)."""
+        g = self.guide
+        return nn.Sequential(g.stem, *(p.module for p in g.parts), g.head)
+
+    def guide_runner(self, runtime: str, x: torch.Tensor, threads: int):
+        """The guide prepared in ``runtime`` on ``x`` (made once per process: an ONNX export, a compile)."""
+        key = (runtime, tuple(x.shape), threads)
+        if key not in self._runners:
+            self._runners[key] = prepare(self.guide_network(), x, runtime=runtime, threads=threads,
+                                         device=self.config.study.device)[0]
+        return self._runners[key]
 
     def candidate(self, trial) -> tuple[Candidate, ConvertConfig]:
         """Ask the search space for a trial's candidate and its conversion settings."""

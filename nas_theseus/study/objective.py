@@ -27,6 +27,7 @@ from ..measure import (
     decode_latency,
     measure_latency,
 )
+from ..measure.latency import example_input
 from ..utils.files import atomic_write_text
 from ..utils.hashing import key_content, stable_hash
 from ..utils.locks import machine_lock
@@ -58,7 +59,7 @@ def measure(model, ctx: StudyContext, names: set[str], *, strict_flops: bool = T
     """
     cfg = ctx.config
     values, attrs = {}, {}
-    example = ctx.data.test.x[:max(1, cfg.latency.batch_size)]
+    example = ctx.data.test.x[:max(cfg.latency.batch_sizes)]
     lm = ctx.guide.causal and ctx.guide.tokens
     context = ctx.data.sample_shape[0] if lm else None
     if "flops" in names:
@@ -75,25 +76,61 @@ def measure(model, ctx: StudyContext, names: set[str], *, strict_flops: bool = T
     if "params" in names:
         values["params"] = count_params(model)
     if "latency_ms" in names:
-        # one measurement per machine at a time, with fixed threads: a neighbour worker's training
-        # must not pollute the figure
-        lat_cfg = cfg.latency
-        with machine_lock("latency"):
-            lat = measure_latency(model, ctx.data.sample_shape, batch_size=lat_cfg.batch_size,
-                                  device=cfg.study.device, warmup=lat_cfg.warmup, repeats=lat_cfg.repeats,
-                                  threads=lat_cfg.threads, example=example)
-            if lm:
-                step_lat = decode_latency(model, context, example[:1], device=cfg.study.device,
-                                          warmup=min(lat_cfg.warmup, 2), repeats=lat_cfg.repeats,
-                                          threads=lat_cfg.threads)
-        if lm:
-            values["latency_ms"] = step_lat.per_token_ms
-            attrs["latency"] = dataclasses.asdict(step_lat)
-            attrs["latency_full_sequence"] = dataclasses.asdict(lat)
-        else:
-            values["latency_ms"] = lat.median_ms
-            attrs["latency"] = dataclasses.asdict(lat)
+        values["latency_ms"], lat_attrs = _latency(model, ctx, example, lm, context)
+        attrs.update(lat_attrs)
     return Measured(values, attrs)
+
+
+def _latency(model, ctx: StudyContext, example, lm: bool, context) -> tuple[float, dict]:
+    """The ``latency_ms`` objective (the first runtime at the first batch size; per generated token for a
+    language model) and the trial's latency records: ``latency`` (that figure's details) and, with several
+    runtimes or batch sizes, ``latency_table`` (one row each).
+
+    Once the study has measured its guide (guide_reference.py), a network's figure is its median ratio to the
+    guide, the two timed side by side, times the guide's own figure: ratios taken side by side rank networks
+    where the machine's speed drifts (see :mod:`nas_theseus.measure.latency`)."""
+    cfg, lat_cfg = ctx.config, ctx.config.latency
+    guide_ms = {} if lm else _guide_latency(ctx.guide_figures)
+    rows = []
+    # one measurement per machine at a time, with fixed threads: a neighbour worker's training must not
+    # pollute the figure
+    with machine_lock("latency"):
+        for runtime in lat_cfg.runtimes:
+            for batch_size in lat_cfg.batch_sizes:
+                reference = None
+                if (runtime, batch_size) in guide_ms:
+                    x = example_input(ctx.data.sample_shape, batch_size, device=cfg.study.device, example=example)
+                    reference = ctx.guide_runner(runtime, x, lat_cfg.threads)
+                rows.append(measure_latency(model, ctx.data.sample_shape, batch_size=batch_size,
+                                            device=cfg.study.device, warmup=lat_cfg.warmup,
+                                            repeats=lat_cfg.repeats, threads=lat_cfg.threads, example=example,
+                                            runtime=runtime, reference=reference))
+        if lm:
+            step = decode_latency(model, context, example[:1], device=cfg.study.device,
+                                  warmup=min(lat_cfg.warmup, 2), repeats=lat_cfg.repeats, threads=lat_cfg.threads)
+    table = []
+    for r in rows:
+        row = dataclasses.asdict(r)
+        row["figure_ms"] = (r.relative * guide_ms[(r.runtime, r.batch_size)] if r.relative is not None
+                            else r.median_ms)
+        table.append(row)
+    attrs = {"latency_table": table} if len(rows) > 1 else {}
+    if lm:
+        attrs["latency"] = dataclasses.asdict(step)
+        attrs["latency_full_sequence"] = table[0]
+        return step.per_token_ms, attrs
+    attrs["latency"] = table[0]
+    attrs["latency_basis"] = ("relative to the guide, timed side by side, x the guide's figure"
+                              if rows[0].relative is not None else "absolute")
+    return table[0]["figure_ms"], attrs
+
+
+def _guide_latency(figures: dict | None) -> dict:
+    """{(runtime, batch size): the guide's median ms} from the study's guide reference (empty without one)."""
+    if not figures or "error" in figures:
+        return {}
+    rows = figures.get("latency_table") or ([figures["latency"]] if "latency" in figures else [])
+    return {(r["runtime"], r["batch_size"]): r["median_ms"] for r in rows}
 
 
 def pre_training_costs(ctx: StudyContext, candidate, conv_cfg) -> dict:
@@ -219,7 +256,8 @@ REPEAT_OF = "repeat_of"
 # what a repeat copies from the trial it repeats: results, not the bookkeeping of the run that made them
 _RESULT_ATTRS = ("method", "stages", "test_accuracy", "val_accuracy", "test_perplexity", "trial_dir", "export",
                  NETWORK_ARTIFACT, "network_artifact_error",
-                 "flops_convention", "flops_full_sequence", "flops_decode", "latency", "latency_full_sequence")
+                 "flops_convention", "flops_full_sequence", "flops_decode", "latency", "latency_full_sequence",
+                 "latency_table", "latency_basis")
 
 
 def candidate_key(candidate, conv_cfg, method: str) -> str:

@@ -36,6 +36,7 @@ from ..utils.locks import Slot, held_slots, usable_cores
 from ..utils.progress import progress_bar
 from .config import StudyConfig
 from .context import StudyContext, build_context
+from .guide_reference import record_guide_reference
 from .objective import REPEAT_OF, TrialFailed, run_trial
 from .owners import LocalOwners
 from .storage import ResilientRDBStorage, make_storage
@@ -214,6 +215,7 @@ def _run(config: StudyConfig, ctx: StudyContext, wd: WorkDir, identity: str, wor
         print(f"study {config.study.name!r} already has {done} finished trials (budget {target}); raise "
               f"study.n_trials (--n-trials) to run more", file=sys.stderr)
         return study
+    record_guide_reference(study, ctx)  # the guide's own figures, once per study
     activations = wd.activations(ctx.guide, ctx.data, device=config.study.device, progress=progress)
     bar = progress_bar(total=remaining, desc=f"trials ({config.study.name})", unit="trial", enabled=progress,
                        leave=True)
