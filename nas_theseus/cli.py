@@ -145,8 +145,15 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
     wd, config, study = _open(Path(args.dir))
     out = Path(args.out) if args.out else wd.root / "report"
+    compare = []
+    for other_dir in args.compare or []:
+        _, other_config, other = _open(Path(other_dir))
+        if other_config.objectives != config.objectives:
+            raise UserError(f"--compare {other_dir}: its objectives {dict(other_config.objectives)} differ from "
+                            f"{dict(config.objectives)}")
+        compare.append((f"{other_config.study.method} ({other_dir})", other))
     paths = write_report(study, list(config.objectives), list(config.objectives.values()), out,
-                         config.hypervolume_reference)
+                         config.hypervolume_reference, compare=compare)
     for p in paths:
         print(p)
     return 0
@@ -245,6 +252,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("report", help="write Pareto plots (PNG, HTML) and alignment curves")
     p.add_argument("dir", help="the study's work directory")
     p.add_argument("--out", help="output folder (default: DIR/report)")
+    p.add_argument("--compare", nargs="+", metavar="OTHER_DIR",
+                   help="work directories of other studies with the same objectives (e.g. method = scratch / kd "
+                        "baselines) whose fronts are drawn on the same plot, on this study's reference point")
     p.set_defaults(func=_cmd_report)
 
     p = sub.add_parser("dashboard", help="serve the study in optuna-dashboard (the `dashboard` extra)",

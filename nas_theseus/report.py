@@ -1,5 +1,9 @@
 """`nas-theseus report`: a Pareto plot (PNG with matplotlib, interactive HTML with plotly) and per-stage
-alignment curves, from the study's stored trials. Computes nothing new: reads what the trials recorded."""
+alignment curves, from the study's stored trials. Computes nothing new: reads what the trials recorded.
+
+For a deployer: the guide is drawn as a reference point (its figures from the study's ``guide_reference``),
+cost axes are logarithmic, the front table gives each trial's share of the guide's figures, and other studies
+of the same objectives (the scratch and KD baselines, say) can be drawn on the same plot (``compare``)."""
 
 from __future__ import annotations
 
@@ -14,8 +18,10 @@ import optuna  # noqa: E402
 from optuna.trial import TrialState  # noqa: E402
 
 from .measure import CONVENTION  # noqa: E402
+from .study.guide_reference import ATTR as GUIDE_REFERENCE  # noqa: E402
+from .study.guide_reference import describe as describe_guide  # noqa: E402
 from .study.pareto import front, trials_frame  # noqa: E402
-from .study.reuse import describe, study_reuse
+from .study.reuse import describe, study_reuse  # noqa: E402
 from .utils.files import atomic_write_text  # noqa: E402
 
 
@@ -25,28 +31,62 @@ def _label(name: str) -> str:
             "latency_ms": "latency (ms, median; per token for LMs)"}.get(name, name)
 
 
+COSTS = ("flops", "params", "latency_ms", "perplexity")  # drawn on a log axis
+
+
+def share_of_guide(pf, names: list[str], guide: dict | None):
+    """``pf`` with a column per objective: the trial's figure ÷ the guide's (accuracy kept, cost kept)."""
+    pf = pf.copy()
+    if guide and "error" not in guide:
+        for name in names:
+            if guide.get(name):
+                pf[f"{name} ÷ guide"] = pf[name] / guide[name]
+    return pf
+
+
+def counts(study: optuna.Study) -> str:
+    """Pruned, failed, repeated and reused work, in words."""
+    trials = study.get_trials(deepcopy=False)
+    pruned = sum(t.state == TrialState.PRUNED for t in trials)
+    failed = sum(t.state == TrialState.FAIL and "fail_reason" in t.user_attrs for t in trials)
+    return f"{pruned} trial(s) pruned, {failed} failed with a reason; {describe(study_reuse(trials))}"
+
+
 def write_report(study: optuna.Study, names: list[str], directions: list[str], out: Path,
-                 reference: dict | None = None) -> list[Path]:
-    """Write pareto.png, pareto.html, alignment.png and index.html into ``out``; returns the paths."""
+                 reference: dict | None = None, compare: list[tuple[str, optuna.Study]] = ()) -> list[Path]:
+    """Write pareto.png, pareto.html, alignment.png and index.html into ``out``; returns the paths. ``compare``:
+    (label, study) pairs of other studies with the same objectives, whose fronts are drawn on the same plot."""
     out.mkdir(parents=True, exist_ok=True)
     written = []
     df = trials_frame(study, names)
     pf, hv, ref = front(study, names, directions, reference)
+    guide = study.user_attrs.get(GUIDE_REFERENCE)
     x_name = names[1] if len(names) > 1 else names[0]
     y_name = names[0]
-    fig, ax = plt.subplots(figsize=(6, 4.2))
+    fig, ax = plt.subplots(figsize=(6.4, 4.4))
     if len(df):
         ax.scatter(df[x_name], df[y_name], c="0.7", s=18, label="trials")
     if len(pf):
         pts = pf.sort_values(x_name)
-        ax.plot(pts[x_name], pts[y_name], "o-", c="C3", label="Pareto front", drawstyle="steps-post")
+        ax.plot(pts[x_name], pts[y_name], "o-", c="C3", label=f"Pareto front ({study.study_name})",
+                drawstyle="steps-post")
         for _, row in pts.iterrows():
             ax.annotate(str(row["trial"]), (row[x_name], row[y_name]), textcoords="offset points", xytext=(4, 4),
                         fontsize=7)
+    for i, (label, other) in enumerate(compare):
+        opf, ohv, _ = front(other, names, directions, ref)  # the same reference point: hypervolumes compare
+        if len(opf):
+            pts = opf.sort_values(x_name)
+            ax.plot(pts[x_name], pts[y_name], "s--", c=f"C{i}", ms=4, drawstyle="steps-post",
+                    label=f"{label} front (hypervolume {ohv:.4g})")
+    if guide and "error" not in guide and x_name in guide and y_name in guide:
+        ax.scatter([guide[x_name]], [guide[y_name]], marker="*", s=160, c="k", zorder=5, label="guide")
+    if x_name in COSTS and len(df) and (df[x_name] > 0).all():
+        ax.set_xscale("log")
     ax.set_xlabel(_label(x_name))
     ax.set_ylabel(_label(y_name))
     ax.set_title(f"{study.study_name}: {len(df)} trials, hypervolume {hv:.4g}", fontsize=9)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=7)
     fig.tight_layout()
     png = out / "pareto.png"
     fig.savefig(png, dpi=120)
@@ -76,12 +116,18 @@ def write_report(study: optuna.Study, names: list[str], directions: list[str], o
     plt.close(fig)
     written.append(align_png)
 
-    rows = pf.drop(columns=["params"]).to_html(index=False, float_format=lambda v: f"{v:.4g}") if len(pf) else ""
+    shown = share_of_guide(pf, names, guide)
+    rows = shown.drop(columns=["params"]).to_html(index=False, float_format=lambda v: f"{v:.4g}") if len(pf) else ""
     link = "<p><a href='pareto.html'>interactive plot</a></p>" if (out / "pareto.html").exists() else ""
+    guide_line = describe_guide(guide, names)
+    compared = "".join(f"<li>{html.escape(label)}: {len(front(other, names, directions, ref)[0])} front trials, "
+                       f"hypervolume {front(other, names, directions, ref)[1]:.6g}</li>" for label, other in compare)
     page = (f"<html><head><meta charset='utf-8'><title>{html.escape(study.study_name)}</title></head><body>"
             f"<h1>{html.escape(study.study_name)}</h1><p>{len(df)} complete trials; hypervolume {hv:.6g} "
             f"(reference {html.escape(str(ref))}). {html.escape(CONVENTION)}.</p>"
-            f"<p>{html.escape(describe(study_reuse(study.get_trials(deepcopy=False))))}.</p>"
+            + (f"<p>{html.escape(guide_line)}</p>" if guide_line else "")
+            + (f"<p>Compared on the same reference point:</p><ul>{compared}</ul>" if compare else "")
+            + f"<p>{html.escape(counts(study))}.</p>"
             f"<h2>Pareto front</h2>{rows}<img src='pareto.png'>"
             f"{link}"
             f"<h2>Alignment per stage</h2><img src='alignment.png'></body></html>")

@@ -1,6 +1,7 @@
 """The study through the CLI, in-process: run, interrupt, resume, Pareto JSON, export and reload; bad input."""
 
 import json
+import re
 from pathlib import Path
 
 import optuna
@@ -111,6 +112,13 @@ def test_run_interrupt_resume_pareto_export(tmp_path, monkeypatch, capsys):
 
     assert main(["report", str(wd)]) == 0
     assert {"pareto.png", "pareto.html", "alignment.png", "index.html"} <= {p.name for p in (wd / "report").iterdir()}
+    page = (wd / "report" / "index.html").read_text()
+    assert "guide (reference): accuracy" in page and "flops ÷ guide" in page and "0 trial(s) pruned" in page
+    # another study's front on the same plot and reference point (here the study itself: the same hypervolume)
+    assert main(["report", str(wd), "--out", str(tmp_path / "compared"), "--compare", str(wd)]) == 0
+    page = (tmp_path / "compared" / "index.html").read_text()
+    hv = re.search(r"hypervolume ([0-9.e+]+) \(reference", page).group(1)
+    assert f"front trials, hypervolume {hv}</li>" in page
 
     # budget reached: another run starts nothing; a larger budget continues the same study
     assert main(["run", str(study_file), "--workdir", str(wd), "--no-progress"]) == 0

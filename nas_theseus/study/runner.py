@@ -208,6 +208,7 @@ def _run(config: StudyConfig, ctx: StudyContext, wd: WorkDir, identity: str, wor
     # trials of workers that died (no heartbeat for the grace period, or a free slot lock on this machine) are
     # failed and re-enqueued now; Optuna sweeps again before every trial
     optuna.storages.fail_stale_trials(study)
+    record_guide_reference(study, ctx)  # the guide's own figures, once per study (also for earlier studies)
     target = n_trials if n_trials is not None else config.study.n_trials
     done = finished_trials(study)
     remaining = target - done
@@ -215,7 +216,6 @@ def _run(config: StudyConfig, ctx: StudyContext, wd: WorkDir, identity: str, wor
         print(f"study {config.study.name!r} already has {done} finished trials (budget {target}); raise "
               f"study.n_trials (--n-trials) to run more", file=sys.stderr)
         return study
-    record_guide_reference(study, ctx)  # the guide's own figures, once per study
     activations = wd.activations(ctx.guide, ctx.data, device=config.study.device, progress=progress)
     bar = progress_bar(total=remaining, desc=f"trials ({config.study.name})", unit="trial", enabled=progress,
                        leave=True)
