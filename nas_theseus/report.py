@@ -20,18 +20,19 @@ from optuna.trial import TrialState  # noqa: E402
 from .measure import CONVENTION  # noqa: E402
 from .study.guide_reference import ATTR as GUIDE_REFERENCE  # noqa: E402
 from .study.guide_reference import describe as describe_guide  # noqa: E402
+from .study.objectives import OBJECTIVES  # noqa: E402
 from .study.pareto import front, trials_frame  # noqa: E402
 from .study.reuse import describe, study_reuse  # noqa: E402
 from .utils.files import atomic_write_text  # noqa: E402
 
 
 def _label(name: str) -> str:
-    return {"accuracy": "validation accuracy", "perplexity": "validation perplexity",
-            "flops": "FLOPs per sample, per token for LMs (multiply-adds)", "params": "parameters",
-            "latency_ms": "latency (ms, median; per token for LMs)"}.get(name, name)
+    return OBJECTIVES[name].label if name in OBJECTIVES else name
 
 
-COSTS = ("flops", "params", "latency_ms", "perplexity")  # drawn on a log axis
+def _log_axis(name: str) -> bool:
+    """Costs (and perplexity) span orders of magnitude across a front."""
+    return name in OBJECTIVES and (OBJECTIVES[name].cost or name == "perplexity")
 
 
 def share_of_guide(pf, names: list[str], guide: dict | None):
@@ -81,7 +82,7 @@ def write_report(study: optuna.Study, names: list[str], directions: list[str], o
                     label=f"{label} front (hypervolume {ohv:.4g})")
     if guide and "error" not in guide and x_name in guide and y_name in guide:
         ax.scatter([guide[x_name]], [guide[y_name]], marker="*", s=160, c="k", zorder=5, label="guide")
-    if x_name in COSTS and len(df) and (df[x_name] > 0).all():
+    if _log_axis(x_name) and len(df) and (df[x_name] > 0).all():
         ax.set_xscale("log")
     ax.set_xlabel(_label(x_name))
     ax.set_ylabel(_label(y_name))

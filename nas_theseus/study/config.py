@@ -20,11 +20,8 @@ from ..convert.config import DEFAULT_FINETUNE
 from ..errors import UserError, did_you_mean
 from ..training import FitConfig
 from ..utils.hashing import key_content, keyed_fields, stable_hash
+from .objectives import OBJECTIVES  # the registry: one class per objective
 
-# accuracy: validation accuracy (per token for language models); perplexity: exp of the validation cross-entropy
-# (per byte with the byte tokenizer); flops / latency_ms: per sample, or per generated token for language models.
-OBJECTIVES = {"accuracy": "maximize", "perplexity": "minimize", "flops": "minimize", "params": "minimize",
-              "latency_ms": "minimize"}
 SAMPLERS = ("tpe", "nsga2", "random")
 METHODS = ("not", "scratch", "kd")
 # Keys a resumed run may change without --force: budgets and where the work runs, not what is searched.

@@ -8,8 +8,6 @@ head chain, the network the trials convert.
 
 from __future__ import annotations
 
-import math
-
 import optuna
 
 from ..errors import UserError
@@ -17,6 +15,7 @@ from ..measure import UncountedOpsError
 from ..training import evaluate
 from .context import StudyContext
 from .objective import measure
+from .objectives import costs, perplexity
 
 ATTR = "guide_reference"
 
@@ -25,15 +24,15 @@ def guide_reference(ctx: StudyContext) -> dict:
     """What the guide scores on the study's objectives (plus test figures), or ``{"error": why}``."""
     net = ctx.guide_network().eval()
     device = ctx.config.study.device
-    names = set(ctx.config.objectives) - {"accuracy", "perplexity"}
+    names = set(costs(ctx.config.objectives))
     try:
         val_acc, val_loss = evaluate(net, ctx.data.val, device=device)
         test_acc, test_loss = evaluate(net, ctx.data.test, device=device)
         measured = measure(net, ctx, names)
     except (UncountedOpsError, UserError, NotImplementedError, RuntimeError, TypeError) as e:
         return {"error": f"{type(e).__name__}: {str(e).strip().splitlines()[0][:300] if str(e).strip() else ''}"}
-    ref = {"accuracy": val_acc, "test_accuracy": test_acc, "perplexity": math.exp(min(val_loss, 700.0)),
-           "test_perplexity": math.exp(min(test_loss, 700.0)), **measured.values}
+    ref = {"accuracy": val_acc, "test_accuracy": test_acc, "perplexity": perplexity(val_loss),
+           "test_perplexity": perplexity(test_loss), **measured.values}
     for key in ("latency", "latency_table", "flops_convention"):
         if key in measured.attrs:
             ref[key] = measured.attrs[key]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import socket
 import time
 import warnings
@@ -17,24 +16,13 @@ from ..convert import ConversionError, convert, plan_stages, train_distilled, tr
 from ..convert.baseline import scratch_model
 from ..errors import UserError
 from ..export import arch_document, save_network
-from ..measure import (
-    CONVENTION,
-    CONVENTION_PER_TOKEN,
-    UncountedOpsError,
-    count_flops,
-    count_params,
-    decode_flops,
-    decode_latency,
-    measure_latency,
-)
-from ..measure.latency import example_input
+from ..measure import UncountedOpsError
 from ..utils.files import atomic_write_text
 from ..utils.hashing import key_content, stable_hash
-from ..utils.locks import machine_lock
-from .config import OBJECTIVES
 from .context import StudyContext
+from .objectives import OBJECTIVES, Probe, costs, perplexity
 from .owners import DIED
-from .pruning import COSTS, PruningRule
+from .pruning import PruningRule
 from .reuse import trial_reuse
 from .workdir import WorkDir, save_reference
 
@@ -50,92 +38,19 @@ class Measured:
 
 
 def measure(model, ctx: StudyContext, names: set[str], *, strict_flops: bool = True) -> Measured:
-    """The metrics in ``names`` (plus what every trial records) for a deploy model.
-
-    For a language model (a causal token guide) ``flops`` and ``latency_ms`` are per generated token in
-    incremental decoding (one token at a time with each block's state: RNN hidden states, attention KV caches),
-    averaged over the positions of a full context; the full-sequence figures are recorded beside them
-    (``flops_full_sequence``, ``latency_full_sequence``).
-    """
-    cfg = ctx.config
+    """The cost objectives among ``names`` for a deploy model, and what the trial records beside them (see
+    :mod:`nas_theseus.study.objectives`)."""
+    probe = Probe(ctx, strict_flops)
     values, attrs = {}, {}
-    example = ctx.data.test.x[:max(cfg.latency.batch_sizes)]
-    lm = ctx.guide.causal and ctx.guide.tokens
-    context = ctx.data.sample_shape[0] if lm else None
-    if "flops" in names:
-        full = count_flops(model, ctx.data.sample_shape, strict=strict_flops, device=cfg.study.device,
-                           example=example)
-        attrs["flops_convention"] = CONVENTION_PER_TOKEN if lm else CONVENTION
-        if lm:
-            step = decode_flops(model, context, example[:1], strict=strict_flops)
-            values["flops"] = step.per_token
-            attrs["flops_full_sequence"] = full
-            attrs["flops_decode"] = dataclasses.asdict(step)
-        else:
-            values["flops"] = full
-    if "params" in names:
-        values["params"] = count_params(model)
-    if "latency_ms" in names:
-        values["latency_ms"], lat_attrs = _latency(model, ctx, example, lm, context)
-        attrs.update(lat_attrs)
+    for name in costs(names):
+        values[name], extra = OBJECTIVES[name].measure(model, probe)
+        attrs.update(extra)
     return Measured(values, attrs)
-
-
-def _latency(model, ctx: StudyContext, example, lm: bool, context) -> tuple[float, dict]:
-    """The ``latency_ms`` objective (the first runtime at the first batch size; per generated token for a
-    language model) and the trial's latency records: ``latency`` (that figure's details) and, with several
-    runtimes or batch sizes, ``latency_table`` (one row each).
-
-    Once the study has measured its guide (guide_reference.py), a network's figure is its median ratio to the
-    guide, the two timed side by side, times the guide's own figure: ratios taken side by side rank networks
-    where the machine's speed drifts (see :mod:`nas_theseus.measure.latency`)."""
-    cfg, lat_cfg = ctx.config, ctx.config.latency
-    guide_ms = {} if lm else _guide_latency(ctx.guide_figures)
-    rows = []
-    # one measurement per machine at a time, with fixed threads: a neighbour worker's training must not
-    # pollute the figure
-    with machine_lock("latency"):
-        for runtime in lat_cfg.runtimes:
-            for batch_size in lat_cfg.batch_sizes:
-                reference = None
-                if (runtime, batch_size) in guide_ms:
-                    x = example_input(ctx.data.sample_shape, batch_size, device=cfg.study.device, example=example)
-                    reference = ctx.guide_runner(runtime, x, lat_cfg.threads)
-                rows.append(measure_latency(model, ctx.data.sample_shape, batch_size=batch_size,
-                                            device=cfg.study.device, warmup=lat_cfg.warmup,
-                                            repeats=lat_cfg.repeats, threads=lat_cfg.threads, example=example,
-                                            runtime=runtime, reference=reference))
-        if lm:
-            step = decode_latency(model, context, example[:1], device=cfg.study.device,
-                                  warmup=min(lat_cfg.warmup, 2), repeats=lat_cfg.repeats, threads=lat_cfg.threads)
-    table = []
-    for r in rows:
-        row = dataclasses.asdict(r)
-        row["figure_ms"] = (r.relative * guide_ms[(r.runtime, r.batch_size)] if r.relative is not None
-                            else r.median_ms)
-        table.append(row)
-    attrs = {"latency_table": table} if len(rows) > 1 else {}
-    if lm:
-        attrs["latency"] = dataclasses.asdict(step)
-        attrs["latency_full_sequence"] = table[0]
-        return step.per_token_ms, attrs
-    attrs["latency"] = table[0]
-    attrs["latency_basis"] = ("relative to the guide, timed side by side, x the guide's figure"
-                              if rows[0].relative is not None else "absolute")
-    return table[0]["figure_ms"], attrs
-
-
-def _guide_latency(figures: dict | None) -> dict:
-    """{(runtime, batch size): the guide's median ms} from the study's guide reference (empty without one)."""
-    if not figures or "error" in figures:
-        return {}
-    rows = figures.get("latency_table") or ([figures["latency"]] if "latency" in figures else [])
-    return {(r["runtime"], r["batch_size"]): r["median_ms"] for r in rows}
 
 
 def pre_training_costs(ctx: StudyContext, candidate, conv_cfg) -> dict:
     """The trial's cost objectives that training does not change (FLOPs, parameters), from its architecture."""
-    names = [c for c in COSTS if c in ctx.config.objectives]
+    names = costs(ctx.config.objectives, before_training=True)
     if not names:
         return {}
     model = scratch_model(ctx.guide, candidate, conv_cfg)
@@ -204,7 +119,7 @@ def run_trial(trial: optuna.Trial, ctx: StudyContext, wd: WorkDir, activations, 
     except (ConversionError, UncountedOpsError, UserError) as e:
         trial.set_user_attr("fail_reason", f"{type(e).__name__}: {e}")
         raise TrialFailed(f"trial {trial.number}: {e}") from e
-    values = {"accuracy": val_acc, "perplexity": _perplexity(result.val_loss), **measured.values}
+    values = {**{n: o.score(result) for n, o in OBJECTIVES.items() if not o.cost}, **measured.values}
     folder = wd.trial(trial.number)
     arch = arch_document(model.cpu(), guide_source=ctx.guide.source, sample_shape=ctx.data.sample_shape,
                          extra={"trial": trial.number, "params": trial.params, "candidate": candidate.to_dict(),
@@ -212,14 +127,14 @@ def run_trial(trial: optuna.Trial, ctx: StudyContext, wd: WorkDir, activations, 
     save_network(folder, model, arch)
     save_reference(folder, model, ctx.data.test.x[:32])
     metrics = {**values, "val_accuracy": val_acc, "test_accuracy": test_acc, "val_loss": result.val_loss,
-               "test_loss": result.test_loss, "test_perplexity": _perplexity(result.test_loss), **measured.attrs,
+               "test_loss": result.test_loss, "test_perplexity": perplexity(result.test_loss), **measured.attrs,
                "trial_wall_s": time.perf_counter() - start}
     atomic_write_text(folder / "metrics.json", json.dumps(metrics, indent=2))
     if ctx.artifacts is not None:
         upload_network(trial, folder, ctx.artifacts)
     trial.set_user_attr("test_accuracy", test_acc)
     trial.set_user_attr("val_accuracy", val_acc)
-    trial.set_user_attr("test_perplexity", _perplexity(result.test_loss))
+    trial.set_user_attr("test_perplexity", perplexity(result.test_loss))
     trial.set_user_attr("trial_dir", str(folder))
     trial.set_user_attr("export", f"nas-theseus export {wd.root} --trial {trial.number}  "
                                   f"(writes {wd.root / 'exports' / f'trial-{trial.number}'})")
@@ -228,7 +143,7 @@ def run_trial(trial: optuna.Trial, ctx: StudyContext, wd: WorkDir, activations, 
     for name, bound in cfg.constraints.items():
         # feasible when <= 0: a ceiling for minimised metrics, a floor for accuracy
         value = values[name]
-        trial.set_constraint(name, (bound - value) if OBJECTIVES[name] == "maximize" else (value - bound))
+        trial.set_constraint(name, (bound - value) if OBJECTIVES[name].direction == "maximize" else (value - bound))
     return tuple(values[name] for name in cfg.objectives)
 
 
@@ -286,8 +201,3 @@ def _answer_from(trial: optuna.Trial, earlier, cfg) -> tuple:
     for name, value in earlier.constraints.items():
         trial.set_constraint(name, value)
     return tuple(earlier.values)
-
-
-def _perplexity(loss: float) -> float:
-    """exp(mean cross-entropy): per token for a language model (per byte with the byte tokenizer)."""
-    return math.exp(min(loss, 700.0))

@@ -7,7 +7,7 @@ import optuna
 import pandas as pd
 from optuna.trial import TrialState
 
-from .config import OBJECTIVES
+from .objectives import OBJECTIVES
 
 
 def _feasible(t) -> bool:
@@ -56,14 +56,17 @@ def _hv(points: np.ndarray, ref: np.ndarray) -> float:
 
 
 def default_reference(values: np.ndarray, directions: list[str], names: list[str], given: dict) -> np.ndarray:
-    """The study's hypervolume reference: the study file's values, else 0 for accuracy and 1.1 x the worst
-    value seen for a minimised metric."""
+    """The study's hypervolume reference: the study file's values, else the objective's own default (0 for
+    accuracy), else the worst value seen (x 1.1 for a minimised metric)."""
     ref = []
     for j, (name, direction) in enumerate(zip(names, directions)):
+        default = OBJECTIVES[name].hv_reference if name in OBJECTIVES else None
         if name in given:
             ref.append(float(given[name]))
+        elif default is not None:
+            ref.append(float(default))
         elif direction == "maximize":
-            ref.append(0.0 if name == "accuracy" else float(values[:, j].min()) if len(values) else 0.0)
+            ref.append(float(values[:, j].min()) if len(values) else 0.0)
         else:
             ref.append(1.1 * float(values[:, j].max()) if len(values) else 1.0)
     return np.array(ref)

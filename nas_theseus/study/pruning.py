@@ -22,8 +22,6 @@ from dataclasses import dataclass
 import optuna
 from optuna.trial import TrialState
 
-COSTS = ("flops", "params")  # objectives known before training (latency is measured on the trained network)
-
 
 @dataclass(frozen=True)
 class PruningRule:

@@ -1,0 +1,197 @@
+"""The objectives a study can search: one registered class each.
+
+An objective is either a *score* of the trained network (accuracy, perplexity: read from the conversion's
+result) or a *cost* measured on the deploy network (FLOPs, parameters, latency). Everything else that knows
+about objectives reads this registry: the study file's checks (names, directions), constraints, the pruning
+rule (``before_training`` costs), the hypervolume reference, the report's axis labels and log scales, and the
+guide's reference figures. Adding an objective is one class here.
+
+For a language model (a causal token guide) ``flops`` and ``latency_ms`` are per generated token in incremental
+decoding (one token at a time with each block's state: RNN hidden states, attention KV caches), averaged over
+the positions of a full context; the full-sequence figures are recorded beside them (``flops_full_sequence``,
+``latency_full_sequence``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, ClassVar
+
+from ..measure import (
+    CONVENTION,
+    CONVENTION_PER_TOKEN,
+    count_flops,
+    count_params,
+    decode_flops,
+    decode_latency,
+    measure_latency,
+)
+from ..measure.latency import example_input
+from ..utils.locks import machine_lock
+
+if TYPE_CHECKING:
+    from .context import StudyContext
+
+
+@dataclass
+class Probe:
+    """What a cost measurement of one deploy network needs from the study."""
+
+    ctx: StudyContext
+    strict_flops: bool = True
+
+    @property
+    def lm(self) -> bool:
+        return bool(self.ctx.guide.causal and self.ctx.guide.tokens)
+
+    @property
+    def context(self) -> int | None:
+        return self.ctx.data.sample_shape[0] if self.lm else None
+
+    @property
+    def example(self):
+        return self.ctx.data.test.x[:max(self.ctx.config.latency.batch_sizes)]
+
+
+class Objective:
+    name: ClassVar[str]
+    direction: ClassVar[str]  # "maximize" | "minimize"
+    label: ClassVar[str]  # axis label
+    cost: ClassVar[bool] = True  # measured on the deploy network (log axis); else a score of the trained network
+    before_training: ClassVar[bool] = False  # a cost known from the architecture alone (the pruning rule)
+    hv_reference: ClassVar[float | None] = None  # default hypervolume reference; None: 1.1 x the worst seen
+
+    def measure(self, model, probe: Probe) -> tuple[float, dict]:
+        """A cost objective's value for ``model`` and what the trial records beside it."""
+        raise NotImplementedError
+
+    def score(self, result) -> float:
+        """A score objective's value from a conversion's (or baseline's) result."""
+        raise NotImplementedError
+
+
+OBJECTIVES: dict[str, Objective] = {}
+
+
+def register(cls: type[Objective]) -> type[Objective]:
+    OBJECTIVES[cls.name] = cls()
+    return cls
+
+
+def costs(names, *, before_training: bool = False) -> list[str]:
+    """The cost objectives among ``names`` (registry order); only those known before training if asked."""
+    return [n for n, o in OBJECTIVES.items() if n in names and o.cost and (o.before_training or not before_training)]
+
+
+def perplexity(loss: float) -> float:
+    """exp(mean cross-entropy): per token for a language model (per byte with the byte tokenizer)."""
+    return math.exp(min(loss, 700.0))
+
+
+@register
+class Accuracy(Objective):
+    """Validation accuracy (per token for language models); test accuracy is recorded beside it."""
+
+    name, direction, label, cost, hv_reference = "accuracy", "maximize", "validation accuracy", False, 0.0
+
+    def score(self, result) -> float:
+        return result.val_accuracy
+
+
+@register
+class Perplexity(Objective):
+    """exp of the validation cross-entropy (per byte with the byte tokenizer); test perplexity beside it."""
+
+    name, direction, label, cost = "perplexity", "minimize", "validation perplexity", False
+
+    def score(self, result) -> float:
+        return perplexity(result.val_loss)
+
+
+@register
+class Flops(Objective):
+    """Multiply-adds per sample (fvcore convention), per generated token for language models."""
+
+    name, direction, before_training = "flops", "minimize", True
+    label = "FLOPs per sample, per token for LMs (multiply-adds)"
+
+    def measure(self, model, probe: Probe) -> tuple[float, dict]:
+        cfg = probe.ctx.config
+        full = count_flops(model, probe.ctx.data.sample_shape, strict=probe.strict_flops, device=cfg.study.device,
+                           example=probe.example)
+        if not probe.lm:
+            return full, {"flops_convention": CONVENTION}
+        step = decode_flops(model, probe.context, probe.example[:1], strict=probe.strict_flops)
+        return step.per_token, {"flops_convention": CONVENTION_PER_TOKEN, "flops_full_sequence": full,
+                                "flops_decode": dataclasses.asdict(step)}
+
+
+@register
+class Params(Objective):
+    """Parameters of the deploy network."""
+
+    name, direction, label, before_training = "params", "minimize", "parameters", True
+
+    def measure(self, model, probe: Probe) -> tuple[float, dict]:
+        return count_params(model), {}
+
+
+@register
+class Latency(Objective):
+    """Median latency in ms of the first ``[latency]`` runtime at the first batch size (per generated token in
+    eager incremental decoding for a language model); every (runtime, batch size) pair in ``latency_table``.
+
+    Once the study has measured its guide (guide_reference.py), a network's figure is its median ratio to the
+    guide, the two timed side by side, times the guide's own figure: ratios taken side by side rank networks
+    where the machine's speed drifts (see :mod:`nas_theseus.measure.latency`)."""
+
+    name, direction, label = "latency_ms", "minimize", "latency (ms, median; per token for LMs)"
+
+    def measure(self, model, probe: Probe) -> tuple[float, dict]:
+        ctx = probe.ctx
+        cfg, lat_cfg, example = ctx.config, ctx.config.latency, probe.example
+        guide_ms = {} if probe.lm else _guide_latency(ctx.guide_figures)
+        rows = []
+        # one measurement per machine at a time, with fixed threads: a neighbour worker's training must not
+        # pollute the figure
+        with machine_lock("latency"):
+            for runtime in lat_cfg.runtimes:
+                for batch_size in lat_cfg.batch_sizes:
+                    reference = None
+                    if (runtime, batch_size) in guide_ms:
+                        x = example_input(ctx.data.sample_shape, batch_size, device=cfg.study.device,
+                                          example=example)
+                        reference = ctx.guide_runner(runtime, x, lat_cfg.threads)
+                    rows.append(measure_latency(model, ctx.data.sample_shape, batch_size=batch_size,
+                                                device=cfg.study.device, warmup=lat_cfg.warmup,
+                                                repeats=lat_cfg.repeats, threads=lat_cfg.threads, example=example,
+                                                runtime=runtime, reference=reference))
+            if probe.lm:
+                step = decode_latency(model, probe.context, example[:1], device=cfg.study.device,
+                                      warmup=min(lat_cfg.warmup, 2), repeats=lat_cfg.repeats,
+                                      threads=lat_cfg.threads)
+        table = []
+        for r in rows:
+            row = dataclasses.asdict(r)
+            row["figure_ms"] = (r.relative * guide_ms[(r.runtime, r.batch_size)] if r.relative is not None
+                                else r.median_ms)
+            table.append(row)
+        attrs = {"latency_table": table} if len(rows) > 1 else {}
+        if probe.lm:
+            attrs["latency"] = dataclasses.asdict(step)
+            attrs["latency_full_sequence"] = table[0]
+            return step.per_token_ms, attrs
+        attrs["latency"] = table[0]
+        attrs["latency_basis"] = ("relative to the guide, timed side by side, x the guide's figure"
+                                  if rows[0].relative is not None else "absolute")
+        return table[0]["figure_ms"], attrs
+
+
+def _guide_latency(figures: dict | None) -> dict:
+    """{(runtime, batch size): the guide's median ms} from the study's guide reference (empty without one)."""
+    if not figures or "error" in figures:
+        return {}
+    rows = figures.get("latency_table") or ([figures["latency"]] if "latency" in figures else [])
+    return {(r["runtime"], r["batch_size"]): r["median_ms"] for r in rows}
