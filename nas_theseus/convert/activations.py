@@ -80,6 +80,18 @@ class GuideActivations:
             start += len(xb)
         return cls(acts, key)
 
+    def select(self, levels: list[int] | None) -> GuideActivations:
+        """The levels of a regrouped guide (:meth:`Guide.grouped`'s ``levels``), sharing this cache's arrays
+        (made once per set of levels, so a device copy of it is kept too)."""
+        if levels is None:
+            return self
+        memo = self.__dict__.setdefault("_select", {})
+        key = tuple(levels)
+        if key not in memo:
+            memo[key] = GuideActivations([self.acts[i] for i in levels], stable_hash({"of": self.key,
+                                                                                     "levels": list(key)}))
+        return memo[key]
+
     def on(self, device: torch.device | str) -> GuideActivations:
         """This cache where a conversion on ``device`` reads it fastest: on a CUDA device when it fits in a
         quarter of the device's free memory (``NAS_THESEUS_DEVICE_CACHE`` GiB sets the budget), else in pinned

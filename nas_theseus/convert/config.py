@@ -143,15 +143,27 @@ class Candidate:
     adapter when the last part is a target). ``stem``: ``guide`` (the guide's stem, e.g. a language model's
     embedding, frozen during alignment and fine-tuned with the rest) or ``relearn`` (the same architecture with
     fresh weights, trained with the first part's target from its first stage on; needs part 0 swapped).
+    ``partition``: run lengths over the guide's parts (e.g. ``(2, 1)`` for three parts: one block replaces the
+    first two, aligned at the second's output); then ``blocks`` and ``order`` are per run. None (or all 1s):
+    one block per part.
     """
 
     blocks: tuple[BlockSpec | None, ...]
     order: tuple[int, ...] | None = None
     head: str = "linear"
     stem: str = "guide"
+    partition: tuple[int, ...] | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "blocks", tuple(self.blocks))
+        if self.partition is not None:
+            runs = tuple(self.partition)
+            if not all(isinstance(n, int) and not isinstance(n, bool) and n >= 1 for n in runs):
+                raise UserError(f"partition {list(runs)} must be run lengths of at least 1 part")
+            if len(runs) != len(self.blocks):
+                raise UserError(f"partition {list(runs)} has {len(runs)} runs but the candidate has "
+                                f"{len(self.blocks)} blocks (one per run)")
+            object.__setattr__(self, "partition", None if all(n == 1 for n in runs) else runs)
         if self.head not in HEADS:
             raise UserError(f"unknown head {self.head!r}{did_you_mean(self.head, HEADS)}; valid: {', '.join(HEADS)}")
         if self.stem not in STEMS:
@@ -184,16 +196,20 @@ class Candidate:
         # the default stem is left out, so content keys (and seeds) of earlier candidates stay as they were
         return {"blocks": [None if b is None else b.to_dict() for b in self.blocks],
                 "order": None if self.order is None else list(self.order), "head": self.head,
-                **({"stem": self.stem} if self.stem != "guide" else {})}
+                **({"stem": self.stem} if self.stem != "guide" else {}),
+                **({"partition": list(self.partition)} if self.partition is not None else {})}
 
     @classmethod
     def from_dict(cls, d: dict) -> Candidate:
         blocks = tuple(None if b in (None, "keep") else BlockSpec.from_dict(b) for b in d["blocks"])
         return cls(blocks, tuple(d["order"]) if d.get("order") is not None else None, d.get("head", "linear"),
-                   d.get("stem", "guide"))
+                   d.get("stem", "guide"), tuple(d["partition"]) if d.get("partition") is not None else None)
 
     def describe(self, part_names: list[str] | None = None) -> str:
-        names = part_names or [str(i) for i in range(len(self.blocks))]
+        names = part_names or [str(i) for i in range(sum(self.partition or [1] * len(self.blocks)))]
+        if self.partition is not None:  # the guide's part names, joined per run
+            ends = [sum(self.partition[:i + 1]) for i in range(len(self.partition))]
+            names = ["+".join(names[e - n:e]) for n, e in zip(self.partition, ends)]
         parts = ", ".join(f"{n}={'keep' if b is None else b}" for n, b in zip(names, self.blocks))
         order = " > ".join(names[i] for i in self.swap_order)
         stem = "; stem relearned" if self.stem == "relearn" else ""

@@ -95,7 +95,10 @@ def convert(guide: Guide, candidate: Candidate, data: TaskData, config: ConvertC
     """
     start = time.perf_counter()
     store = CheckpointStore(checkpoint_dir, remote=artifacts)
+    guide = guide.grouped(candidate.partition)  # one part per run of the guide's parts (Candidate.partition)
     guide.to(device)
+    if activations is not None:
+        activations = activations.select(guide.levels)  # the run boundaries of the ungrouped guide's cache
     if activations is None:
         activations = GuideActivations.compute(guide, data.train.x, data_key=data.fingerprint, device=device,
                                                progress=progress, mmap_dir=activation_dir)

@@ -63,6 +63,7 @@ class DeployModel(nn.Sequential):
 class Hybrid(nn.Module):
     def __init__(self, guide: Guide, candidate: Candidate, config: ConvertConfig):
         super().__init__()
+        guide = guide.grouped(candidate.partition)
         object.__setattr__(self, "guide", guide)  # not a registered submodule (see module docstring)
         if len(candidate.blocks) != len(guide.parts):
             raise UserError(f"the candidate has {len(candidate.blocks)} blocks but the guide has "
@@ -266,8 +267,10 @@ class Hybrid(nn.Module):
                     arch.append({"name": f"adapter{k - 1}", "kind": "bridge", "bridge": self.config.bridge,
                                  "rank": self.config.bridge_rank, "in": list(self.out_shapes[k - 1]),
                                  "out": list(self.gshapes[k]), **self._tokenwise_tag()})
-                children[f"part{k}"] = copy.deepcopy(self.guide.parts[k].module)
-                arch.append({"name": f"part{k}", "kind": "guide", "path": name, "out": list(self.gshapes[k + 1])})
+                part = self.guide.parts[k]
+                children[f"part{k}"] = copy.deepcopy(part.module)
+                path = part.paths if part.members else name  # a kept run rebuilds as the chain of its paths
+                arch.append({"name": f"part{k}", "kind": "guide", "path": path, "out": list(self.gshapes[k + 1])})
             else:
                 children[f"part{k}"] = copy.deepcopy(self.targets[str(k)])
                 arch.append({"name": f"part{k}", "kind": "target", "replaces": name,

@@ -28,10 +28,25 @@ LOCATION_KEYS = ("cache_key", "file", "weights_file", "directory", "bundled")
 
 @dataclass(frozen=True)
 class Part:
-    """One replaceable part of a guide: its submodule path and the module itself."""
+    """One replaceable part of a guide: its submodule path and the module itself. A part of a regrouped guide
+    (:meth:`Guide.grouped`) is a run of consecutive parts (``members``), run in order."""
 
     name: str
     module: nn.Module = field(compare=False, repr=False)
+    members: tuple[Part, ...] = field(default=(), compare=False, repr=False)
+
+    @property
+    def paths(self) -> list[str]:
+        """The submodule paths this part runs, in order."""
+        return [m.name for m in self.members] if self.members else [self.name]
+
+    @property
+    def first(self) -> nn.Module:
+        return self.members[0].module if self.members else self.module
+
+    @property
+    def last(self) -> nn.Module:
+        return self.members[-1].module if self.members else self.module
 
 
 class _Chain(nn.Module):
@@ -121,6 +136,33 @@ class Guide:
             raise UserError(f"a token guide's activations must be (T, D) sequences, got shapes {self.shapes}")
         self.output_shape: tuple[int, ...] = tuple(acts[-1].shape[1:])
         self._identity: str | None = None
+        self.partition: tuple[int, ...] | None = None  # set on a regrouped guide (see grouped)
+        self.levels: list[int] | None = None  # its A_k among the ungrouped guide's activations
+
+    def grouped(self, partition: Sequence[int] | None) -> Guide:
+        """This guide with runs of consecutive parts merged into one part each (``partition``: the run lengths,
+        summing to the number of parts): a target then replaces a whole run and aligns at the run's last
+        boundary. The parts' modules are shared; None (or all runs of 1) is this guide itself."""
+        if partition is None or all(n == 1 for n in partition):
+            return self if self.partition is None else self._base
+        partition = tuple(int(n) for n in partition)
+        if self.partition is not None:
+            return self if partition == self.partition else self._base.grouped(partition)
+        if sum(partition) != len(self.parts) or min(partition) < 1:
+            raise UserError(f"partition {list(partition)} must split the guide's {len(self.parts)} parts "
+                            f"({', '.join(self.part_names)}) into runs of at least one part")
+        parts, start = [], 0
+        for n in partition:
+            run = tuple(self.parts[start:start + n])
+            parts.append(run[0] if n == 1 else
+                         Part("+".join(p.name for p in run), _Chain([p.module for p in run]), members=run))
+            start += n
+        g = Guide(self.module, self.stem, parts, self.head, sample_shape=self.sample_shape, source=self.source,
+                  input_dtype=self.input_dtype, stem_paths=self.stem_paths, head_paths=self.head_paths,
+                  example=self._example, tokens=self.tokens, causal=self.causal)
+        ends = [sum(partition[:i + 1]) for i in range(len(partition))]
+        g.partition, g.levels, g._base = partition, [0, *ends, len(self.parts) + 1], self
+        return g
 
     # --- construction -------------------------------------------------------------------------------
     @classmethod
@@ -197,8 +239,9 @@ class Guide:
                 captured[k] = _first_tensor(out)
             return hook
 
-        handles = [self.parts[0].module.register_forward_pre_hook(pre_hook)]
-        handles += [p.module.register_forward_hook(make_hook(k + 1)) for k, p in enumerate(self.parts)]
+        # on the modules the guide's forward calls (a regrouped part's first and last member)
+        handles = [self.parts[0].first.register_forward_pre_hook(pre_hook)]
+        handles += [p.last.register_forward_hook(make_hook(k + 1)) for k, p in enumerate(self.parts)]
         try:
             out = self.module(x)
         finally:
