@@ -165,7 +165,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
     wd, config, study = _open(Path(args.dir), args.artifacts)
     out = Path(args.out) if args.out else wd.root / "exports" / f"trial-{args.trial}"
-    export_trial(wd, study, args.trial, out, artifacts=open_artifacts(config))
+    export_trial(wd, study, args.trial, out, artifacts=open_artifacts(config, create=False))
     return 0
 
 
@@ -177,7 +177,7 @@ def _cmd_dashboard(args: argparse.Namespace) -> int:
     from .study.context import open_artifacts
 
     wd, config, study = _open(Path(args.dir), args.artifacts)  # checks the work directory and its storage first
-    store = open_artifacts(config)
+    store = open_artifacts(config, create=False)
     print(f"serving study {study.study_name!r} on http://{args.host}:{args.port}/dashboard (Ctrl-C stops)"
           + (f"; trial networks downloadable from artifact store {store.url}" if store else ""), flush=True)
     try:

@@ -38,6 +38,9 @@ def test_store_urls_are_checked_in_one_line(tmp_path):
                       ("gs://bucket", "unknown scheme"), ("s3:///prefix", "name the bucket")]:
         with pytest.raises(UserError, match=says):
             ArtifactStore.open(url)
+    with pytest.raises(UserError, match="no folder .* on this machine .*mounted"):
+        ArtifactStore.open(f"file://{tmp_path}/not/mounted", create=False)  # a reader never makes the folder
+    assert not (tmp_path / "not").exists()
     for bad in ("../outside", "/etc/passwd", "a/../../b", ""):
         with pytest.raises(ValueError):
             store.put(bad, b"x")

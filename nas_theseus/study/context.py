@@ -101,9 +101,10 @@ def build_context(config: StudyConfig, *, progress: bool = True) -> StudyContext
     return StudyContext(config, space, data, guide, artifacts)
 
 
-def open_artifacts(config: StudyConfig) -> ArtifactStore | None:
-    """The study's shared artifact store, or None when ``[artifacts] store`` is unset."""
-    return ArtifactStore.open(config.artifacts.store) if config.artifacts.store else None
+def open_artifacts(config: StudyConfig, *, create: bool = True) -> ArtifactStore | None:
+    """The study's shared artifact store, or None when ``[artifacts] store`` is unset (``create``: see
+    :meth:`ArtifactStore.open`)."""
+    return ArtifactStore.open(config.artifacts.store, create=create) if config.artifacts.store else None
 
 
 def _relative_to(options: dict, base: Path) -> dict:

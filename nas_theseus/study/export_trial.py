@@ -36,7 +36,7 @@ def trial_folder(wd: WorkDir, trial, artifacts: ArtifactStore | None) -> Path:
         raise UserError(f"trial {trial.number} is complete, but its network is not in this work directory "
                         f"({folder}) and {why}: it ran on {ran}; export it from that machine's work directory, "
                         f"or copy its trials/{trial.number} folder here")
-    store = artifacts or ArtifactStore.open(info["store"])
+    store = artifacts or ArtifactStore.open(info["store"], create=False)
     store.download_folder(info, folder, what=f"the network of trial {trial.number} (uploaded by {ran})",
                           fix="check that this machine sees the store the study uploads to (--artifacts URL), or "
                               "export the trial from that machine's work directory")

@@ -125,7 +125,9 @@ class ArtifactStore:
         self.url, self.backend = url, backend
 
     @classmethod
-    def open(cls, url: str) -> ArtifactStore:
+    def open(cls, url: str, *, create: bool = True) -> ArtifactStore:
+        """The store at ``url``; a file store's folder is made when missing unless ``create`` is False (a
+        machine that only reads, e.g. to export, must see the study's folder, not an empty new one)."""
         parsed = urlparse(url)
         if parsed.scheme in ("", "file"):
             if parsed.scheme == "file" and parsed.netloc not in ("", "localhost"):
@@ -134,6 +136,9 @@ class ArtifactStore:
             if not path.is_absolute():
                 raise UserError(f"artifact store {url!r}: give an absolute path (file:///shared/nas), the same "
                                 f"on every machine")
+            if not create and not path.is_dir():
+                raise UserError(f"artifact store {url}: no folder {path} on this machine (is the shared file "
+                                f"system mounted here? --artifacts URL gives this machine's path)")
             try:
                 path.mkdir(parents=True, exist_ok=True)
             except OSError as e:
