@@ -9,7 +9,6 @@ way both ``nas-theseus export`` and ``nas-theseus convert --out`` write a folder
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -29,6 +28,7 @@ from .export_onnx import export_onnx
 from .targets import BlockSpec, create_target, make_bridge
 from .targets.layers import numel
 from .utils.files import atomic_write, atomic_write_text
+from .utils.hashing import file_sha256
 
 FORMAT = "nas_theseus.export"
 VERSION = 1
@@ -55,7 +55,7 @@ def save_network(folder: Path, model: DeployModel, arch: dict, *, code_from: Pat
     state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}  # no shared (tied) storage
     atomic_write(folder / "model.safetensors", lambda tmp: save_file(state, tmp))
     arch = {**arch, "guide": _bundle_guide_code(arch["guide"], folder, code_from),
-            "weights_sha256": _sha256(folder / "model.safetensors")}
+            "weights_sha256": file_sha256(folder / "model.safetensors")}
     atomic_write_text(folder / "arch.json", json.dumps(arch, indent=2))
 
 
@@ -72,14 +72,6 @@ def _bundle_guide_code(source: dict, folder: Path, code_from: Path | None) -> di
     (folder / GUIDE_CODE).mkdir(exist_ok=True)
     shutil.copyfile(found, folder / GUIDE_CODE / name)
     return {**source, "bundled": f"{GUIDE_CODE}/{name}"}
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def read_arch(folder: Path) -> dict:
@@ -145,7 +137,7 @@ def load_exported(path: str | Path) -> DeployModel:
     if not weights.is_file():
         raise UserError(f"{folder} has no model.safetensors")
     expected = model_arch.get("weights_sha256")
-    if expected is not None and _sha256(weights) != expected:
+    if expected is not None and file_sha256(weights) != expected:
         raise UserError(f"{weights} is corrupted or does not match arch.json (sha256 differs from the one "
                         f"recorded when it was written)")
     try:

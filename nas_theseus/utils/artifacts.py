@@ -37,6 +37,7 @@ from typing import BinaryIO
 from urllib.parse import unquote, urlparse
 
 from ..errors import UserError
+from .hashing import file_sha256
 
 DIGEST = 64  # hex characters of a sha256 at the head of a sealed artifact
 
@@ -228,7 +229,7 @@ class ArtifactStore:
                 for path in sorted(folder.rglob("*")):
                     if path.is_file() and not path.name.startswith("."):  # no temp files of atomic writes
                         tar.add(path, arcname=path.relative_to(folder).as_posix(), recursive=False)
-            sha = _sha256_file(archive)
+            sha = file_sha256(archive)
             artifact_id = upload_artifact(artifact_store=self.backend, file_path=str(archive), study_or_trial=trial,
                                           mimetype="application/x-tar")
             return {"store": self.url, "artifact_id": artifact_id, "sha256": sha, "bytes": archive.stat().st_size}
@@ -250,7 +251,7 @@ class ArtifactStore:
                                     f"{fix}") from None
             with contextlib.closing(reader), open(archive, "wb") as f:
                 shutil.copyfileobj(reader, f)
-            sha = _sha256_file(archive)
+            sha = file_sha256(archive)
             if sha != info["sha256"]:
                 raise ArtifactError(f"{what} in artifact store {self.url} is corrupted (artifact {artifact_id}: "
                                     f"sha256 {sha[:12]}…, expected {info['sha256'][:12]}…); {fix}")
@@ -278,11 +279,3 @@ def _unpack(archive: Path, dest: Path) -> None:
             tar.extractall(dest, members=members, filter="data")
         else:
             tar.extractall(dest, members=members)
-
-
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()

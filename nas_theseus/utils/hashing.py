@@ -90,6 +90,15 @@ def module_fingerprint(module: torch.nn.Module, length: int = 16) -> str:
     return h.hexdigest()[:length]
 
 
+def file_sha256(path) -> str:
+    """The sha256 (hex) of a file's bytes, read in 1 MiB blocks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
 def seed_from_key(key: str) -> int:
     """A 63-bit integer seed derived from a hex key, for generators seeded by content."""
     return int(hashlib.sha256(key.encode()).hexdigest()[:15], 16)
