@@ -151,6 +151,12 @@ class Guide:
         if sum(partition) != len(self.parts) or min(partition) < 1:
             raise UserError(f"partition {list(partition)} must split the guide's {len(self.parts)} parts "
                             f"({', '.join(self.part_names)}) into runs of at least one part")
+        memo = self.__dict__.setdefault("_grouped", {})  # one per partition: its identity is hashed once
+        if partition not in memo:
+            memo[partition] = self._group(partition)
+        return memo[partition]
+
+    def _group(self, partition: tuple[int, ...]) -> Guide:
         parts, start = [], 0
         for n in partition:
             run = tuple(self.parts[start:start + n])
