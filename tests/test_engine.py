@@ -376,6 +376,14 @@ def test_a_studys_cache_is_one_memory_mapped_copy_per_machine(small_data, tmp_pa
     assert all(str(tmp_path / "acts.f32" / f"a{i}.npy") in maps for i in range(len(acts.acts)))
     idx = torch.tensor([4, 0, 7])
     assert all(torch.equal(x, y) for x, y in zip(shared.batch(idx), acts.batch(idx)))
+    acts.save_shared(tmp_path / "acts.f32")  # an earlier cache of ours at that name is replaced
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("a user's file")
+    with pytest.raises(UserError, match="holds notes.txt, which an activation cache does not write"):
+        acts.save_shared(mine)  # a folder of someone else's is refused, never deleted
+    assert (mine / "notes.txt").read_text() == "a user's file"
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
 
 
 def test_a_non_cka_stage_stops_on_its_own_loss_on_heldout_rows(small_data, monkeypatch):

@@ -12,6 +12,7 @@ float32. A CIFAR-10 ResNet-18 cache is several GB in float32, about half that in
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import tempfile
 import warnings
@@ -130,9 +131,7 @@ class GuideActivations:
                 a.flush()
             del arrays
             (tmp / MARKER).write_text(key)
-            if folder.exists():
-                shutil.rmtree(folder)
-            os.replace(tmp, folder)
+            _move_into_place(tmp, folder)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
@@ -148,9 +147,7 @@ class GuideActivations:
             for i, a in enumerate(self.acts):
                 np.save(tmp / f"a{i}.npy", a.contiguous().numpy())
             (tmp / MARKER).write_text(self.key)
-            if folder.exists():  # an unreadable earlier copy (ours: the cache folder's own name)
-                shutil.rmtree(folder)
-            os.replace(tmp, folder)
+            _move_into_place(tmp, folder)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
@@ -191,6 +188,19 @@ class GuideActivations:
 
     def __len__(self) -> int:
         return len(self.acts[0])
+
+
+def _move_into_place(tmp: Path, folder: Path) -> None:
+    """Put the finished cache folder ``tmp`` at ``folder``, replacing an earlier (unreadable) cache there. A
+    ``folder`` holding anything a cache does not write is someone else's: refused, never deleted."""
+    if folder.exists():
+        foreign = ([folder.name] if not folder.is_dir() else
+                   [p.name for p in folder.iterdir() if p.name != MARKER and not re.fullmatch(r"a\d+\.npy", p.name)])
+        if foreign:
+            raise UserError(f"{folder} exists and holds {', '.join(sorted(foreign)[:5])}, which an activation cache "
+                            f"does not write; move it or choose another folder (nothing was deleted)")
+        shutil.rmtree(folder)
+    os.replace(tmp, folder)
 
 
 def _batches(x: torch.Tensor, batch_size: int, progress: bool):

@@ -37,6 +37,7 @@ from typing import BinaryIO
 from urllib.parse import unquote, urlparse
 
 from ..errors import UserError
+from .files import atomic_write
 from .hashing import file_sha256
 
 DIGEST = 64  # hex characters of a sha256 at the head of a sealed artifact
@@ -74,18 +75,12 @@ class _AtomicFileSystemStore:
 
     def write(self, artifact_id: str, content_body: BinaryIO) -> None:
         path = self._store._get_filepath(artifact_id)  # Optuna's own check that the name stays inside base
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
+
+        def copy(tmp: str) -> None:
+            with open(tmp, "wb") as f:
                 shutil.copyfileobj(content_body, f)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-            raise
+
+        atomic_write(path, copy)
 
     def remove(self, artifact_id: str) -> None:
         self._store.remove(artifact_id)
@@ -197,8 +192,6 @@ class ArtifactStore:
     def fetch_sealed(self, name: str, dest: Path) -> bool:
         """Download the sealed blob ``name`` into ``dest`` (atomically, checked); False when the store has
         none. A copy that fails its check raises :class:`ArtifactError`."""
-        from .files import atomic_write
-
         raw = self.get(name)
         if raw is None:
             return False
