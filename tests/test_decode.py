@@ -17,7 +17,8 @@ from nas_theseus.data.text import load_text
 from nas_theseus.errors import UserError
 from nas_theseus.guides.hf import CausalLMChain, hf_guide
 from nas_theseus.measure import STEPPERS, IncrementalDecoder, count_flops, decode_flops, decode_latency
-from nas_theseus.measure.decode import PerPosition, Stepper, decode_step_flops
+from nas_theseus.measure.decode import decode_step_flops
+from nas_theseus.stepping import PerPosition, Stepper, register_stepper
 from nas_theseus.targets import BlockSpec, create_target
 
 T, D, V, LAYERS = 16, 16, 256, 2
@@ -157,6 +158,56 @@ def test_a_registered_stepper_is_used(guide, text, monkeypatch):
     assert STEPPERS[nn.Linear] is PerPosition
 
 
+class RunningSum(nn.Module):
+    """A causal module that owns its step beside its forward: the cumulative sum over positions."""
+
+    def forward(self, x):
+        return x.cumsum(1)
+
+    def init_state(self, batch, device, dtype):
+        return torch.zeros(batch, 1, D, device=device, dtype=dtype)
+
+    def step(self, x, state):
+        return state + x, state + x
+
+
+def test_a_module_owns_its_step_and_a_subclass_with_another_forward_does_not_inherit_it(guide, text):
+    assert_decodes(deploy_model(guide, RunningSum()), text.val.x[:2])
+
+    class Reversed(RunningSum):  # overrides forward, keeps the base's step: refused, not silently wrong
+        def forward(self, x):
+            return x.flip(1).cumsum(1).flip(1)
+
+    with pytest.raises(UserError, match=r"no incremental step for part0 \(Reversed\)"):
+        IncrementalDecoder(deploy_model(guide, Reversed()))
+
+    class Renamed(RunningSum):  # keeps forward and step
+        pass
+
+    assert_decodes(deploy_model(guide, Renamed()), text.val.x[:1])
+
+
+def test_a_stepper_registered_by_dotted_name_or_module_wildcard(guide, text, monkeypatch):
+    class Scale(nn.Module):
+        def forward(self, x):
+            return 2 * x
+
+    model = deploy_model(guide, Scale())
+    monkeypatch.setitem(STEPPERS, f"{Scale.__module__}.{Scale.__qualname__}", PerPosition)
+    assert_decodes(model, text.val.x[:1])
+    monkeypatch.delitem(STEPPERS, f"{Scale.__module__}.{Scale.__qualname__}")
+    monkeypatch.setitem(STEPPERS, f"{Scale.__module__}.*", PerPosition)
+    assert_decodes(model, text.val.x[:1])
+    monkeypatch.delitem(STEPPERS, f"{Scale.__module__}.*")
+    with pytest.raises(UserError, match=r"part0 \(Scale\)"):
+        IncrementalDecoder(model)
+    register_stepper(Scale)(PerPosition)  # the decorator form
+    try:
+        assert_decodes(model, text.val.x[:1])
+    finally:
+        del STEPPERS[Scale]
+
+
 def lstm_model(hidden: int) -> nn.Sequential:
     torch.manual_seed(0)
     return nn.Sequential(nn.Embedding(V, D), target("lstm", hidden=hidden), nn.Linear(D, V))
@@ -206,5 +257,5 @@ def test_bad_decoding_inputs(guide, text):
         decode_flops(guide.module, T + 1, ids)
     decoder = IncrementalDecoder(guide.module)
     state = decoder.prefill(ids)
-    with pytest.raises(UserError, match="embed embeds 16 positions; cannot decode token 17"):
+    with pytest.raises(UserError, match="embedding has 16 positions; cannot decode token 17"):
         decoder.step(ids[:, 0], state)

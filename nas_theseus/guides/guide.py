@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from ..errors import UserError, did_you_mean
+from ..stepping import Chain, register_stepper
 from ..utils.hashing import module_fingerprint, stable_hash
 
 REPRODUCE_TOL = 1e-5
@@ -60,6 +61,12 @@ class _Chain(nn.Module):
         for m in self.items:
             x = m(x)
         return x
+
+
+@register_stepper(_Chain)
+def _chain_step(module: _Chain, path: str, build) -> Chain:
+    """Incremental decoding: the items in order (nas_theseus.stepping)."""
+    return Chain(module, path, build, ((f"items.{i}", m) for i, m in enumerate(module.items)))
 
 
 # Named adapters for stems/heads that are not plain submodules (a timm ViT's embedding, a model's forward_head):

@@ -12,6 +12,11 @@ dropout) -> ``parts.i`` (``group`` consecutive ``transformer.h`` blocks each, de
 (final LayerNorm, LM head): tokens (B, T) in, logits (B, T, V) out, activations (B, T, D). At load the chain
 is checked against the model's own logits (max |Δ| ≤ 1e-5) and for causality (perturbing tokens after t
 leaves the logits up to t unchanged). Attention runs through SDPA, which is causal when called per block.
+
+For incremental decoding (:mod:`nas_theseus.stepping`) the chain, its embedding (a position counter) and
+transformers' ``GPT2Block`` (a key/value cache; :class:`GPT2Step`) register their steps here, as do
+transformers' per-position ``Conv1D`` and activation classes (by name: this module never imports
+transformers at import time).
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from torch import nn
 
 from ..data import TaskData
 from ..errors import UserError, did_you_mean
+from ..stepping import Chain, PerPosition, Stepper, attend_cached, empty_cache, join, name, register_stepper
 from ..training import FitConfig
 from .builtin import fit_config
 from .guide import Guide
@@ -44,6 +50,17 @@ class _Embed(nn.Module):
         pos = torch.arange(ids.shape[1], device=ids.device)
         return self.drop(self.wte(ids) + self.wpe(pos)[None])
 
+    def init_state(self, batch: int, device, dtype) -> int:
+        """The position of the next token."""
+        return 0
+
+    def step(self, ids, position: int):
+        if position >= self.wpe.num_embeddings:
+            raise UserError(f"the hf guide's embedding has {self.wpe.num_embeddings} positions; cannot decode "
+                            f"token {position + 1}")
+        pos = torch.full((1,), position, dtype=torch.long, device=ids.device)
+        return self.drop(self.wte(ids) + self.wpe(pos)[None]), position + 1
+
 
 class _Block(nn.Module):
     """A transformers block that returns only its hidden states (blocks return tuples in some versions)."""
@@ -55,6 +72,21 @@ class _Block(nn.Module):
     def forward(self, x):
         out = self.block(x)
         return out[0] if isinstance(out, tuple) else out
+
+
+@register_stepper(_Block)
+class _BlockStep(Stepper):
+    """The wrapped block's step."""
+
+    def __init__(self, module: _Block, path: str, build):
+        super().__init__(module, path, build)
+        self.inner = build(module.block, join(path, "block"))
+
+    def init(self, batch, device, dtype):
+        return self.inner.init(batch, device, dtype)
+
+    def step(self, x, state):
+        return self.inner.step(x, state)
 
 
 class CausalLMChain(nn.Module):
@@ -79,6 +111,68 @@ class CausalLMChain(nn.Module):
         for part in self.parts:
             h = part(h)
         return self.head(h)
+
+
+@register_stepper(CausalLMChain)
+def _lm_chain_step(module: CausalLMChain, path: str, build) -> Chain:
+    parts = ((f"parts.{i}", p) for i, p in enumerate(module.parts))
+    return Chain(module, path, build, [("embed", module.embed), *parts, ("head", module.head)])
+
+
+def _gpt2_scale(block: nn.Module, path: str) -> float:
+    """The attention scale of a transformers GPT2Block run per block (no mask), or a UserError where the
+    decoder would not reproduce its forward.
+
+    Under ``sdpa`` (the implementation hf guides use) transformers 5.x passes ``attn.scaling`` to
+    ``F.scaled_dot_product_attention``: 1/sqrt(head_dim) if ``scale_attn_weights`` (else 1), divided by
+    layer_idx + 1 if ``scale_attn_by_inverse_layer_idx``; ``reorder_and_upcast_attn`` applies only to ``eager``.
+    Called without a mask, ``eager`` attention is not causal, so only ``sdpa`` is accepted; versions without
+    ``attn.scaling`` only with the default scale (their sdpa path ignored the scale options).
+    """
+    attn = block.attn
+    where = f"no incremental step for {name(path)} ({type(block).__name__})"
+    impl = getattr(getattr(attn, "config", None), "_attn_implementation", None)
+    if impl != "sdpa":
+        raise UserError(f"{where}: attention implementation {impl!r} is not reproduced; load it with "
+                        f"attn_implementation='sdpa'")
+    scale = attn.head_dim ** -0.5 if attn.scale_attn_weights else 1.0
+    if attn.scale_attn_by_inverse_layer_idx:
+        scale /= float(attn.layer_idx + 1)
+    own = getattr(attn, "scaling", None)
+    default = attn.scale_attn_weights and not attn.scale_attn_by_inverse_layer_idx
+    if (own is None and not default) or (own is not None and abs(own - scale) > 1e-12 * scale):
+        raise UserError(f"{where}: attention scale {own} of this transformers version is not the expected "
+                        f"{scale:g} (scale_attn_weights={attn.scale_attn_weights}, scale_attn_by_inverse_layer_idx="
+                        f"{attn.scale_attn_by_inverse_layer_idx})")
+    return scale
+
+
+@register_stepper("transformers.models.gpt2.modeling_gpt2.GPT2Block")
+class GPT2Step(Stepper):
+    """transformers ``GPT2Block``: x + c_proj(attn(c_attn(ln_1 x))), then x + mlp(ln_2 x), with a key/value cache.
+
+    Built from the block's submodules, not transformers' cache API; dropout is off (eval). See :func:`_gpt2_scale`
+    for the configurations accepted."""
+
+    def __init__(self, module: nn.Module, path: str, build):
+        super().__init__(module, path, build)
+        self.scale = _gpt2_scale(module, path)
+
+    def init(self, batch, device, dtype):
+        attn = self.module.attn
+        return empty_cache(batch, attn.num_heads, attn.head_dim, device, dtype)
+
+    def step(self, x, state):
+        block, attn = self.module, self.module.attn
+        b = x.shape[0]
+        q, k, v = (t.view(b, 1, attn.num_heads, attn.head_dim).transpose(1, 2)
+                   for t in attn.c_attn(block.ln_1(x)).split(attn.split_size, dim=2))
+        y, state = attend_cached(q, k, v, state, self.scale)
+        x = x + attn.resid_dropout(attn.c_proj(y))
+        return x + block.mlp(block.ln_2(x)), state
+
+
+register_stepper("transformers.pytorch_utils.Conv1D", "transformers.activations.*")(PerPosition)
 
 
 def _build(name: str, weights: str, options: dict):

@@ -1,7 +1,8 @@
 """What a study scores: FLOPs (fvcore, multiply-adds), parameters, latency (per sample, or per generated token in
 incremental decoding for language models). Accuracy and perplexity live in training.py."""
 
-from .decode import STEPPERS, DecodeFlops, DecodeLatency, IncrementalDecoder, decode_flops, decode_latency
+from ..stepping import STEPPERS
+from .decode import DecodeFlops, DecodeLatency, IncrementalDecoder, decode_flops, decode_latency
 from .flops import (
                     CONVENTION,
                     CONVENTION_PER_TOKEN,

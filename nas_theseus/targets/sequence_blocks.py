@@ -3,7 +3,8 @@
 Inputs are per-sample (N, D) tokens or (T, D) sequences (the batch is (B, T, D)). A block whose output at
 position t depends only on inputs at positions <= t sets the class attribute ``causal = True``; the causality
 contract (:func:`nas_theseus.testing.check_causal`) checks every such block. ``causal = False`` marks a block
-that mixes positions.
+that mixes positions. Each causal module also runs one token at a time for incremental decoding, its ``step``
+(and ``init_state``) beside its ``forward`` (the contract: :mod:`nas_theseus.stepping`).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import UserError
+from ..stepping import Stepper, attend_cached, empty_cache, join, register_stepper
 from .layers import activation
 from .registry import register_block
 
@@ -41,6 +43,22 @@ class _Residual(nn.Module):
 
     def forward(self, x):
         return x + self.body(x)
+
+
+@register_stepper(_Residual)
+class _ResidualStep(Stepper):
+    """x + step of the body."""
+
+    def __init__(self, module: _Residual, path: str, build):
+        super().__init__(module, path, build)
+        self.body = build(module.body, join(path, "body"))
+
+    def init(self, batch, device, dtype):
+        return self.body.init(batch, device, dtype)
+
+    def step(self, x, state):
+        y, state = self.body.step(x, state)
+        return x + y, state
 
 
 class _TokenMixing(nn.Module):
@@ -120,6 +138,23 @@ class RecurrentLayer(nn.Module):
         y, _ = self.rnn(x)
         y = self.proj(self.drop(y))
         return x + y if self.residual else y
+
+    def init_state(self, batch: int, device, dtype):
+        """The RNN's zero hidden state: h, or (h, c) for an LSTM."""
+        rnn = self.rnn
+        h = torch.zeros(rnn.num_layers, batch, rnn.proj_size or rnn.hidden_size, device=device, dtype=dtype)
+        if isinstance(rnn, nn.LSTM):
+            return h, torch.zeros(rnn.num_layers, batch, rnn.hidden_size, device=device, dtype=dtype)
+        return h
+
+    def step(self, x, state):
+        """One position (B, 1, D): the RNN carries its hidden state from step to step."""
+        if self.rnn.bidirectional or not self.rnn.batch_first:
+            raise UserError(f"{type(self).__name__} cannot run token by token: its RNN must be unidirectional "
+                            f"and batch_first")
+        y, state = self.rnn(x, state)
+        y = self.proj(self.drop(y))
+        return (x + y if self.residual else y), state
 
 
 class _RecurrentBlock:
@@ -202,6 +237,18 @@ class CausalSelfAttention(nn.Module):
     def forward(self, x):
         x = x + self.attend(self.norm1(x))
         return x + self.mlp(self.norm2(x))
+
+    def init_state(self, batch: int, device, dtype):
+        """An empty key/value cache."""
+        return empty_cache(batch, self.heads, self.qkv.in_features // self.heads, device, dtype)
+
+    def step(self, x, state):
+        """One query (B, 1, D) against the cached keys and values of every position so far (and its own)."""
+        b, _, d = x.shape
+        q, k, v = self.qkv(self.norm1(x)).view(b, 1, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
+        y, state = attend_cached(q, k, v, state)
+        x = x + self.out(y)
+        return x + self.mlp(self.norm2(x)), state
 
 
 @register_block("causal_attention")
