@@ -4,14 +4,17 @@ The deploy MLPs of the default study (widths 16, 64, 256 in all three parts, bat
 times each, interleaved, per runtime (eager PyTorch first, then ONNX Runtime: an ONNX export changes the
 process's eager timings), three ways: absolute, single-call repeats (the loop before blocks); absolute, 2 ms
 blocks; and relative to the study's guide (the MNIST-1D CNN) timed side by side, block for block (what a study
-records: ratio x the guide's figure). Reported: each setting's median and its spread over the 5 measurements
-((max - min) / median); the goal is <= 5 %.
+records: ratio x the guide's figure), each with 50 timed blocks (the study's ``[latency] repeats`` default)
+and with 200. Reported: each setting's median and its spread over the 5 measurements ((max - min) / median);
+the goal is <= 5 %.
 
-    python benchmarks/latency_stability.py          # ~1 min on 2 cores
+    python benchmarks/latency_stability.py          # ~3 min on 2 cores
+    python benchmarks/latency_stability.py --repeats 50
 """
 
 from __future__ import annotations
 
+import argparse
 import os
 import statistics
 import sys
@@ -28,7 +31,7 @@ from nas_theseus.measure.latency import prepare  # noqa: E402
 
 WIDTHS = (16, 64, 256)
 MEASUREMENTS = 5
-REPEATS, WARMUP = 50, 10  # the study default ([latency] repeats, warmup)
+WARMUP = 10  # the study default ([latency] warmup)
 WAYS = ("absolute, single calls", "absolute, 2 ms blocks", "relative to the guide")
 
 
@@ -42,18 +45,21 @@ def deploy_mlp(width: int) -> torch.nn.Module:
     return torch.nn.Sequential(*layers, torch.nn.Linear(d, 10)).eval()
 
 
-def one(run, guide_run, way: str) -> float:
+def one(run, guide_run, way: str, repeats: int) -> float:
     cpu = torch.device("cpu")
     if way == WAYS[2]:
-        (a, b), _ = latency_mod.timed_side_by_side([run, guide_run], device=cpu, warmup=WARMUP, repeats=REPEATS,
+        (a, b), _ = latency_mod.timed_side_by_side([run, guide_run], device=cpu, warmup=WARMUP, repeats=repeats,
                                                    threads=1)
         return statistics.median(x / y for x, y in zip(a, b))
-    times, _ = latency_mod.timed_runs(run, device=cpu, warmup=WARMUP, repeats=REPEATS, threads=1,
+    times, _ = latency_mod.timed_runs(run, device=cpu, warmup=WARMUP, repeats=repeats, threads=1,
                                       block_ms=0.0 if way == WAYS[0] else latency_mod.BLOCK_MS)
     return statistics.median(times)
 
 
 def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--repeats", type=int, nargs="+", default=[50, 200], help="timed blocks per measurement")
+    args = ap.parse_args()
     torch.set_num_threads(1)
     meta = {"command": command(), "machine": machine(), "date": today()}
     store = ResultStore(RESULTS / "latency_stability.json")
@@ -67,24 +73,29 @@ def main() -> None:
         guide_run = prepare(guide, x, runtime=runtime, threads=1)[0]
         runs = {w: prepare(deploy_mlp(w), x, runtime=runtime, threads=1)[0] for w in WIDTHS}
         for _ in range(MEASUREMENTS):  # interleaved: every setting sees the same moments of the machine
-            for way in WAYS:
-                for w, run in runs.items():
-                    figures.setdefault((runtime, way, w), []).append(one(run, guide_run, way))
+            for repeats in args.repeats:
+                for way in WAYS:
+                    for w, run in runs.items():
+                        figures.setdefault((runtime, repeats, way, w), []).append(one(run, guide_run, way, repeats))
     rows, worst, ranked = [], {}, {}
-    for (runtime, way, w), xs in figures.items():
+    for (runtime, repeats, way, w), xs in figures.items():
         spread = (max(xs) - min(xs)) / statistics.median(xs)
-        worst[(runtime, way)] = max(worst.get((runtime, way), 0.0), spread)
-        ranked.setdefault((runtime, way), []).append(statistics.median(xs))
-        store.put(f"{runtime}|{way}|{w}", {"figures": xs, "spread": spread}, meta)
+        setting = (runtime, repeats, way)
+        worst[setting] = max(worst.get(setting, 0.0), spread)
+        ranked.setdefault(setting, []).append(statistics.median(xs))
+        store.put(f"{runtime}|{way}|{w}|{repeats} blocks", {"figures": xs, "spread": spread}, meta)
         shown = f"{statistics.median(xs) * 1e3:.1f} µs" if way != WAYS[2] else f"{statistics.median(xs):.3f} × guide"
-        rows.append(f"| {runtime} | {way} | {w} | {shown} | {spread * 100:.1f} % |")
-    lines = ["| runtime | measured | width | median | spread of 5 measurements |", "|---|---|---|---|---|", *rows, ""]
+        rows.append(f"| {runtime} | {repeats} | {way} | {w} | {shown} | {spread * 100:.1f} % |")
+    lines = ["| runtime | timed blocks | measured | width | median | spread of 5 measurements |",
+             "|---|---|---|---|---|---|", *rows, ""]
     for runtime in runtimes:
-        spreads = ", ".join(f"{way} {worst[(runtime, way)] * 100:.1f} %" for way in WAYS)
-        lines.append(claim(f"{runtime}, relative to the guide: every spread ≤ 5 % (worst per way: {spreads})",
-                           worst[(runtime, WAYS[2])] <= 0.05))
-        lines.append(claim(f"{runtime}, relative to the guide: the widths rank 16 < 64 < 256",
-                           ranked[(runtime, WAYS[2])] == sorted(ranked[(runtime, WAYS[2])])))
+        for repeats in args.repeats:
+            spreads = ", ".join(f"{way} {worst[(runtime, repeats, way)] * 100:.1f} %" for way in WAYS)
+            relative = (runtime, repeats, WAYS[2])
+            lines.append(claim(f"{runtime}, {repeats} blocks, relative to the guide: every spread ≤ 5 % (worst per "
+                               f"way: {spreads})", worst[relative] <= 0.05))
+            lines.append(claim(f"{runtime}, {repeats} blocks, relative to the guide: the widths rank 16 < 64 < 256",
+                               ranked[relative] == sorted(ranked[relative])))
     lines += ["", provenance(meta)]
     publish("latency_stability", "\n".join(lines))
 
