@@ -25,15 +25,12 @@ chain, embedding and GPT-2 block in :mod:`nas_theseus.guides.hf`, a guide's stem
 :mod:`nas_theseus.guides.guide`; this module holds only the generic ones (``nn.Sequential``, per-position torch
 modules). To support another module, give it ``step`` / ``init_state``, or register a factory::
 
-    @register_stepper(MyWrapper)
-    class MyWrapperStep(Stepper):
-        def __init__(self, module, path, build):
-            super().__init__(module, path, build)
-            self.body = build(module.body, join(path, "body"))
-        def init(self, batch, device, dtype):
-            return self.body.init(batch, device, dtype)
+    @register_stepper(MyScaled)          # a module that runs its ``body`` child, then scales the output
+    class MyScaledStep(Wrapper):
+        child = "body"
         def step(self, x, state):
-            return self.body.step(x, state)
+            y, state = self.inner.step(x, state)
+            return self.module.scale * y, state
 """
 
 from __future__ import annotations
@@ -82,6 +79,23 @@ class OwnStep(Stepper):
 
     def step(self, x, state):
         return self.module.step(x, state)
+
+
+class Wrapper(Stepper):
+    """A module that runs one child (the attribute named ``child``) and carries that child's state; a subclass
+    changes :meth:`step` where the module does more than call it (a residual adds its input)."""
+
+    child = "body"
+
+    def __init__(self, module: nn.Module, path: str, build: Build):
+        super().__init__(module, path, build)
+        self.inner = build(getattr(module, self.child), join(path, self.child))
+
+    def init(self, batch, device, dtype):
+        return self.inner.init(batch, device, dtype)
+
+    def step(self, x, state):
+        return self.inner.step(x, state)
 
 
 class Chain(Stepper):

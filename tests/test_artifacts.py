@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import shutil
 import signal
 import socket
 import tarfile
@@ -239,8 +240,6 @@ def test_two_work_directories_share_networks_checkpoints_and_guide(tmp_path, cap
     info = theirs.user_attrs["network_artifact"]
     artifact = store / info["artifact_id"]
     artifact.write_bytes(artifact.read_bytes()[:-10] + b"\1" * 10)
-    import shutil
-
     shutil.rmtree(a / "trials" / str(theirs.number))  # fetched by the export above: forget it
     rc = main(["export", str(a), "--trial", str(theirs.number), "--out", str(tmp_path / "again")])
     err = capsys.readouterr().err

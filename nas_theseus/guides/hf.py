@@ -29,7 +29,7 @@ from torch import nn
 
 from ..data import TaskData
 from ..errors import UserError, did_you_mean
-from ..stepping import Chain, PerPosition, Stepper, attend_cached, empty_cache, join, name, register_stepper
+from ..stepping import Chain, PerPosition, Stepper, Wrapper, attend_cached, empty_cache, name, register_stepper
 from ..training import FitConfig
 from .builtin import fit_config
 from .guide import Guide
@@ -75,18 +75,10 @@ class _Block(nn.Module):
 
 
 @register_stepper(_Block)
-class _BlockStep(Stepper):
+class _BlockStep(Wrapper):
     """The wrapped block's step."""
 
-    def __init__(self, module: _Block, path: str, build):
-        super().__init__(module, path, build)
-        self.inner = build(module.block, join(path, "block"))
-
-    def init(self, batch, device, dtype):
-        return self.inner.init(batch, device, dtype)
-
-    def step(self, x, state):
-        return self.inner.step(x, state)
+    child = "block"
 
 
 class CausalLMChain(nn.Module):

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import UserError
-from ..stepping import Stepper, attend_cached, empty_cache, join, register_stepper
+from ..stepping import Wrapper, attend_cached, empty_cache, register_stepper
 from .layers import activation
 from .registry import register_block
 
@@ -46,18 +46,11 @@ class _Residual(nn.Module):
 
 
 @register_stepper(_Residual)
-class _ResidualStep(Stepper):
+class _ResidualStep(Wrapper):
     """x + step of the body."""
 
-    def __init__(self, module: _Residual, path: str, build):
-        super().__init__(module, path, build)
-        self.body = build(module.body, join(path, "body"))
-
-    def init(self, batch, device, dtype):
-        return self.body.init(batch, device, dtype)
-
     def step(self, x, state):
-        y, state = self.body.step(x, state)
+        y, state = self.inner.step(x, state)
         return x + y, state
 
 
