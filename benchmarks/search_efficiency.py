@@ -8,7 +8,7 @@ seeds, interleaved on/off per seed. *On*: ``[pruning] enabled`` (margin 0.05 aft
 and a repeated proposal runs as a new trial of the budget, as before repeat handling (it resumes its stages and
 its fine-tuned network from their checkpoints). Counted, by the deadline: trials finished (a trial still running
 then is left out of the count and the front), distinct candidates tried (finished or pruned), pruned, repeats;
-the hypervolume of the trials finished (same reference).
+the hypervolume of the trials finished (same reference; latency as the ratio to the guide, ``_study_fronts.py``).
 
 **Partitions** (``--part partitions``): the default study and its partitioned twin
 (``studies/mnist1d_cnn_to_mlp_partitions.toml``: each MLP layer may replace a run of conv parts; the partition,
@@ -34,13 +34,13 @@ from unittest import mock
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import numpy as np  # noqa: E402
 import optuna  # noqa: E402
 from _common import RESULTS, ROOT, ResultStore, claim, command, machine, provenance, publish, today  # noqa: E402
+from _study_fronts import comparable_hypervolume, comparable_values, reference  # noqa: E402
 
 from nas_theseus.study import objective as study_objective  # noqa: E402
 from nas_theseus.study.config import load_study_config  # noqa: E402
-from nas_theseus.study.pareto import front, hypervolume, pareto_mask  # noqa: E402
+from nas_theseus.study.pareto import front  # noqa: E402
 from nas_theseus.study.runner import run_study  # noqa: E402
 
 VARIANTS = {"fixed parts": ROOT / "studies" / "mnist1d_cnn_to_mlp.toml",
@@ -53,16 +53,19 @@ def run(variant: str, seed: int, n_trials: int) -> dict:
     config = load_study_config(VARIANTS[variant], [f"study.seed={seed}", f"study.n_trials={n_trials}"])
     study = run_study(config, OUT / f"{variant.replace(' ', '_')}-seed{seed}", progress=False)
     names, directions = list(config.objectives), list(config.objectives.values())
-    pf, hv, ref = front(study, names, directions, config.hypervolume_reference)
+    pf = front(study, names, directions, config.hypervolume_reference)[0]
     done = [t for t in study.get_trials(deepcopy=False)
             if t.state.name == "COMPLETE" and "repeat_of" not in t.user_attrs]
     wall = (max(t.datetime_complete for t in done) - min(t.datetime_start for t in done)).total_seconds()
     partitioned = sum("+" in t.user_attrs.get("candidate", "") for t in done)
-    return {"hypervolume": hv, "reference": ref, "best_val_accuracy": max(t.values[0] for t in done),
+    on_front = {int(n) for n in pf["trial"]}
+    return {"hypervolume": comparable_hypervolume(done, config), "reference": reference(config),
+            "best_val_accuracy": max(t.values[0] for t in done),
             "best_test_accuracy": max(t.user_attrs["test_accuracy"] for t in done),
             "cheapest_front_flops": float(pf["flops"].min()), "front_size": len(pf), "trials": len(done),
             "partitioned_trials": partitioned, "wall_s": wall,
-            "front": [[float(a), float(f), str(c)] for a, f, c in zip(pf["accuracy"], pf["flops"], pf["candidate"])]}
+            "front": [[*map(float, v), t.user_attrs["candidate"]] for t, v in
+                      zip(done, comparable_values(done, names)) if t.number in on_front]}
 
 
 def run_budget(arm: str, seed: int, budget: float) -> dict:
@@ -87,11 +90,8 @@ def run_budget(arm: str, seed: int, budget: float) -> dict:
     fresh = [t for t in complete if study_objective.REPEAT_OF not in t.user_attrs]
     pruned = [t for t in by_deadline if t.state.name == "PRUNED"]
     keys = [t.user_attrs.get(study_objective.CANDIDATE_KEY) for t in fresh + pruned]
-    names, directions = list(config.objectives), list(config.objectives.values())
-    values = np.array([t.values for t in fresh], dtype=float).reshape(-1, len(names))
-    ref = np.array([config.hypervolume_reference[n] for n in names], dtype=float)
-    mask = pareto_mask(values, directions)
-    return {"hypervolume": hypervolume(values[mask], directions, ref) if mask.any() else 0.0,
+    values = comparable_values(fresh, list(config.objectives))
+    return {"hypervolume": comparable_hypervolume(fresh, config),
             "trials": len(fresh), "distinct_candidates": len(set(keys)),
             "retrained_repeats": len(keys) - len(set(keys)),
             "answered_repeats": len(complete) - len(fresh), "pruned": len(pruned),
@@ -137,7 +137,7 @@ def early_stop_section(store: ResultStore, seeds, budget: float, meta: dict) -> 
     more = sum(a["distinct_candidates"] > b["distinct_candidates"] for a, b in zip(recs["on"], recs["off"]))
     return [f"**Early stop and repeats at equal wall-clock** ({budget:g} s per study, the default study, study "
             f"seeds {', '.join(map(str, seeds))}; medians, hypervolume per seed in brackets, reference accuracy 0, "
-            f"FLOPs 200,000; trials finished by the deadline).", "",
+            f"FLOPs 200,000, latency 1 × the guide's; trials finished by the deadline).", "",
             "| search | hypervolume | trials finished | distinct candidates tried | pruned | repeats answered | "
             "repeats retrained | best test acc |", "|---|---|---|---|---|---|---|---|", *rows, "",
             claim(f"early stopping and repeat handling reach a larger hypervolume at equal wall-clock on every "
@@ -163,7 +163,7 @@ def partitions_section(store: ResultStore, seeds, n_trials: int, meta: dict) -> 
     wins, text = compare_hypervolumes(by_variant["searchable partitions"], by_variant["fixed parts"])
     lines = [f"**Partitions at equal trials** ({n_trials} trials per study, study seeds "
              f"{', '.join(map(str, seeds))}; medians over seeds, hypervolume per seed in brackets, reference "
-             f"accuracy 0, FLOPs 200,000).", "",
+             f"accuracy 0, FLOPs 200,000, latency 1 × the guide's).", "",
              "| search | hypervolume | best val acc | best test acc | cheapest front FLOPs | trials with a "
              "partition | study s |", "|---|---|---|---|---|---|---|", *rows, "",
              claim(f"searchable partitions reach a larger hypervolume at equal trials on every seed ({text}; "

@@ -33,6 +33,16 @@ def test_unknown_op_is_never_a_silent_zero():
         count_flops(_FFT(), (16,), strict=False)
 
 
+def test_a_timed_block_is_as_many_calls_as_last_block_ms(monkeypatch):
+    from nas_theseus.measure import latency as latency_module
+
+    clock = [0.0]
+    monkeypatch.setattr(latency_module.time, "perf_counter", lambda: clock[0])
+    model = _Clocked(clock, [2.0] * 40, warmup=2)  # warm-up calls take 1000 ms, timed ones 2 ms
+    lat = measure_latency(model, (8,), repeats=4, warmup=2, threads=1, block_ms=5000)
+    assert model.calls == 2 + 4 * 5 and lat.median_ms == pytest.approx(2.0)  # sized by the last warm-up call
+
+
 class _Clocked(nn.Module):
     """Each forward advances a fake clock by the next duration (ms): warm-up runs by 1000 ms each."""
 

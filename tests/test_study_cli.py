@@ -273,6 +273,7 @@ def test_bad_study_files_are_one_line_errors(tmp_path, capsys, edit, message):
     ("nonsense", "--set expects key=value"),
     ("convert.seed=3", "convert.seed cannot be set in a study; the conversion seed is study.seed"),
     ('baseline.kd="hintn"', "unknown baseline.kd 'hintn' (did you mean 'hinton'?)"),
+    ("latency.block_ms=-1", "latency.block_ms must be >= 0 (milliseconds), got -1.0"),
     ("baseline.fit={lr_rate=1}", "baseline.fit: unknown training setting(s) ['lr_rate']"),
 ])
 def test_bad_overrides(tmp_path, capsys, override, message):

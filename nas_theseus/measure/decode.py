@@ -41,7 +41,7 @@ from torch import nn
 from ..errors import UserError
 from ..stepping import build_stepper
 from .flops import count_flops
-from .latency import p90, timed_runs
+from .latency import BLOCK_MS, p90, timed_runs
 
 
 def _device_dtype(model: nn.Module) -> tuple[torch.device, torch.dtype]:
@@ -167,13 +167,14 @@ class DecodeLatency:
 
 
 def decode_latency(model: nn.Module, context: int, example: torch.Tensor, *, device: str | torch.device = "cpu",
-                   warmup: int = 2, repeats: int = 10, threads: int | None = None) -> DecodeLatency:
+                   warmup: int = 2, repeats: int = 10, threads: int | None = None,
+                   block_ms: float = BLOCK_MS) -> DecodeLatency:
     """Milliseconds per generated token at batch 1 (see the module docstring); moves the model to ``device``."""
     device = torch.device(device)
     with _restore_mode(model):
         decoder = IncrementalDecoder(model.to(device))  # moved outside inference mode: stays trainable
         tokens = _tokens(example, context).to(device)
         runs, used = timed_runs(lambda: decoder.prefill(tokens), device=device, warmup=warmup, repeats=repeats,
-                                threads=threads)
+                                threads=threads, block_ms=block_ms)
     times = [t / tokens.shape[1] for t in runs]  # ms per token
     return DecodeLatency(statistics.median(times), p90(times), context, str(device), used, repeats)

@@ -1,8 +1,9 @@
 """Latency of one forward pass, measured the way a deployment would see it.
 
 Warm-up runs first, then ``repeats`` timed blocks under ``torch.inference_mode``; on CUDA every block is
-synchronised before the clock stops. A block is as many calls as last at least ``BLOCK_MS`` (one call for
-anything slower), so a network of a few microseconds is not timed at the resolution of the clock. The figure
+synchronised before the clock stops. A block is as many calls as last at least ``block_ms`` (default
+``BLOCK_MS``, 2 ms; one call for anything slower), so a network of a few microseconds is not timed at the
+resolution of the clock; longer blocks average over more of the machine's hiccups. The figure
 is the **median** per-call time in milliseconds, for ``batch_size`` samples, on the given device with the
 given number of CPU threads (recorded with the figure), in the given ``runtime`` (``eager`` PyTorch,
 ``compile``, ``onnxruntime``: :mod:`nas_theseus.measure.runtimes`). Inputs are standard-normal samples of
@@ -11,8 +12,9 @@ given number of CPU threads (recorded with the figure), in the given ``runtime``
 With a ``reference`` (a prepared runner of another network, e.g. the study's guide), every block of the
 network is followed by a block of the reference and the figure also holds the median ratio of the two
 (``relative``): the machine's slow and fast moments cancel out of a ratio taken side by side. On a shared
-2-core VM, absolute figures of the default study's MLPs moved 20-60 % between measurements a few seconds
-apart, their ratios to the guide 1-10 % (``benchmarks/latency_stability.py``).
+2-core VM, absolute figures of the default study's MLPs moved 10-50 % between measurements a few seconds
+apart, their ratios to the guide 1-10 % with 2 ms blocks and at most 5 % with 200 blocks of 10 ms
+(``benchmarks/latency_stability.py``).
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from torch import nn
 from ..errors import UserError
 from .runtimes import get_runtime
 
-BLOCK_MS = 2.0  # the shortest timed block
+BLOCK_MS = 2.0  # the shortest timed block, ms, by default
 
 
 @dataclass(frozen=True)
@@ -68,18 +70,19 @@ def measure_latency(model: nn.Module, sample_shape: tuple[int, ...], *, batch_si
                     device: str | torch.device = "cpu", warmup: int = 10, repeats: int = 50,
                     threads: int | None = None, dtype: torch.dtype = torch.float32,
                     example: torch.Tensor | None = None, runtime: str = "eager",
-                    reference: Callable[[], object] | None = None) -> Latency:
+                    reference: Callable[[], object] | None = None, block_ms: float = BLOCK_MS) -> Latency:
     device = torch.device(device)
     was = model.training
     x = example_input(sample_shape, batch_size, device=device, dtype=dtype, example=example)
     try:
         run, prepared = prepare(model, x, runtime=runtime, threads=threads, device=device)
         if reference is None:
-            times, used = timed_runs(run, device=device, warmup=warmup, repeats=repeats, threads=threads)
+            times, used = timed_runs(run, device=device, warmup=warmup, repeats=repeats, threads=threads,
+                                     block_ms=block_ms)
             relative = reference_ms = None
         else:
             (times, ref_times), used = timed_side_by_side([run, reference], device=device, warmup=warmup,
-                                                          repeats=repeats, threads=threads)
+                                                          repeats=repeats, threads=threads, block_ms=block_ms)
             relative = statistics.median(a / b for a, b in zip(times, ref_times))
             reference_ms = statistics.median(ref_times)
     finally:

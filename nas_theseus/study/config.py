@@ -114,7 +114,8 @@ class PruningSection:
 @keyed_fields("batch_size", "threads", "warmup", "repeats")
 @dataclass(frozen=True)
 class LatencySection:
-    """batch_size (or a list of them), warmup and repeats of the timed forward passes; threads: CPU threads
+    """batch_size (or a list of them), warmup and repeats (timed blocks, each of as many forward passes as last
+    at least block_ms milliseconds) of the timed forward passes; threads: CPU threads
     while timing (fixed, so figures compare across workers; the measurement also holds a per-machine lock);
     runtime (or a list): where the deploy network runs, ``eager`` | ``compile`` | ``onnxruntime``
     (:mod:`nas_theseus.measure.runtimes`). The ``latency_ms`` objective is the first runtime at the first batch
@@ -125,6 +126,7 @@ class LatencySection:
     warmup: int = 10
     repeats: int = 50
     runtime: str | list = "eager"
+    block_ms: float = 2.0
 
     @property
     def batch_sizes(self) -> list[int]:
@@ -343,6 +345,8 @@ def _check_semantics(cfg: StudyConfig, where: str) -> None:
     for name in runtimes or [None]:
         if name not in RUNTIMES:
             bad(f"unknown latency.runtime {name!r}{did_you_mean(str(name), RUNTIMES)}; valid: {', '.join(RUNTIMES)}")
+    if cfg.latency.block_ms < 0:
+        bad(f"latency.block_ms must be >= 0 (milliseconds), got {cfg.latency.block_ms!r}")
     if cfg.pruning.stages not in ("last", "all"):
         bad(f"pruning.stages must be 'last' or 'all', got {cfg.pruning.stages!r}")
 

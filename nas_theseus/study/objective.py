@@ -115,7 +115,9 @@ def run_trial(trial: optuna.Trial, ctx: StudyContext, wd: WorkDir, activations, 
         model, val_acc, test_acc = result.model, result.val_accuracy, result.test_accuracy
         for key, value in trial_reuse(stages).items():
             trial.set_user_attr(key, value)
+        measuring = time.perf_counter()
         measured = measure(model, ctx, wanted)
+        measure_s = time.perf_counter() - measuring
     except (ConversionError, UncountedOpsError, UserError) as e:
         trial.set_user_attr("fail_reason", f"{type(e).__name__}: {e}")
         raise TrialFailed(f"trial {trial.number}: {e}") from e
@@ -128,7 +130,7 @@ def run_trial(trial: optuna.Trial, ctx: StudyContext, wd: WorkDir, activations, 
     save_reference(folder, model, ctx.data.test.x[:32])
     metrics = {**values, "val_accuracy": val_acc, "test_accuracy": test_acc, "val_loss": result.val_loss,
                "test_loss": result.test_loss, "test_perplexity": perplexity(result.test_loss), **measured.attrs,
-               "trial_wall_s": time.perf_counter() - start}
+               "measure_s": measure_s, "trial_wall_s": time.perf_counter() - start}
     atomic_write_text(folder / "metrics.json", json.dumps(metrics, indent=2))
     if ctx.artifacts is not None:
         upload_network(trial, folder, ctx.artifacts)

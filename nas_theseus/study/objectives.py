@@ -167,11 +167,12 @@ class Latency(Objective):
                     rows.append(measure_latency(model, ctx.data.sample_shape, batch_size=batch_size,
                                                 device=cfg.study.device, warmup=lat_cfg.warmup,
                                                 repeats=lat_cfg.repeats, threads=lat_cfg.threads, example=example,
-                                                runtime=runtime, reference=reference))
+                                                runtime=runtime, reference=reference,
+                                                block_ms=lat_cfg.block_ms))
             if probe.lm:
                 step = decode_latency(model, probe.context, example[:1], device=cfg.study.device,
                                       warmup=min(lat_cfg.warmup, 2), repeats=lat_cfg.repeats,
-                                      threads=lat_cfg.threads)
+                                      threads=lat_cfg.threads, block_ms=lat_cfg.block_ms)
         table = []
         for r in rows:
             row = dataclasses.asdict(r)
