@@ -1,5 +1,6 @@
-"""`nas-theseus report`: a Pareto plot (PNG with matplotlib, interactive HTML with plotly) and per-stage
-alignment curves, from the study's stored trials. Computes nothing new: reads what the trials recorded.
+"""`nas-theseus report`: a Pareto plot (PNG with matplotlib: the first objective against each cost, one panel
+per cost; interactive HTML with plotly, 3-D for three objectives) and per-stage alignment curves, from the
+study's stored trials. Computes nothing new: reads what the trials recorded.
 
 For a deployer: the guide is drawn as a reference point (its figures from the study's ``guide_reference``),
 cost axes are logarithmic, the front table gives each trial's share of the guide's figures, and other studies
@@ -45,6 +46,33 @@ def share_of_guide(pf, names: list[str], guide: dict | None):
     return pf
 
 
+def _panel(ax, x_name: str, y_name: str, df, pf, others, guide: dict | None, *, steps: bool) -> None:
+    """Trials, the front (a step line when it is a 2-objective front; with more objectives a point of the front
+    may look dominated in any one projection, so points only), compared fronts and the guide, on one pair of
+    axes."""
+    if len(df):
+        ax.scatter(df[x_name], df[y_name], c="0.7", s=18, label="trials")
+    if len(pf):
+        pts = pf.sort_values(x_name)
+        ax.plot(pts[x_name], pts[y_name], "o-" if steps else "o", c="C3", label="Pareto front",
+                drawstyle="steps-post")
+        for _, row in pts.iterrows():
+            ax.annotate(str(row["trial"]), (row[x_name], row[y_name]), textcoords="offset points", xytext=(4, 4),
+                        fontsize=7)
+    for i, (label, opf, ohv) in enumerate(others):
+        if len(opf):
+            pts = opf.sort_values(x_name)
+            ax.plot(pts[x_name], pts[y_name], "s--" if steps else "s", c=f"C{i}", ms=4, drawstyle="steps-post",
+                    label=f"{label} front (hypervolume {ohv:.4g})")
+    if guide and "error" not in guide and x_name in guide and y_name in guide:
+        ax.scatter([guide[x_name]], [guide[y_name]], marker="*", s=160, c="k", zorder=5, label="guide")
+    if _log_axis(x_name) and len(df) and (df[x_name] > 0).all():
+        ax.set_xscale("log")
+    ax.set_xlabel(_label(x_name))
+    ax.set_ylabel(_label(y_name))
+    ax.legend(fontsize=7)
+
+
 def counts(study: optuna.Study) -> str:
     """Pruned, failed, repeated and reused work, in words."""
     trials = study.get_trials(deepcopy=False)
@@ -62,32 +90,14 @@ def write_report(study: optuna.Study, names: list[str], directions: list[str], o
     df = trials_frame(study, names)
     pf, hv, ref = front(study, names, directions, reference)
     guide = study.user_attrs.get(GUIDE_REFERENCE)
-    x_name = names[1] if len(names) > 1 else names[0]
-    y_name = names[0]
-    fig, ax = plt.subplots(figsize=(6.4, 4.4))
-    if len(df):
-        ax.scatter(df[x_name], df[y_name], c="0.7", s=18, label="trials")
-    if len(pf):
-        pts = pf.sort_values(x_name)
-        ax.plot(pts[x_name], pts[y_name], "o-", c="C3", label=f"Pareto front ({study.study_name})",
-                drawstyle="steps-post")
-        for _, row in pts.iterrows():
-            ax.annotate(str(row["trial"]), (row[x_name], row[y_name]), textcoords="offset points", xytext=(4, 4),
-                        fontsize=7)
-    for i, (label, other) in enumerate(compare):
-        opf, ohv, _ = front(other, names, directions, ref)  # the same reference point: hypervolumes compare
-        if len(opf):
-            pts = opf.sort_values(x_name)
-            ax.plot(pts[x_name], pts[y_name], "s--", c=f"C{i}", ms=4, drawstyle="steps-post",
-                    label=f"{label} front (hypervolume {ohv:.4g})")
-    if guide and "error" not in guide and x_name in guide and y_name in guide:
-        ax.scatter([guide[x_name]], [guide[y_name]], marker="*", s=160, c="k", zorder=5, label="guide")
-    if _log_axis(x_name) and len(df) and (df[x_name] > 0).all():
-        ax.set_xscale("log")
-    ax.set_xlabel(_label(x_name))
-    ax.set_ylabel(_label(y_name))
-    ax.set_title(f"{study.study_name}: {len(df)} trials, hypervolume {hv:.4g}", fontsize=9)
-    ax.legend(fontsize=7)
+    others = [(label, *front(other, names, directions, ref)[:2]) for label, other in compare]  # same reference
+    costs = names[1:] or names[:1]  # one panel per cost: the first objective against it
+    fig, axes = plt.subplots(1, len(costs), figsize=(6.4 if len(costs) == 1 else 5.0 * len(costs), 4.4),
+                             squeeze=False)
+    for ax, x_name in zip(axes[0], costs):
+        _panel(ax, x_name, names[0], df, pf, others, guide, steps=len(names) <= 2)
+    front_of = "" if len(names) <= 2 else f"; front over all {len(names)} objectives, shown per cost"
+    fig.suptitle(f"{study.study_name}: {len(df)} trials, hypervolume {hv:.4g}{front_of}", fontsize=9)
     fig.tight_layout()
     png = out / "pareto.png"
     fig.savefig(png, dpi=120)
@@ -121,8 +131,8 @@ def write_report(study: optuna.Study, names: list[str], directions: list[str], o
     rows = shown.drop(columns=["params"]).to_html(index=False, float_format=lambda v: f"{v:.4g}") if len(pf) else ""
     link = "<p><a href='pareto.html'>interactive plot</a></p>" if (out / "pareto.html").exists() else ""
     guide_line = describe_guide(guide, names)
-    compared = "".join(f"<li>{html.escape(label)}: {len(front(other, names, directions, ref)[0])} front trials, "
-                       f"hypervolume {front(other, names, directions, ref)[1]:.6g}</li>" for label, other in compare)
+    compared = "".join(f"<li>{html.escape(label)}: {len(opf)} front trials, hypervolume {ohv:.6g}</li>"
+                       for label, opf, ohv in others)
     page = (f"<html><head><meta charset='utf-8'><title>{html.escape(study.study_name)}</title></head><body>"
             f"<h1>{html.escape(study.study_name)}</h1><p>{len(df)} complete trials; hypervolume {hv:.6g} "
             f"(reference {html.escape(str(ref))}). {html.escape(CONVENTION)}.</p>"
