@@ -49,7 +49,8 @@ def measure(model, ctx: StudyContext, names: set[str], *, strict_flops: bool = T
 
 
 def pre_training_costs(ctx: StudyContext, candidate, conv_cfg) -> dict:
-    """The trial's cost objectives that training does not change (FLOPs, parameters), from its architecture."""
+    """The trial's cost objectives that training does not change (FLOPs, parameters, latency), measured on its
+    deploy network before training."""
     names = costs(ctx.config.objectives, before_training=True)
     if not names:
         return {}

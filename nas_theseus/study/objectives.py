@@ -148,6 +148,7 @@ class Latency(Objective):
     where the machine's speed drifts (see :mod:`nas_theseus.measure.latency`)."""
 
     name, direction, label = "latency_ms", "minimize", "latency (ms, median; per token for LMs)"
+    before_training = True  # a network's time does not depend on its weights: the pruning rule times it untrained
 
     def measure(self, model, probe: Probe) -> tuple[float, dict]:
         ctx = probe.ctx

@@ -1,7 +1,8 @@
 """Our own early stop for multi-objective trials (Optuna cannot prune them: ``trial.report`` raises).
 
-A trial's costs that do not depend on training (FLOPs, parameters) are known before its first stage, from its
-deploy architecture; after each stage its hybrid's validation accuracy is known. The rule: after stage k (the
+A trial's costs that do not depend on training (FLOPs, parameters, latency) are known before its first stage,
+measured on its untrained deploy network (latency is timed twice while the rule is on: here and as the
+objective); after each stage its hybrid's validation accuracy is known. The rule: after stage k (the
 last stage only, by default), a trial is ended as PRUNED when an earlier COMPLETE trial costs no more on every
 such objective and its hybrid reached at least ``margin`` more validation accuracy after its own stage k: a
 cheaper trial that was ahead at the same point. The reason is the trial's ``prune_reason`` attribute; its stage
