@@ -15,6 +15,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
 import optuna  # noqa: E402
 from optuna.trial import TrialState  # noqa: E402
 
@@ -22,9 +23,11 @@ from .measure import CONVENTION  # noqa: E402
 from .study.guide_reference import ATTR as GUIDE_REFERENCE  # noqa: E402
 from .study.guide_reference import describe as describe_guide  # noqa: E402
 from .study.objectives import OBJECTIVES  # noqa: E402
-from .study.pareto import front, trials_frame  # noqa: E402
+from .study.pareto import front, hypervolume, trials_frame  # noqa: E402
 from .study.reuse import describe, study_reuse  # noqa: E402
 from .utils.files import atomic_write_text  # noqa: E402
+
+LATENCY = "latency_ms"
 
 
 def _label(name: str) -> str:
@@ -73,6 +76,21 @@ def _panel(ax, x_name: str, y_name: str, df, pf, others, guide: dict | None, *, 
     ax.legend(fontsize=7)
 
 
+def compared_front(other: optuna.Study, guide: dict | None, names: list[str], directions: list[str],
+                   ref: dict) -> tuple:
+    """Another study's front and hypervolume on this study's reference point. Each study times its guide once
+    and scores latency as a ratio to it, so the same network's ``latency_ms`` differs between two studies by
+    the guide's drift between their measurements; the other study's latency is therefore put on this study's
+    guide figure (its ratio to its guide x this study's guide), when both guides were timed."""
+    opf = front(other, names, directions, ref)[0]
+    theirs = other.user_attrs.get(GUIDE_REFERENCE) or {}
+    if LATENCY in names and len(opf) and (guide or {}).get(LATENCY) and theirs.get(LATENCY):
+        opf = opf.copy()
+        opf[LATENCY] = opf[LATENCY] * (guide[LATENCY] / theirs[LATENCY])
+    values = opf[names].to_numpy(dtype=float)
+    return opf, (hypervolume(values, directions, np.array([ref[n] for n in names])) if len(opf) else 0.0)
+
+
 def counts(study: optuna.Study) -> str:
     """Pruned, failed, repeated and reused work, in words."""
     trials = study.get_trials(deepcopy=False)
@@ -90,7 +108,7 @@ def write_report(study: optuna.Study, names: list[str], directions: list[str], o
     df = trials_frame(study, names)
     pf, hv, ref = front(study, names, directions, reference)
     guide = study.user_attrs.get(GUIDE_REFERENCE)
-    others = [(label, *front(other, names, directions, ref)[:2]) for label, other in compare]  # same reference
+    others = [(label, *compared_front(other, guide, names, directions, ref)) for label, other in compare]
     costs = names[1:] or names[:1]  # one panel per cost: the first objective against it
     fig, axes = plt.subplots(1, len(costs), figsize=(6.4 if len(costs) == 1 else 5.0 * len(costs), 4.4),
                              squeeze=False)

@@ -43,3 +43,22 @@ def test_a_panel_per_cost_and_the_front_as_points_beyond_two_objectives(tmp_path
     assert drawn == [(x, "accuracy", on_front, step_line) for x in names[1:]]  # a panel per cost
     page = (tmp_path / "index.html").read_text()
     assert "guide (reference): accuracy 0.92" in page and "flops ÷ guide" in page
+
+
+def test_a_compared_studys_latency_is_put_on_this_studys_guide_figure(tmp_path):
+    """The same networks timed in another study whose guide measured twice as slow: rescaled to this study's
+    guide, the compared front is this study's, with the same hypervolume."""
+    names = ["accuracy", "flops", "latency_ms"]
+    study, other = _study(names), optuna.create_study(directions=["maximize", "minimize", "minimize"])
+    for t in study.trials:
+        other.add_trial(optuna.trial.create_trial(values=[t.values[0], t.values[1], 2 * t.values[2]],
+                                                  user_attrs=t.user_attrs))
+    other.set_user_attr(GUIDE_REFERENCE, {**study.user_attrs[GUIDE_REFERENCE], "latency_ms": 2.0})
+    _, hv, ref = report_module.front(study, names, ["maximize", "minimize", "minimize"], None)
+    opf, ohv = report_module.compared_front(other, study.user_attrs[GUIDE_REFERENCE], names,
+                                            ["maximize", "minimize", "minimize"], ref)
+    assert sorted(opf["latency_ms"]) == sorted(r[2] for i, r in enumerate(ROWS) if i != 3)
+    assert ohv == pytest.approx(hv)
+    report_module.write_report(study, names, ["maximize", "minimize", "minimize"], tmp_path,
+                               compare=[("slower guide", other)])
+    assert f"hypervolume {hv:.6g}</li>" in (tmp_path / "index.html").read_text()
