@@ -114,8 +114,8 @@ class PruningSection:
 @keyed_fields("batch_size", "threads", "warmup", "repeats")
 @dataclass(frozen=True)
 class LatencySection:
-    """batch_size (or a list of them), warmup and repeats (timed blocks, each of as many forward passes as last
-    at least block_ms milliseconds) of the timed forward passes; threads: CPU threads
+    """batch_size (or a list of them); warmup forward passes, then repeats timed blocks, each of as many forward
+    passes as last at least block_ms milliseconds; threads: CPU threads
     while timing (fixed, so figures compare across workers; the measurement also holds a per-machine lock);
     runtime (or a list): where the deploy network runs, ``eager`` | ``compile`` | ``onnxruntime``
     (:mod:`nas_theseus.measure.runtimes`). The ``latency_ms`` objective is the first runtime at the first batch
