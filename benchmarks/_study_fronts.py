@@ -36,6 +36,13 @@ def reference(config) -> list[float]:
     return [LATENCY_REFERENCE if n == LATENCY else float(config.hypervolume_reference[n]) for n in config.objectives]
 
 
+def describe_reference(config) -> str:
+    """The reference point in words, e.g. "accuracy 0, FLOPs 200,000, latency 1 × the guide's"."""
+    shown = {"flops": "FLOPs", LATENCY: "latency"}
+    return ", ".join(f"{shown.get(n, n)} {v:,g}" + (" × the guide's" if n == LATENCY else "")
+                     for n, v in zip(config.objectives, reference(config)))
+
+
 def comparable_hypervolume(trials, config) -> float:
     """Hypervolume of ``trials``' front on the study's objectives, latency relative to the guide."""
     names, directions = list(config.objectives), list(config.objectives.values())
