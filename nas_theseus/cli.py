@@ -217,7 +217,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--workdir", help="work directory (default: runs/<study name>)")
         p.add_argument("--set", action="append", metavar="KEY=VALUE",
                        help="override a study-file key, e.g. --set convert.steps_per_stage=300 (repeatable)")
-        p.add_argument("--device", help="cpu, cuda or cuda:i (overrides study.device)")
+        p.add_argument("--device", help="auto (the GPU where there is one, else the CPU), cpu, cuda or cuda:i "
+                                         "(overrides study.device, which is auto by default)")
         p.add_argument("--no-progress", action="store_true", help="no progress bars")
         artifacts_arg(p)
 

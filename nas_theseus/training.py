@@ -20,8 +20,10 @@ from torch import nn
 
 from .data import Split, TaskData
 from .errors import UserError
+from .utils.devices import canonical_device, module_device
 from .utils.hashing import keyed_fields
 from .utils.progress import progress_bar
+from .utils.transfer import resident, to_device
 
 
 @keyed_fields("max_epochs", "patience", "lr", "weight_decay", "batch_size", "cosine", "monitor")
@@ -81,26 +83,27 @@ def task_loss(logits: torch.Tensor, y: torch.Tensor, reduction: str = "mean") ->
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, split: Split, *, batch_size: int = 1024,
-             device: torch.device | str = "cpu") -> tuple[float, float]:
-    """(accuracy, mean cross-entropy) of ``model`` on ``split``, in eval mode; restores the model's mode.
-    For next-token targets both are per token (perplexity = exp of the loss)."""
+def evaluate(model: nn.Module, split: Split, *, batch_size: int = 1024) -> tuple[float, float]:
+    """(accuracy, mean cross-entropy) of ``model`` on ``split``, in eval mode, on the model's own device;
+    restores the model's mode. For next-token targets both are per token (perplexity = exp of the loss)."""
+    device = module_device(model)
     was_training = model.training
     model.eval()
-    correct, loss_sum = 0, 0.0
+    correct = torch.zeros((), dtype=torch.long, device=device)
+    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
     for i in range(0, len(split), batch_size):
-        xb = split.x[i:i + batch_size].to(device)
-        yb = split.y[i:i + batch_size].to(device)
+        xb = split.x[i:i + batch_size].to(device, non_blocking=True)
+        yb = split.y[i:i + batch_size].to(device, non_blocking=True)
         logits = model(xb)
-        loss_sum += task_loss(logits, yb, reduction="sum").item()
-        correct += (logits.argmax(-1) == yb).sum().item()
+        loss_sum += task_loss(logits.float(), yb, reduction="sum").double()
+        correct += (logits.argmax(-1) == yb).sum()
     model.train(was_training)
     n = max(split.y.numel(), 1)
-    return correct / n, loss_sum / n
+    return correct.item() / n, loss_sum.item() / n  # one host sync per evaluation, not per batch
 
 
-def accuracy(model: nn.Module, split: Split, *, device: torch.device | str = "cpu") -> float:
-    return evaluate(model, split, device=device)[0]
+def accuracy(model: nn.Module, split: Split) -> float:
+    return evaluate(model, split)[0]
 
 
 def distill_loss(student: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -112,16 +115,24 @@ def distill_loss(student: torch.Tensor, teacher: torch.Tensor, temperature: floa
 
 def fit_classifier(model: nn.Module, data: TaskData, config: FitConfig = FitConfig(), *, seed: int = 0,
                    device: torch.device | str = "cpu", progress: bool = True, desc: str = "train",
-                   params: list[nn.Parameter] | None = None, teacher: nn.Module | None = None) -> FitReport:
+                   params: list[nn.Parameter] | None = None, teacher: nn.Module | None = None,
+                   compile: bool = False) -> FitReport:
     """Train ``model`` on ``data.train`` with cross-entropy; returns the report, leaves the best state loaded.
 
     ``params`` restricts which parameters train (default: all that require grad). ``teacher`` (a frozen
-    network of the same task, run in eval mode) enables ``config.distill`` and ``config.mixup``. Deterministic
-    for a seed on CPU: the batch order (and mixup) comes from generators seeded with ``seed``.
+    network of the same task on ``device``, run in eval mode) enables ``config.distill`` and ``config.mixup``.
+    ``compile``: the training forward runs through ``torch.compile(model)`` (the module itself, evaluated and
+    returned, stays as it is). Deterministic for a seed on CPU: the batch order (and mixup) comes from
+    generators seeded with ``seed``. The host reads the losses once per ``SYNC_EVERY`` steps (a non-finite loss
+    fails the run then, with its step), so a GPU is never waited for at every step.
     """
     if (config.distill > 0 or config.mixup > 0) and teacher is None:
         raise UserError("fit: distill and mixup need a teacher (the guide) to label the inputs")
+    device = canonical_device(device)
     model.to(device)
+    if teacher is not None and module_device(teacher) != device:
+        raise UserError(f"fit: the teacher is on {module_device(teacher)} but the model on {device}; move it "
+                        f"first (guide.to(device))")
     params = [p for p in (params if params is not None else model.parameters()) if p.requires_grad]
     if not params:
         raise UserError("nothing to train: the model has no trainable parameters")
@@ -130,11 +141,13 @@ def fit_classifier(model: nn.Module, data: TaskData, config: FitConfig = FitConf
     torch.manual_seed(seed)
     if teacher is not None:
         teacher.eval()
+    forward = torch.compile(model) if compile else model  # shares the module's parameters
     opt = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
     n = len(data.train)
     steps_per_epoch = math.ceil(n / config.batch_size)
     total = steps_per_epoch * config.max_epochs
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total) if config.cosine else None
+    train_x, train_y = resident(data.train.x, device), resident(data.train.y, device)
     report = FitReport()
     best_state = copy.deepcopy(model.state_dict())
     start = time.perf_counter()
@@ -144,26 +157,24 @@ def fit_classifier(model: nn.Module, data: TaskData, config: FitConfig = FitConf
         for epoch in range(config.max_epochs):
             model.train()
             perm = torch.randperm(n, generator=g)
-            loss_sum = 0.0
+            losses = _LossWindow(device, f"{desc}: non-finite training loss", epoch)
             for i in range(0, n, config.batch_size):
                 idx = perm[i:i + config.batch_size]
-                xb, yb = data.train.x[idx].to(device), data.train.y[idx].to(device)
+                xb, yb = to_device(train_x, idx, device), to_device(train_y, idx, device)
                 with autocast_context(device, config.autocast):
                     if teacher is None:
-                        loss = task_loss(model(xb).float(), yb)
+                        loss = task_loss(forward(xb).float(), yb)
                     else:
-                        loss = _taught_loss(model, teacher, xb, yb, config, mix)
-                if not torch.isfinite(loss):
-                    raise FloatingPointError(f"{desc}: non-finite training loss ({loss.item()}) at epoch {epoch}")
+                        loss = _taught_loss(forward, teacher, xb, yb, config, mix)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
                 if sched is not None:
                     sched.step()
-                loss_sum += loss.item() * len(idx)
+                losses.add(loss, len(idx), report.steps)
                 report.steps += 1
-            val_acc, val_loss = evaluate(model, data.val, device=device)
-            report.train_loss.append(loss_sum / n)
+            val_acc, val_loss = evaluate(model, data.val)
+            report.train_loss.append(losses.total() / n)
             report.val_accuracy.append(val_acc)
             report.epochs = epoch + 1
             score = (val_acc, -val_loss) if config.monitor == "accuracy" else (-val_loss, val_acc)
@@ -188,6 +199,38 @@ def fit_classifier(model: nn.Module, data: TaskData, config: FitConfig = FitConf
     model.eval()
     report.wall_s = time.perf_counter() - start
     return report
+
+
+SYNC_EVERY = 50  # training steps between two reads of the losses by the host
+
+
+class _LossWindow:
+    """Training losses summed on the device and read by the host once per ``SYNC_EVERY`` steps (and at the
+    end): the first non-finite one raises :class:`FloatingPointError` with its step."""
+
+    def __init__(self, device, what: str, epoch: int):
+        self.what, self.epoch = what, epoch
+        self.sum = torch.zeros((), dtype=torch.float64, device=device)
+        self.first_bad = torch.full((), -1, dtype=torch.long, device=device)
+        self.pending, self.read = 0, 0.0
+
+    def add(self, loss: torch.Tensor, n: int, step: int) -> None:
+        loss = loss.detach()
+        self.sum += loss.double() * n
+        self.first_bad = torch.where((self.first_bad < 0) & ~torch.isfinite(loss), step, self.first_bad)
+        self.pending += 1
+        if self.pending >= SYNC_EVERY:
+            self.check()
+
+    def check(self) -> None:
+        self.pending = 0
+        bad = int(self.first_bad)
+        if bad >= 0:
+            raise FloatingPointError(f"{self.what} at step {bad} (epoch {self.epoch})")
+
+    def total(self) -> float:
+        self.check()
+        return float(self.sum)
 
 
 def _taught_loss(model: nn.Module, teacher: nn.Module, xb, yb, config: FitConfig, mix: np.random.Generator):

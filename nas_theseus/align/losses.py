@@ -22,6 +22,7 @@ from ..errors import unknown_name
 from ..targets.bridges import LowRankBridge
 from .cka import linear_cka, unbiased_linear_cka
 from .mnn import dmnn
+from .precision import in_full_float32
 
 
 def token_rows(h: torch.Tensor, a: torch.Tensor, max_rows: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -42,6 +43,11 @@ class AlignmentLoss(nn.Module):
         raise NotImplementedError
 
     def forward(self, h: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+        """1 − ``score(h, a)``, in full float32 on a GPU whatever the process's TF32 and autocast settings
+        (:mod:`nas_theseus.align.precision`)."""
+        return in_full_float32(self._loss, h, a, [p for p in self.parameters() if p.requires_grad])
+
+    def _loss(self, h: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
         if self.tokens:
             h, a = token_rows(h, a, self.max_rows)
         return 1.0 - self.score(h, a)

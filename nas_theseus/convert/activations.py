@@ -23,6 +23,7 @@ import torch
 
 from ..errors import UserError
 from ..guides import Guide
+from ..utils.devices import canonical_device
 from ..utils.hashing import stable_hash
 from ..utils.progress import progress_bar
 
@@ -52,9 +53,12 @@ class GuideActivations:
     ``acts[-1]`` the guide's output, as CPU float32 tensors, or as memory-mapped arrays (``mapped``) read per
     batch. ``key`` identifies guide and data."""
 
-    def __init__(self, acts: list, key: str):
+    def __init__(self, acts: list, key: str, *, root: GuideActivations | None = None,
+                 levels: list[int] | None = None, stager: PinnedStager | None = None):
         self.acts = acts
         self.key = key
+        self._root, self._levels = root, levels  # a selection of ``root``'s levels (see select)
+        self.stager = stager  # set on a host cache read by a GPU (see on)
 
     @property
     def mapped(self) -> bool:
@@ -67,6 +71,7 @@ class GuideActivations:
                 mmap_dir: str | os.PathLike | None = None) -> GuideActivations:
         """Run the guide over ``x``; with ``mmap_dir`` and more than the memory budget, write memory-mapped
         files under ``mmap_dir`` (a folder that appears complete or not at all) instead of keeping tensors."""
+        _check_guide_on(guide, device)
         key = stable_hash({"guide": guide.identity, "data": data_key})
         shapes = [*guide.shapes, guide.output_shape]
         need = 4 * len(x) * sum(int(np.prod(s)) for s in shapes)
@@ -83,32 +88,40 @@ class GuideActivations:
 
     def select(self, levels: list[int] | None) -> GuideActivations:
         """The levels of a regrouped guide (:meth:`Guide.grouped`'s ``levels``), sharing this cache's arrays
-        (made once per set of levels, so a device copy of it is kept too)."""
+        (made once per set of levels; a device copy of the cache is made once, of all levels, by :meth:`on`)."""
         if levels is None:
             return self
-        memo = self.__dict__.setdefault("_select", {})
+        root = self._root or self
+        levels = [self._levels[i] for i in levels] if self._levels is not None else list(levels)
+        memo = root.__dict__.setdefault("_select", {})
         key = tuple(levels)
         if key not in memo:
-            memo[key] = GuideActivations([self.acts[i] for i in levels], stable_hash({"of": self.key,
-                                                                                     "levels": list(key)}))
+            memo[key] = GuideActivations([root.acts[i] for i in levels],
+                                         stable_hash({"of": root.key, "levels": levels}), root=root, levels=levels)
         return memo[key]
 
     def on(self, device: torch.device | str) -> GuideActivations:
         """This cache where a conversion on ``device`` reads it fastest: on a CUDA device when it fits in a
-        quarter of the device's free memory (``NAS_THESEUS_DEVICE_CACHE`` GiB sets the budget), else in pinned
-        host memory copied per batch without blocking; memory-mapped caches stay memory-mapped. The copy is
-        kept, so the trials of a study pay for it once."""
-        device = torch.device(device)
-        if device.type != "cuda" or self.mapped:
+        quarter of the device's free memory (``NAS_THESEUS_DEVICE_CACHE`` GiB sets the budget), else left on the
+        host and read through a double-buffered pinned staging buffer (:class:`PinnedStager`). The device copy is
+        made once per process and device (``cuda`` and ``cuda:0`` are one device), of every level, whatever
+        partition of the guide selects from it, so the trials of a study pay for it once."""
+        device = canonical_device(device)
+        if device.type != "cuda":
             return self
-        memo = self.__dict__.setdefault("_on", {})
+        root = self._root or self
+        memo = root.__dict__.setdefault("_on", {})
         if str(device) not in memo:
-            need = sum(a.numel() * a.element_size() for a in self.acts)
+            need = sum(a.size * 4 if isinstance(a, np.ndarray) else a.numel() * a.element_size() for a in root.acts)
             env = os.environ.get("NAS_THESEUS_DEVICE_CACHE")
             budget = float(env) * 2**30 if env else torch.cuda.mem_get_info(device)[0] / 4
-            placed = [a.to(device) for a in self.acts] if need <= budget else [a.pin_memory() for a in self.acts]
-            memo[str(device)] = GuideActivations(placed, self.key)
-        return memo[str(device)]
+            if need <= budget:
+                placed = GuideActivations([_to_device(a, device) for a in root.acts], root.key)
+            else:
+                placed = GuideActivations(root.acts, root.key, stager=PinnedStager(device))
+            memo[str(device)] = placed
+        placed = memo[str(device)]
+        return placed if self._levels is None else placed.select(self._levels)
 
     @classmethod
     def _compute_mapped(cls, guide, x, shapes, key, folder: Path, batch_size, device, progress) -> GuideActivations:
@@ -176,18 +189,88 @@ class GuideActivations:
     def batch(self, idx: torch.Tensor, device: torch.device | str = "cpu", levels=None) -> list:
         """Rows ``idx`` of every level (A_0 … A_K, the output), or only of ``levels`` (the others are None)."""
         wanted = range(len(self.acts)) if levels is None else set(levels)
+        if self.stager is not None:
+            return self.stager.gather(self.acts, idx, wanted)
         if not self.mapped:
-            idx = idx.to(self.acts[0].device)  # gathered where the cache lives, then copied (async if pinned)
-            return [a[idx].to(device, non_blocking=True) if i in wanted else None for i, a in enumerate(self.acts)]
-        rows = idx.cpu().numpy()
-        order = np.argsort(rows)  # sorted reads are sequential on disk; put rows back in the asked order
-        back = np.empty_like(order)
-        back[order] = np.arange(len(order))
-        return [torch.from_numpy(np.asarray(a[rows[order]], dtype=np.float32)[back]).to(device) if i in wanted
-                else None for i, a in enumerate(self.acts)]
+            idx = idx.to(self.acts[0].device)  # gathered where the cache lives, then copied
+            return [a[idx].to(device) if i in wanted else None for i, a in enumerate(self.acts)]
+        return [torch.from_numpy(_mapped_rows(a, idx)).to(device) if i in wanted else None
+                for i, a in enumerate(self.acts)]
 
     def __len__(self) -> int:
         return len(self.acts[0])
+
+
+class PinnedStager:
+    """Reads rows of a host cache (tensors or memory-mapped arrays) into a GPU: each batch is gathered straight
+    into a pinned host buffer and copied to the device without blocking. Two buffers take turns, and a buffer
+    is refilled only once the copy out of it has finished (a CUDA event recorded after it), so the host gathers
+    the next batch while the GPU copies and computes the last one. On the CPU (tests) the copy is a clone."""
+
+    SLOTS = 2
+
+    def __init__(self, device: torch.device | str):
+        self.device = torch.device(device)
+        self.cuda = self.device.type == "cuda"
+        self.buffers: dict[tuple[int, int], torch.Tensor] = {}  # (slot, level) -> pinned float32 rows
+        self.events: list = [None] * self.SLOTS
+        self.slot = 0
+
+    def gather(self, acts: list, idx: torch.Tensor, wanted) -> list:
+        self.slot = (self.slot + 1) % self.SLOTS
+        if self.events[self.slot] is not None:
+            self.events[self.slot].synchronize()  # the copy out of this buffer two batches ago is done
+        rows = idx.cpu()
+        out = []
+        for level, a in enumerate(acts):
+            if level not in wanted:
+                out.append(None)
+                continue
+            buf = self._buffer(level, len(rows), tuple(a.shape[1:]))
+            if isinstance(a, np.ndarray):
+                buf.numpy()[:] = _mapped_rows(a, rows)
+            else:
+                torch.index_select(a, 0, rows, out=buf)
+            out.append(buf.to(self.device, non_blocking=True) if self.cuda else buf.clone())
+        if self.cuda:
+            event = torch.cuda.Event()
+            event.record(torch.cuda.current_stream(self.device))
+            self.events[self.slot] = event
+        return out
+
+    def _buffer(self, level: int, n: int, shape: tuple[int, ...]) -> torch.Tensor:
+        buf = self.buffers.get((self.slot, level))
+        if buf is None or len(buf) < n:
+            buf = torch.empty((n, *shape), dtype=torch.float32, pin_memory=self.cuda)
+            self.buffers[(self.slot, level)] = buf
+        return buf[:n]
+
+
+def _to_device(a, device: torch.device, rows: int = 4096) -> torch.Tensor:
+    """A host tensor, or a memory-mapped array read in chunks (never whole in host memory), as float32 on
+    ``device``."""
+    if not isinstance(a, np.ndarray):
+        return a.to(device)
+    out = torch.empty(a.shape, dtype=torch.float32, device=device)
+    for i in range(0, len(a), rows):
+        out[i:i + rows] = torch.from_numpy(np.asarray(a[i:i + rows], dtype=np.float32)).to(device)
+    return out
+
+
+def _mapped_rows(a: np.ndarray, idx: torch.Tensor) -> np.ndarray:
+    """Rows ``idx`` of a memory-mapped array as float32, read in sorted order (sequential on disk)."""
+    rows = idx.cpu().numpy()
+    order = np.argsort(rows)
+    back = np.empty_like(order)
+    back[order] = np.arange(len(order))
+    return np.asarray(a[rows[order]], dtype=np.float32)[back]
+
+
+def _check_guide_on(guide: Guide, device) -> None:
+    """Refuse, in one line, to run a guide on a batch of another device."""
+    if canonical_device(guide.device) != canonical_device(device):
+        raise UserError(f"the guide is on {guide.device} but its activations were asked for on {device}; move it "
+                        f"first (guide.to({str(device)!r}))")
 
 
 def _move_into_place(tmp: Path, folder: Path) -> None:

@@ -27,6 +27,7 @@ from ..data import TaskData
 from ..errors import UserError, did_you_mean
 from ..guides import Guide
 from ..training import FitConfig, FitReport, evaluate, fit_classifier
+from ..utils.devices import resolve_device
 from ..utils.reinit import reinitialize
 from .config import Candidate, ConvertConfig
 from .engine import budget_steps
@@ -74,7 +75,7 @@ def _budgeted(fit: FitConfig, candidate: Candidate, data: TaskData, config: Conv
 
 
 def train_from_scratch(guide: Guide, candidate: Candidate, data: TaskData, config: ConvertConfig = ConvertConfig(),
-                       *, fit: FitConfig = SCRATCH_FIT, budget: int | None = None, device: str = "cpu",
+                       *, fit: FitConfig = SCRATCH_FIT, budget: int | None = None, device: str = "auto",
                        progress: bool = True) -> ScratchResult:
     """Train the candidate's network from random weights with ``fit`` (scratch's own rule) and the
     conversion's whole budget (``budget`` alignment steps, default the most ``config``'s stages may take)."""
@@ -84,7 +85,7 @@ def train_from_scratch(guide: Guide, candidate: Candidate, data: TaskData, confi
 
 def train_distilled(guide: Guide, candidate: Candidate, data: TaskData, config: ConvertConfig = ConvertConfig(),
                     *, variant: str = "function_matching", fit: FitConfig | None = None, budget: int | None = None,
-                    device: str = "cpu", progress: bool = True) -> ScratchResult:
+                    device: str = "auto", progress: bool = True) -> ScratchResult:
     """Distil the guide into the candidate's network from random weights: ``variant`` ``hinton`` or
     ``function_matching`` (see the module), with that variant's rule (or ``fit``) and the conversion's budget.
 
@@ -94,16 +95,17 @@ def train_distilled(guide: Guide, candidate: Candidate, data: TaskData, config: 
         raise UserError(f"unknown distillation variant {variant!r}{did_you_mean(variant, KD_VARIANTS)}; valid: "
                         f"{', '.join(KD_VARIANTS)}")
     rule = _budgeted(fit or KD_VARIANTS[variant], candidate, data, config, budget)
-    guide.to(device)
+    guide.to(resolve_device(device))  # the teacher runs where the student trains
     return _train(guide, candidate, data, config, rule, guide.module, device, progress, f"kd ({variant})")
 
 
 def _train(guide, candidate, data, config, fit: FitConfig, teacher, device, progress, desc) -> ScratchResult:
     start = time.perf_counter()
+    device = resolve_device(device, announce=progress)
     model = scratch_model(guide, candidate, config).to(device)
     report = fit_classifier(model, data, fit, seed=config.seed, device=device, progress=progress, desc=desc,
                             teacher=teacher)
-    val_acc, val_loss = evaluate(model, data.val, device=device)
-    test_acc, test_loss = evaluate(model, data.test, device=device)
+    val_acc, val_loss = evaluate(model, data.val)
+    test_acc, test_loss = evaluate(model, data.test)
     return ScratchResult(model, report, val_acc, test_acc, time.perf_counter() - start, fit.max_epochs, val_loss,
                          test_loss, method=desc)

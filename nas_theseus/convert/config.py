@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields
 
+import torch
+
 from ..errors import UserError, did_you_mean
 from ..targets import BRIDGES, BlockSpec
 from ..training import FitConfig
@@ -44,8 +46,11 @@ class ConvertConfig:
         activations on them are computed once per conversion).
     autocast: None, or ``"bf16"``: the stage forward under ``torch.autocast`` in bfloat16 (the similarity
         itself stays float32); opt-in, for GPUs; its accuracy effect is measured in benchmarks/gpu_check.sh.
-    tf32: allow TF32 matmuls on CUDA (no effect on the CPU). compile: ``torch.compile`` the trained targets
-        in place (``nn.Module.compile``; worth it for long stages on a GPU).
+    tf32: allow TF32 matmuls and convolutions on CUDA in the networks' forward and backward during the
+        conversion (no effect on the CPU; the similarity losses always run in full float32, and the process's
+        own setting comes back afterwards). compile: ``torch.compile`` the trained targets in place
+        (``nn.Module.compile``) and the fine-tuned network's training forward (worth it for long stages on a
+        GPU). Both are in the stage keys where they change results (:meth:`stage_settings`).
     bridge / bridge_rank: adapters between targets and guide parts (``lowrank`` | ``stitch``; rank None = full).
     refit_every: steps between closed-form refits of the adapters that feed guide parts (0: stage ends only).
     bn_recalibrate: recompute BatchNorm statistics of the targets on the training data after each stage.
@@ -103,11 +108,24 @@ class ConvertConfig:
         if isinstance(self.finetune, dict):
             object.__setattr__(self, "finetune", fit_config(self.finetune))
 
-    def stage_settings(self) -> dict:
-        """The settings that shape the alignment stages (everything but fine-tuning). With the plateau rule
-        every setting of the rule is keyed, so a later change of one of their defaults moves the keys."""
+    def precision(self, device="cpu") -> str:
+        """The arithmetic the networks' forward and backward run in on ``device``: ``bf16`` (autocast),
+        ``tf32`` (float32 matmuls in TF32: only on CUDA) or ``fp32``."""
+        if self.autocast == "bf16":
+            return "bf16"
+        return "tf32" if self.tf32 and torch.device(device).type == "cuda" else "fp32"
+
+    def stage_settings(self, device="cpu") -> dict:
+        """The settings that shape the alignment stages on ``device`` (everything but fine-tuning). With the
+        plateau rule every setting of the rule is keyed, so a later change of one of their defaults moves the
+        keys. Precision is keyed as it acts on ``device`` (TF32 changes results on CUDA only), beside ``fp32``;
+        ``compile`` is keyed when on (fused kernels round differently)."""
         d = key_content(self)
         d.pop("finetune")
+        d.pop("tf32", None)
+        d.pop("autocast", None)
+        if self.precision(device) != "fp32":
+            d["precision"] = self.precision(device)
         if self.stage_stop == "plateau":
             d.update({name: getattr(self, name) for name in PLATEAU_SETTINGS})
             if self.alignment != "cka":  # such stages stop on their own loss on held-out rows, not on CKA

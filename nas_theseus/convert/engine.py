@@ -29,11 +29,13 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from ..align import linear_cka, make_alignment, token_rows
+from ..align.precision import tf32_allowed
 from ..data import TaskData
 from ..guides import Guide
 from ..training import FitReport, autocast_context, evaluate, fit_classifier
 from ..utils import testhooks
 from ..utils.artifacts import ArtifactStore
+from ..utils.devices import resolve_device
 from ..utils.hashing import seed_from_key, stable_hash
 from ..utils.progress import progress_bar
 from .activations import GuideActivations
@@ -75,11 +77,14 @@ def plan_stages(candidate: Candidate, config: ConvertConfig) -> list[_Stage]:
 
 
 def convert(guide: Guide, candidate: Candidate, data: TaskData, config: ConvertConfig = ConvertConfig(), *,
-            checkpoint_dir=None, activations: GuideActivations | None = None, device: str = "cpu",
+            checkpoint_dir=None, activations: GuideActivations | None = None, device: str = "auto",
             progress: bool = True, on_stage: Callable[[StageReport, Hybrid], None] | None = None,
             activation_dir=None, artifacts: ArtifactStore | None = None) -> ConversionResult:
     """Convert ``guide`` into ``candidate`` part by part; returns the fine-tuned network and the reports.
 
+    ``device``: ``auto`` (default: the GPU where there is one, else the CPU; printed once), ``cpu``, ``cuda``
+    or ``cuda:i``; the guide is moved there. TF32 (``config.tf32``) is switched on for the conversion only (the
+    process's settings come back after it) and never reaches the similarity losses.
     Deterministic for a given ``config.seed`` on CPU. With ``checkpoint_dir``, every finished stage (and the
     fine-tuned network) is stored by content key, and a repeated call resumes from the last finished stage;
     with ``artifacts`` (a shared :class:`~nas_theseus.utils.artifacts.ArtifactStore`) they are uploaded there
@@ -93,8 +98,19 @@ def convert(guide: Guide, candidate: Candidate, data: TaskData, config: ConvertC
     >>> result = convert(guide, Candidate((BlockSpec.of("mlp", width=256),) * 3), data)  # doctest: +SKIP
     >>> result.test_accuracy, [s.alignment for s in result.stages]  # doctest: +SKIP
     """
+    device = resolve_device(device, announce=progress)
+    with tf32_allowed(config.tf32):
+        return _convert(guide, candidate, data, config, checkpoint_dir=checkpoint_dir, activations=activations,
+                        device=device, progress=progress, on_stage=on_stage, activation_dir=activation_dir,
+                        artifacts=artifacts)
+
+
+def _convert(guide: Guide, candidate: Candidate, data: TaskData, config: ConvertConfig, *, checkpoint_dir,
+             activations: GuideActivations | None, device: str, progress: bool, on_stage, activation_dir,
+             artifacts) -> ConversionResult:
     start = time.perf_counter()
-    store = CheckpointStore(checkpoint_dir, remote=artifacts)
+    timings = {"align_s": 0.0, "finetune_s": 0.0, "checkpoint_s": 0.0}
+    store = _TimedStore(CheckpointStore(checkpoint_dir, remote=artifacts), timings)
     guide = guide.grouped(candidate.partition)  # one part per run of the guide's parts (Candidate.partition)
     guide.to(device)
     if activations is not None:
@@ -103,15 +119,14 @@ def convert(guide: Guide, candidate: Candidate, data: TaskData, config: ConvertC
         activations = GuideActivations.compute(guide, data.train.x, data_key=data.fingerprint, device=device,
                                                progress=progress, mmap_dir=activation_dir)
     activations = activations.on(device)
-    _allow_tf32(device, config.tf32)
-    hybrid = Hybrid(guide, candidate, config).to(device)
+    hybrid = Hybrid(guide, candidate, config)  # on the guide's device
     g_probe = torch.Generator().manual_seed(0)
     probe_idx = torch.randperm(len(data.train), generator=g_probe)[: config.probe_size]
     probe_x = data.train.x[probe_idx].to(device)
     probe_acts = activations.batch(probe_idx, device)
     heldout = _heldout(guide, data, config, device)
     losses = nn.ModuleDict()
-    base = {"guide": guide.identity, "data": data.fingerprint, "settings": config.stage_settings(),
+    base = {"guide": guide.identity, "data": data.fingerprint, "settings": config.stage_settings(device),
             "head": candidate.head, "last_kept": (len(guide.parts) - 1) in hybrid.kept,
             **({"stem": candidate.stem} if candidate.stem != "guide" else {})}
     reports: list[StageReport] = []
@@ -152,14 +167,15 @@ def convert(guide: Guide, candidate: Candidate, data: TaskData, config: ConvertC
                                  stopped=stopped)
             report.alignment = _probe_alignment(hybrid, *heldout)
             report.alignment_train = _probe_alignment(hybrid, probe_x, probe_acts)
-            report.hybrid_val_accuracy = evaluate(hybrid, data.val, device=device)[0]
+            report.hybrid_val_accuracy = evaluate(hybrid, data.val)[0]
+            timings["align_s"] += time.perf_counter() - t0
             store.save(key, {"state": _state(hybrid, losses), "report": asdict(report)})
         reports.append(report)
         if on_stage is not None:
             on_stage(report, hybrid)
 
-    model = hybrid.deploy().to(device)
-    pre_acc = evaluate(model, data.val, device=device)[0]
+    model = hybrid.deploy()  # on the hybrid's device
+    pre_acc = evaluate(model, data.val)[0]
     ft_key = stable_hash({**base, "finetune": config.finetune, "candidate": candidate.to_dict(),
                           "stages": [r.index for r in reports]})
     saved = store.load(ft_key)
@@ -167,16 +183,40 @@ def convert(guide: Guide, candidate: Candidate, data: TaskData, config: ConvertC
         model.load_state_dict(saved["state"])
         ft_report = FitReport(**saved["report"])
     else:
+        t0 = time.perf_counter()
         teacher = guide.module if config.finetune.distill > 0 or config.finetune.mixup > 0 else None
+        # compiled here, not inherited: a deep copy of a compiled module (deploy) comes out uncompiled
         ft_report = fit_classifier(model, data, config.finetune, seed=seed_from_key(ft_key), device=device,
-                                   progress=progress, desc="fine-tune", teacher=teacher)
+                                   progress=progress, desc="fine-tune", teacher=teacher, compile=config.compile)
+        timings["finetune_s"] = time.perf_counter() - t0
         store.save(ft_key, {"state": model.state_dict(), "report": asdict(ft_report)})
     model.eval()
-    val_acc, val_loss = evaluate(model, data.val, device=device)
-    test_acc, test_loss = evaluate(model, data.test, device=device)
+    val_acc, val_loss = evaluate(model, data.val)
+    test_acc, test_loss = evaluate(model, data.test)
     return ConversionResult(model, candidate, config, reports, ft_report, pre_acc, val_acc, test_acc,
                             time.perf_counter() - start, finetune_resumed=saved is not None, val_loss=val_loss,
-                            test_loss=test_loss)
+                            test_loss=test_loss, timings={k: round(v, 3) for k, v in timings.items()})
+
+
+class _TimedStore:
+    """A :class:`CheckpointStore` whose reads and writes add their wall time to ``timings["checkpoint_s"]``."""
+
+    def __init__(self, store: CheckpointStore, timings: dict):
+        self.store, self.timings = store, timings
+
+    def load(self, key: str):
+        t0 = time.perf_counter()
+        try:
+            return self.store.load(key)
+        finally:
+            self.timings["checkpoint_s"] += time.perf_counter() - t0
+
+    def save(self, key: str, payload: dict) -> None:
+        t0 = time.perf_counter()
+        try:
+            self.store.save(key, payload)
+        finally:
+            self.timings["checkpoint_s"] += time.perf_counter() - t0
 
 
 def _ensure_isolated_adapter(hybrid: Hybrid, k: int) -> None:
@@ -340,13 +380,6 @@ def _train_stage(hybrid: Hybrid, losses: nn.ModuleDict, stage: _Stage, data: Tas
             m.load_state_dict(state)
     hybrid.eval()
     return curve, steps, stopped
-
-
-def _allow_tf32(device, allow: bool) -> None:
-    """TF32 matmuls and convolutions on CUDA (3x the float32 throughput of an A100/H100, 10-bit mantissa)."""
-    if torch.device(device).type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = allow
-        torch.backends.cudnn.allow_tf32 = allow
 
 
 def _settle(pending: list, last_step: int, acc: float, n_terms: int, stage: _Stage, config: ConvertConfig,

@@ -105,6 +105,7 @@ class Hybrid(nn.Module):
         self.current: set[int] = set()
         # moves with .to(): modules made later (the adapters of swap_in) are made where the hybrid lives
         self.register_buffer("_device", torch.empty(0), persistent=False)
+        self.to(guide.device)  # built where the guide lives: no module of a hybrid is ever on another device
 
     def _relearned_stem(self) -> nn.Module:
         stem = copy.deepcopy(self.guide.stem).requires_grad_(True)

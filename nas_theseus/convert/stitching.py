@@ -25,6 +25,7 @@ from ..data import TaskData
 from ..guides import Guide
 from ..targets import make_bridge
 from ..training import FitConfig, evaluate, fit_classifier
+from ..utils.devices import resolve_device
 from ..utils.files import atomic_write_text, cache_dir
 from ..utils.hashing import stable_hash
 
@@ -77,12 +78,12 @@ def _stitched_accuracies(bottoms, guide: Guide, data: TaskData, fit: FitConfig, 
         stitched = _Stitched(bottom, stitch, guide, k)
         fit_classifier(stitched, data, fit, seed=seed, device=device, progress=progress,
                        desc=f"stitch {guide.parts[k].name}")
-        out.append(evaluate(stitched, data.test, device=device)[0])
+        out.append(evaluate(stitched, data.test)[0])
     return out
 
 
 def stitching_floor(guide: Guide, floor_guide: Guide, data: TaskData, *, fit: FitConfig = STITCH_FIT,
-                    seed: int = 0, device: str = "cpu", progress: bool = True, probe_size: int = 1024
+                    seed: int = 0, device: str = "auto", progress: bool = True, probe_size: int = 1024
                     ) -> list[float]:
     """Per boundary, the penalty of stitching ``floor_guide`` (the same architecture, another seed) into
     ``guide``: guide accuracy − stitched accuracy. Cached by content (guides, data, rule, seed)."""
@@ -96,8 +97,10 @@ def stitching_floor(guide: Guide, floor_guide: Guide, data: TaskData, *, fit: Fi
             return json.loads(path.read_text())["floor"]
         except (ValueError, KeyError):
             pass  # unreadable: computed again
-    guide_acc = evaluate(guide.module.to(device), data.test, device=device)[0]
-    floor_guide.module.to(device)
+    device = resolve_device(device)
+    guide.to(device)
+    floor_guide.to(device)
+    guide_acc = evaluate(guide.module, data.test)[0]
     try:
         accs = _stitched_accuracies([_guide_prefix(floor_guide, k) for k in range(len(guide.parts))], guide, data,
                                     fit, seed, device, progress, probe_size)
@@ -110,11 +113,14 @@ def stitching_floor(guide: Guide, floor_guide: Guide, data: TaskData, *, fit: Fi
 
 
 def stitching_penalty(model, guide: Guide, data: TaskData, *, fit: FitConfig = STITCH_FIT, seed: int = 0,
-                      device: str = "cpu", progress: bool = True, probe_size: int = 1024,
+                      device: str = "auto", progress: bool = True, probe_size: int = 1024,
                       floor_guide: Guide | None = None) -> list[StitchReport]:
     """One :class:`StitchReport` per part boundary of ``model`` (a converted network of ``guide``); with
     ``floor_guide``, each report carries the floor at its boundary (see the module)."""
-    guide_acc = evaluate(guide.module, data.test, device=device)[0]
+    device = resolve_device(device)
+    guide.to(device)
+    model.to(device)
+    guide_acc = evaluate(guide.module, data.test)[0]
     model.eval()
     flags = [p.requires_grad for p in model.parameters()]
     model.requires_grad_(False)

@@ -76,7 +76,7 @@ BUILTIN_GUIDES: dict[str, _BuiltinSpec] = {
 
 
 def builtin_guide(name: str, data: TaskData, *, weights: str = "train", seed: int = 0,
-                  fit: FitConfig | dict | None = None, progress: bool = True, device: str = "cpu",
+                  fit: FitConfig | dict | None = None, progress: bool = True, device: str = "auto",
                   artifacts=None, **arch) -> Guide:
     """Build a built-in guide; ``weights`` is ``"train"`` (train once, then load from the cache), ``"random"``
     or a local weights file (see :mod:`nas_theseus.guides.weights`).

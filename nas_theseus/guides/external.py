@@ -106,7 +106,7 @@ def _timm_cut(model: nn.Module, parts: list[str] | None, stem, head) -> tuple[li
 
 
 def timm_guide(name: str, data: TaskData, *, weights: str = "train", seed: int = 0, fit=None,
-               progress: bool = True, device: str = "cpu", parts=None, stem=None, head=None, artifacts=None,
+               progress: bool = True, device: str = "auto", parts=None, stem=None, head=None, artifacts=None,
                **options) -> Guide:
     import timm
 
@@ -170,7 +170,7 @@ def _import_function(spec: str) -> tuple[Callable, str, Path | None]:
 
 
 def torch_guide(spec: str, data: TaskData, *, weights: str = "train", seed: int = 0, fit=None,
-                progress: bool = True, device: str = "cpu", parts=None, stem=None, head=None, artifacts=None,
+                progress: bool = True, device: str = "auto", parts=None, stem=None, head=None, artifacts=None,
                 **options) -> Guide:
     if not parts:
         raise UserError("a torch: guide needs guide.parts: the submodule paths to swap, in forward order")

@@ -192,7 +192,7 @@ def _build(name: str, weights: str, options: dict):
 
 
 def hf_guide(name: str, data: TaskData, *, weights: str = "train", seed: int = 0, fit=None,
-             progress: bool = True, device: str = "cpu", parts=None, stem=None, head=None, group: int = 1,
+             progress: bool = True, device: str = "auto", parts=None, stem=None, head=None, group: int = 1,
              artifacts=None, **options) -> Guide:
     if parts is not None or stem is not None or head is not None:
         raise UserError("hf guides are cut into groups of transformer blocks: use guide.options.group, not "

@@ -27,6 +27,7 @@ from ..data import TaskData
 from ..errors import UserError
 from ..training import FitConfig, evaluate, fit_classifier
 from ..utils.artifacts import ArtifactStore
+from ..utils.devices import resolve_device
 from ..utils.files import atomic_write, atomic_write_text, cache_dir
 from ..utils.hashing import stable_hash
 
@@ -42,15 +43,16 @@ def describe_weights(weights: str) -> dict:
 
 
 def cached_training(module: nn.Module, *, name: str, key_info: dict, data: TaskData, fit: FitConfig, seed: int,
-                    device: str = "cpu", progress: bool = True, artifacts: ArtifactStore | None = None) -> str:
+                    device: str = "auto", progress: bool = True, artifacts: ArtifactStore | None = None) -> str:
     """Load ``module``'s trained weights from the cache (or from ``artifacts``, a shared store), or train it on
     ``data`` and cache them (uploading them to ``artifacts``); returns the cache key. ``key_info`` describes the
-    architecture (JSON-able); ``name`` prefixes the file name."""
+    architecture (JSON-able); ``name`` prefixes the file name. Trained on ``device`` (``auto``: the GPU where
+    there is one); the module is left on the CPU, where a guide is built (a study then moves it)."""
     key = stable_hash({"name": name, **key_info, "fit": fit, "seed": seed, "data": data.fingerprint})
     path = cache_dir() / "guides" / f"{_file_safe(name)}-{key}.safetensors"
     if not _load_cached(module, path) and not (artifacts and _from_store(artifacts, module, path)):
         torch.manual_seed(seed)
-        report = fit_classifier(module, data, fit, seed=seed, device=device, progress=progress,
+        report = fit_classifier(module, data, fit, seed=seed, device=resolve_device(device), progress=progress,
                                 desc=f"guide {name}")
         module.cpu()
         test_acc = evaluate(module, data.test)[0]

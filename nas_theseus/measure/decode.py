@@ -29,6 +29,7 @@ figure is the median over runs of total time / ``context``.
 
 from __future__ import annotations
 
+import copy
 import statistics
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -40,6 +41,7 @@ from torch import nn
 
 from ..errors import UserError
 from ..stepping import build_stepper
+from ..utils.devices import canonical_device, cpu_copy, devices_of
 from .flops import count_flops
 from .latency import BLOCK_MS, p90, timed_runs
 
@@ -121,15 +123,15 @@ class _OneStep(nn.Module):
 
 
 def _step_flops(decoder: IncrementalDecoder, tokens: torch.Tensor, t: int, strict: bool) -> int:
-    device, _ = _device_dtype(decoder.model)
-    state = decoder.prefill(tokens[:, :t].to(device))
+    state = decoder.prefill(tokens[:, :t].cpu())  # the decoder's model is on the CPU (decode_flops)
     with torch.no_grad():
-        return count_flops(_OneStep(decoder, state), (1,), dtype=torch.long, strict=strict, device=device)
+        return count_flops(_OneStep(decoder, state), (1,), dtype=torch.long, strict=strict)
 
 
 def decode_step_flops(model: nn.Module, example: torch.Tensor, t: int, *, strict: bool = True) -> int:
     """Multiply-adds of one decoding step whose state holds the first ``t`` tokens of ``example`` (1, > t)."""
     tokens = _tokens(example, t + 1)
+    model = cpu_copy(model)  # counted on the CPU: the count does not depend on the device
     with _restore_mode(model):
         return _step_flops(IncrementalDecoder(model), tokens, t, strict)
 
@@ -149,6 +151,7 @@ def decode_flops(model: nn.Module, context: int, example: torch.Tensor, *, stric
     :func:`~nas_theseus.measure.flops.count_flops` (uncounted operators raise).
     """
     tokens = _tokens(example, context)
+    model = cpu_copy(model)  # counted on the CPU: the count does not depend on the device
     with _restore_mode(model):
         decoder = IncrementalDecoder(model)
         first = _step_flops(decoder, tokens, 0, strict)
@@ -169,10 +172,13 @@ class DecodeLatency:
 def decode_latency(model: nn.Module, context: int, example: torch.Tensor, *, device: str | torch.device = "cpu",
                    warmup: int = 2, repeats: int = 10, threads: int | None = None,
                    block_ms: float = BLOCK_MS) -> DecodeLatency:
-    """Milliseconds per generated token at batch 1 (see the module docstring); moves the model to ``device``."""
-    device = torch.device(device)
+    """Milliseconds per generated token at batch 1 (see the module docstring), on ``device`` (a model that lives
+    elsewhere is timed as a copy there and stays where it is)."""
+    device = canonical_device(device)
+    if devices_of(model) - {device}:
+        model = copy.deepcopy(model).to(device)  # copied outside inference mode: stays trainable
     with _restore_mode(model):
-        decoder = IncrementalDecoder(model.to(device))  # moved outside inference mode: stays trainable
+        decoder = IncrementalDecoder(model)
         tokens = _tokens(example, context).to(device)
         runs, used = timed_runs(lambda: decoder.prefill(tokens), device=device, warmup=warmup, repeats=repeats,
                                 threads=threads, block_ms=block_ms)

@@ -18,6 +18,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from ..utils.devices import cpu_copy
 from .flop_handles import FLOP_HANDLES
 
 CONVENTION = "FLOPs = multiply-adds (fvcore convention: one multiply-add counts as 1 FLOP), per sample"
@@ -54,8 +55,9 @@ class UncountedOpsError(RuntimeError):
 
 
 def count_flops(model: nn.Module, sample_shape: tuple[int, ...], *, dtype: torch.dtype = torch.float32,
-                strict: bool = True, device: str | torch.device = "cpu", example: torch.Tensor | None = None) -> int:
-    """Multiply-adds of one forward pass for a single sample (see :data:`CONVENTION`).
+                strict: bool = True, example: torch.Tensor | None = None) -> int:
+    """Multiply-adds of one forward pass for a single sample (see :data:`CONVENTION`), counted on the CPU (on
+    a copy of a model that lives elsewhere: the count does not depend on the device).
 
     The sample is zeros of ``sample_shape`` and ``dtype``, or the first row of ``example`` (a real input:
     token ids for a language model, whose embedding lookups need valid integers).
@@ -64,9 +66,10 @@ def count_flops(model: nn.Module, sample_shape: tuple[int, ...], *, dtype: torch
         warnings.simplefilter("ignore")  # fvcore's import touches deprecated torch.jit APIs
         from fvcore.nn import FlopCountAnalysis
 
+    model = cpu_copy(model)
     was = model.training
     model.eval()
-    x = (torch.zeros((1, *sample_shape), dtype=dtype) if example is None else example[:1]).to(device)
+    x = (torch.zeros((1, *sample_shape), dtype=dtype) if example is None else example[:1]).cpu()
     logger = logging.getLogger("fvcore")
     level = logger.level
     logger.setLevel(logging.ERROR)

@@ -19,6 +19,7 @@ apart, their ratios to the guide 1-10 % with 2 ms blocks and at most 5 % with 20
 
 from __future__ import annotations
 
+import copy
 import math
 import statistics
 import time
@@ -29,6 +30,7 @@ import torch
 from torch import nn
 
 from ..errors import UserError
+from ..utils.devices import canonical_device, devices_of
 from .runtimes import get_runtime
 
 BLOCK_MS = 2.0  # the shortest timed block, ms, by default
@@ -56,13 +58,15 @@ def example_input(sample_shape, batch_size: int, *, device, dtype=torch.float32,
 
 def prepare(model: nn.Module, x: torch.Tensor, *, runtime: str = "eager", threads: int | None = None,
             device: str | torch.device = "cpu") -> tuple[Callable[[], object], dict]:
-    """A runner of ``model`` on ``x`` in ``runtime`` (and what preparing it recorded); the model is put in eval
-    mode on ``device``."""
-    device = torch.device(device)
+    """A runner of ``model`` on ``x`` in ``runtime`` on ``device`` (and what preparing it recorded), in eval
+    mode; a model that lives on another device is timed as a copy there and stays where it is."""
+    device = canonical_device(device)
     rt = get_runtime(runtime)
     if rt.cpu_only and device.type != "cpu":
         raise UserError(f"latency runtime {runtime!r} runs on the CPU only; use 'eager' or 'compile' on {device}")
-    model.eval().to(device)
+    if devices_of(model) - {device}:
+        model = copy.deepcopy(model).to(device)
+    model.eval()
     return rt.prepare(model, x.to(device), threads or torch.get_num_threads())
 
 

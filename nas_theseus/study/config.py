@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import tomllib
+import torch
 
 from ..convert import ConvertConfig
 from ..convert.config import DEFAULT_FINETUNE
@@ -36,8 +37,10 @@ class StudySection:
     """name; search_space (path, relative to the study file); n_trials (finished trials the study aims for,
     over all runs and workers); timeout (seconds per run); sampler (tpe | nsga2 | random) and startup_trials
     (random trials before TPE models); seed; method (``not`` converts from the guide, ``scratch`` trains the
-    same targets from scratch); device; threads (torch CPU threads; None = the cores this process may use
-    divided by the workers running on this machine, re-read before every trial); heartbeat_interval and
+    same targets from scratch); device (``auto``: the GPU where there is one, else the CPU; ``cpu``, ``cuda``,
+    ``cuda:i``; the device used is printed once and recorded on every trial); threads (torch CPU threads;
+    None = the cores this process may use divided by the workers running on this machine, re-read before every
+    trial); heartbeat_interval and
     grace_period (seconds; a RUNNING trial whose heartbeat is older than the grace period, default 2 x the
     interval, belongs to a dead worker and is retried, at most max_retry times); storage_retry (seconds a
     worker keeps retrying an unreachable or locked database before it gives up); enqueue (parameter sets, as
@@ -51,7 +54,7 @@ class StudySection:
     startup_trials: int = 5
     seed: int = 0
     method: str = "not"
-    device: str = "cpu"
+    device: str = "auto"
     threads: int | None = None
     heartbeat_interval: int = 60
     grace_period: int | None = None
@@ -118,8 +121,11 @@ class LatencySection:
     passes as last at least block_ms milliseconds; threads: CPU threads
     while timing (fixed, so figures compare across workers; the measurement also holds a per-machine lock);
     runtime (or a list): where the deploy network runs, ``eager`` | ``compile`` | ``onnxruntime``
-    (:mod:`nas_theseus.measure.runtimes`). The ``latency_ms`` objective is the first runtime at the first batch
-    size; every (runtime, batch size) figure is recorded on the trial (``latency_table``)."""
+    (:mod:`nas_theseus.measure.runtimes`); device: where it is timed, ``cpu`` by default whatever the study's
+    device (at batch 1 a small network's GPU time is kernel-launch overhead, and other workers' training on the
+    GPU pollutes it), or ``cuda`` / ``cuda:i`` (``onnxruntime`` runs on the CPU only). The ``latency_ms``
+    objective is the first runtime at the first batch size; every (runtime, batch size) figure is recorded on
+    the trial (``latency_table``)."""
 
     batch_size: int | list = 1
     threads: int = 1
@@ -127,6 +133,7 @@ class LatencySection:
     repeats: int = 50
     runtime: str | list = "eager"
     block_ms: float = 2.0
+    device: str = "cpu"
 
     @property
     def batch_sizes(self) -> list[int]:
@@ -345,6 +352,17 @@ def _check_semantics(cfg: StudyConfig, where: str) -> None:
     for name in runtimes or [None]:
         if name not in RUNTIMES:
             bad(f"unknown latency.runtime {name!r}{did_you_mean(str(name), RUNTIMES)}; valid: {', '.join(RUNTIMES)}")
+    try:
+        latency_device = torch.device(cfg.latency.device)
+    except (RuntimeError, ValueError):
+        bad(f"latency.device must be cpu, cuda or cuda:i, got {cfg.latency.device!r}")
+    if latency_device.type not in ("cpu", "cuda"):
+        bad(f"latency.device must be cpu, cuda or cuda:i, got {cfg.latency.device!r}")
+    cpu_only = [name for name in runtimes if RUNTIMES[name].cpu_only]
+    if latency_device.type != "cpu" and cpu_only:
+        bad(f"latency.runtime {cpu_only[0]!r} runs on the CPU only, but latency.device is "
+            f"{cfg.latency.device!r}: time it on the CPU (latency.device = \"cpu\", the default) or use "
+            f"'eager' or 'compile'")
     if cfg.latency.block_ms < 0:
         bad(f"latency.block_ms must be >= 0 (milliseconds), got {cfg.latency.block_ms!r}")
     if cfg.pruning.stages not in ("last", "all"):

@@ -23,6 +23,7 @@ from ..measure.latency import prepare
 from ..search import SearchSpace, load_search_space
 from ..training import FitConfig
 from ..utils.artifacts import ArtifactStore
+from ..utils.devices import resolve_device
 from .config import StudyConfig
 
 
@@ -31,7 +32,8 @@ class StudyContext:
     config: StudyConfig
     space: SearchSpace
     data: TaskData
-    guide: Guide
+    guide: Guide  # on ``device`` from the start
+    device: str  # where trials train: study.device resolved (``auto`` -> cuda or cpu)
     artifacts: ArtifactStore | None = None  # the study's shared store ([artifacts] store), if any
     guide_figures: dict | None = None  # the guide's own figures (guide_reference.py), once the study has them
     _runners: dict = dataclasses.field(default_factory=dict, repr=False)
@@ -41,12 +43,18 @@ class StudyContext:
         g = self.guide
         return nn.Sequential(g.stem, *(p.module for p in g.parts), g.head)
 
+    @property
+    def latency_device(self) -> str:
+        """Where latency is timed (``latency.device``, the CPU by default)."""
+        return self.config.latency.device
+
     def guide_runner(self, runtime: str, x: torch.Tensor, threads: int):
-        """The guide prepared in ``runtime`` on ``x`` (made once per process: an ONNX export, a compile)."""
-        key = (runtime, tuple(x.shape), threads)
+        """The guide prepared in ``runtime`` on ``x``, on ``x``'s device (made once per process: an ONNX export,
+        a compile; on a copy of the guide where that device is not the guide's, which stays where it is)."""
+        key = (runtime, tuple(x.shape), str(x.device), threads)
         if key not in self._runners:
             self._runners[key] = prepare(self.guide_network(), x, runtime=runtime, threads=threads,
-                                         device=self.config.study.device)[0]
+                                         device=x.device)[0]
         return self._runners[key]
 
     def candidate(self, trial) -> tuple[Candidate, ConvertConfig]:
@@ -84,9 +92,8 @@ def build_context(config: StudyConfig, *, progress: bool = True) -> StudyContext
     if artifacts is not None:  # before the guide, which it may hold: a store this machine cannot use is one line
         artifacts.check(socket.gethostname())
     data = load_data(config.data.name, **_relative_to(config.data.options, Path(config.base_dir)))
-    device = config.study.device
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError(f"device {device!r} asked for, but CUDA is not available here; use --device cpu")
+    device = resolve_device(config.study.device, announce=progress)
+    resolve_device(config.latency.device)  # a latency.device this machine lacks: one line, before any work
     options = dict(config.guide.options)
     g, base = config.guide, Path(config.base_dir)
     weights, source = g.weights, g.source
@@ -98,7 +105,8 @@ def build_context(config: StudyConfig, *, progress: bool = True) -> StudyContext
         source = f"torch:{(base / Path(target).expanduser()).resolve()}:{fn}"
     guide = load_guide(source, data, weights=weights, seed=g.seed, fit=g.fit or None, progress=progress,
                        device=device, parts=g.parts, stem=g.stem, head=g.head, artifacts=artifacts, **options)
-    return StudyContext(config, space, data, guide, artifacts)
+    guide.to(device)  # every trial's hybrid, cache and measurement is built where the guide lives
+    return StudyContext(config, space, data, guide, device, artifacts)
 
 
 def open_artifacts(config: StudyConfig, *, create: bool = True) -> ArtifactStore | None:

@@ -10,25 +10,23 @@ from __future__ import annotations
 
 import optuna
 
+from ..errors import UserError
 from ..training import evaluate
 from .context import StudyContext
 from .objective import measure
 from .objectives import costs, perplexity
 
 ATTR = "guide_reference"
+ATTEMPTS = 2  # a measurement that fails twice stops the run: latency ratios would otherwise be absolute figures
 
 
 def guide_reference(ctx: StudyContext) -> dict:
-    """What the guide scores on the study's objectives (plus test figures), or ``{"error": why}``."""
+    """What the guide scores on the study's objectives (plus test figures); raises on a failed measurement."""
     net = ctx.guide_network().eval()
-    device = ctx.config.study.device
     names = set(costs(ctx.config.objectives))
-    try:
-        val_acc, val_loss = evaluate(net, ctx.data.val, device=device)
-        test_acc, test_loss = evaluate(net, ctx.data.test, device=device)
-        measured = measure(net, ctx, names)
-    except Exception as e:  # noqa: BLE001 - a reference figure the study can do without: say why, go on
-        return {"error": f"{type(e).__name__}: {str(e).strip().splitlines()[0][:300] if str(e).strip() else ''}"}
+    val_acc, val_loss = evaluate(net, ctx.data.val)
+    test_acc, test_loss = evaluate(net, ctx.data.test)
+    measured = measure(net, ctx, names)
     ref = {"accuracy": val_acc, "test_accuracy": test_acc, "perplexity": perplexity(val_loss),
            "test_perplexity": perplexity(test_loss), **measured.values}
     for key in ("latency", "latency_table", "flops_convention"):
@@ -39,10 +37,22 @@ def guide_reference(ctx: StudyContext) -> dict:
 
 def record_guide_reference(study: optuna.Study, ctx: StudyContext) -> None:
     """Measure the guide once per study (a resumed or parallel run finds it stored); the trials' latency is
-    taken relative to it (see ``objectives.Latency``)."""
-    if ATTR not in study.user_attrs:
-        study.set_user_attr(ATTR, guide_reference(ctx))
-    ctx.guide_figures = study.user_attrs[ATTR]
+    taken relative to it (see ``objectives.Latency``). A failed measurement is tried again once, then stops
+    the run in one line: it is never stored (a reference stored as an error by an earlier version is measured
+    again), since every later trial's latency would silently change from a ratio to an absolute figure."""
+    stored = study.user_attrs.get(ATTR)
+    if stored is None or "error" in stored:
+        for attempt in range(ATTEMPTS):
+            try:
+                stored = guide_reference(ctx)
+                break
+            except Exception as e:  # noqa: BLE001 - retried once, then one line
+                reason = f"{type(e).__name__}: {str(e).strip().splitlines()[0][:300] if str(e).strip() else ''}"
+                if attempt + 1 == ATTEMPTS:
+                    raise UserError(f"the guide could not be measured as the study's reference ({reason}); the "
+                                    f"trials' objectives are taken relative to it, so the study stops here") from e
+        study.set_user_attr(ATTR, stored)
+    ctx.guide_figures = stored
 
 
 def describe(ref: dict | None, names: list[str]) -> str | None:

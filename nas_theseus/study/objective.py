@@ -17,6 +17,7 @@ from ..convert.baseline import scratch_model
 from ..errors import UserError
 from ..export import arch_document, save_network
 from ..measure import UncountedOpsError
+from ..utils.devices import GpuMemory, describe_device, versions
 from ..utils.files import atomic_write_text
 from ..utils.hashing import key_content, stable_hash
 from .context import StudyContext
@@ -62,9 +63,9 @@ def train_baseline(cfg, ctx: StudyContext, candidate, conv_cfg, *, progress: boo
     """``method = "scratch"`` or ``"kd"``: the candidate's network from random weights, by that method's rule."""
     if cfg.study.method == "kd":
         return train_distilled(ctx.guide, candidate, ctx.data, conv_cfg, variant=cfg.baseline.kd,
-                               fit=cfg.baseline_fit(), device=cfg.study.device, progress=progress)
+                               fit=cfg.baseline_fit(), device=ctx.device, progress=progress)
     return train_from_scratch(ctx.guide, candidate, ctx.data, conv_cfg, fit=cfg.baseline_fit(),
-                              device=cfg.study.device, progress=progress)
+                              device=ctx.device, progress=progress)
 
 
 def run_trial(trial: optuna.Trial, ctx: StudyContext, wd: WorkDir, activations, *, progress: bool,
@@ -80,7 +81,8 @@ def run_trial(trial: optuna.Trial, ctx: StudyContext, wd: WorkDir, activations, 
     if earlier is not None:  # a repeated proposal: the earlier trial's answer, no work (and no budget) spent
         return _answer_from(trial, earlier, cfg)
     trial.set_user_attr("method", cfg.study.method)
-    trial.set_user_attr("device", str(cfg.study.device))
+    trial.set_user_attr("device", describe_device(ctx.device))
+    trial.set_user_attr("versions", versions(ctx.device))
     trial.set_user_attr("threads", torch.get_num_threads())
     trial.set_user_attr("worker", worker)
     trial.set_user_attr("host", socket.gethostname())
@@ -89,9 +91,7 @@ def run_trial(trial: optuna.Trial, ctx: StudyContext, wd: WorkDir, activations, 
     if DIED in trial.user_attrs:  # the predecessor's reason, not this trial's (its retry_history links them)
         trial.set_user_attr(DIED, None)
 
-    costs = pre_training_costs(ctx, candidate, conv_cfg) if cfg.pruning.enabled else {}
-    if costs:
-        trial.set_user_attr("pre_training_costs", costs)
+    costs: dict = {}
     rule = PruningRule(cfg.pruning.margin, cfg.pruning.stages) if cfg.pruning.enabled else None
 
     def on_stage(report, hybrid):
@@ -106,10 +106,15 @@ def run_trial(trial: optuna.Trial, ctx: StudyContext, wd: WorkDir, activations, 
 
     wanted = set(cfg.objectives) | set(cfg.constraints)
     n_stages = len(plan_stages(candidate, conv_cfg))
+    memory = GpuMemory(ctx.device)
     try:
+        if cfg.pruning.enabled:  # in the trial: a network that cannot be measured fails this trial, not the study
+            costs.update(pre_training_costs(ctx, candidate, conv_cfg))
+            if costs:
+                trial.set_user_attr("pre_training_costs", costs)
         if cfg.study.method == "not":
             result = convert(ctx.guide, candidate, ctx.data, conv_cfg, checkpoint_dir=wd.checkpoints,
-                             activations=activations, device=cfg.study.device, progress=progress,
+                             activations=activations, device=ctx.device, progress=progress,
                              on_stage=on_stage, artifacts=ctx.artifacts)
         else:
             result = train_baseline(cfg, ctx, candidate, conv_cfg, progress=progress)
@@ -122,16 +127,22 @@ def run_trial(trial: optuna.Trial, ctx: StudyContext, wd: WorkDir, activations, 
     except (ConversionError, UncountedOpsError, UserError) as e:
         trial.set_user_attr("fail_reason", f"{type(e).__name__}: {e}")
         raise TrialFailed(f"trial {trial.number}: {e}") from e
+    finally:
+        if memory.enabled:
+            trial.set_user_attr("gpu_memory", memory.peak())
     values = {**{n: o.score(result) for n, o in OBJECTIVES.items() if not o.cost}, **measured.values}
+    saving = time.perf_counter()
     folder = wd.trial(trial.number)
     arch = arch_document(model.cpu(), guide_source=ctx.guide.source, sample_shape=ctx.data.sample_shape,
                          extra={"trial": trial.number, "params": trial.params, "candidate": candidate.to_dict(),
                                 "convert": dataclasses.asdict(conv_cfg)})
     save_network(folder, model, arch)
     save_reference(folder, model, ctx.data.test.x[:32])
+    timings = {**getattr(result, "timings", {}), "measure_s": round(measure_s, 3)}
+    timings["save_s"] = round(time.perf_counter() - saving, 3)
     metrics = {**values, "val_accuracy": val_acc, "test_accuracy": test_acc, "val_loss": result.val_loss,
                "test_loss": result.test_loss, "test_perplexity": perplexity(result.test_loss), **measured.attrs,
-               "measure_s": measure_s, "trial_wall_s": time.perf_counter() - start}
+               "measure_s": measure_s, "timings": timings, "trial_wall_s": time.perf_counter() - start}
     atomic_write_text(folder / "metrics.json", json.dumps(metrics, indent=2))
     if ctx.artifacts is not None:
         upload_network(trial, folder, ctx.artifacts)
@@ -141,6 +152,7 @@ def run_trial(trial: optuna.Trial, ctx: StudyContext, wd: WorkDir, activations, 
     trial.set_user_attr("trial_dir", str(folder))
     trial.set_user_attr("export", f"nas-theseus export {wd.root} --trial {trial.number}  "
                                   f"(writes {wd.root / 'exports' / f'trial-{trial.number}'})")
+    trial.set_user_attr("timings", timings)
     for key, value in measured.attrs.items():
         trial.set_user_attr(key, value)
     for name, bound in cfg.constraints.items():

@@ -118,9 +118,7 @@ class Flops(Objective):
     label = "FLOPs per sample, per token for LMs (multiply-adds)"
 
     def measure(self, model, probe: Probe) -> tuple[float, dict]:
-        cfg = probe.ctx.config
-        full = count_flops(model, probe.ctx.data.sample_shape, strict=probe.strict_flops, device=cfg.study.device,
-                           example=probe.example)
+        full = count_flops(model, probe.ctx.data.sample_shape, strict=probe.strict_flops, example=probe.example)
         if not probe.lm:
             return full, {"flops_convention": CONVENTION}
         step = decode_flops(model, probe.context, probe.example[:1], strict=probe.strict_flops)
@@ -141,7 +139,8 @@ class Params(Objective):
 @register
 class Latency(Objective):
     """Median latency in ms of the first ``[latency]`` runtime at the first batch size (per generated token in
-    eager incremental decoding for a language model); every (runtime, batch size) pair in ``latency_table``.
+    eager incremental decoding for a language model), on ``latency.device`` (the CPU by default: a copy of a
+    network trained elsewhere); every (runtime, batch size) pair in ``latency_table``.
 
     Once the study has measured its guide (guide_reference.py), a network's figure is its median ratio to the
     guide, the two timed side by side, times the guide's own figure: ratios taken side by side rank networks
@@ -152,7 +151,7 @@ class Latency(Objective):
 
     def measure(self, model, probe: Probe) -> tuple[float, dict]:
         ctx = probe.ctx
-        cfg, lat_cfg, example = ctx.config, ctx.config.latency, probe.example
+        lat_cfg, example, device = ctx.config.latency, probe.example, ctx.latency_device
         guide_ms = {} if probe.lm else _guide_latency(ctx.guide_figures)
         rows = []
         # one measurement per machine at a time, with fixed threads: a neighbour worker's training must not
@@ -162,16 +161,15 @@ class Latency(Objective):
                 for batch_size in lat_cfg.batch_sizes:
                     reference = None
                     if (runtime, batch_size) in guide_ms:
-                        x = example_input(ctx.data.sample_shape, batch_size, device=cfg.study.device,
-                                          example=example)
+                        x = example_input(ctx.data.sample_shape, batch_size, device=device, example=example)
                         reference = ctx.guide_runner(runtime, x, lat_cfg.threads)
                     rows.append(measure_latency(model, ctx.data.sample_shape, batch_size=batch_size,
-                                                device=cfg.study.device, warmup=lat_cfg.warmup,
+                                                device=device, warmup=lat_cfg.warmup,
                                                 repeats=lat_cfg.repeats, threads=lat_cfg.threads, example=example,
                                                 runtime=runtime, reference=reference,
                                                 block_ms=lat_cfg.block_ms))
             if probe.lm:
-                step = decode_latency(model, probe.context, example[:1], device=cfg.study.device,
+                step = decode_latency(model, probe.context, example[:1], device=device,
                                       warmup=min(lat_cfg.warmup, 2), repeats=lat_cfg.repeats,
                                       threads=lat_cfg.threads, block_ms=lat_cfg.block_ms)
         table = []

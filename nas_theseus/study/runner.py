@@ -216,7 +216,7 @@ def _run(config: StudyConfig, ctx: StudyContext, wd: WorkDir, identity: str, wor
         print(f"study {config.study.name!r} already has {done} finished trials (budget {target}); raise "
               f"study.n_trials (--n-trials) to run more", file=sys.stderr)
         return study
-    activations = wd.activations(ctx.guide, ctx.data, device=config.study.device, progress=progress)
+    activations = wd.activations(ctx.guide, ctx.data, device=ctx.device, progress=progress)
     bar = progress_bar(total=remaining, desc=f"trials ({config.study.name})", unit="trial", enabled=progress,
                        leave=True)
 

@@ -34,9 +34,9 @@ def convert_once(config: StudyConfig, workdir: Path, params: dict, *, out: Path 
         r = train_baseline(config, ctx, candidate, cfg, progress=progress)
         stages = []
     else:
-        acts = wd.activations(ctx.guide, ctx.data, device=config.study.device, progress=progress)
+        acts = wd.activations(ctx.guide, ctx.data, device=ctx.device, progress=progress)
         r = convert(ctx.guide, candidate, ctx.data, cfg, checkpoint_dir=wd.checkpoints, activations=acts,
-                    device=config.study.device, progress=progress, artifacts=ctx.artifacts)
+                    device=ctx.device, progress=progress, artifacts=ctx.artifacts)
         stages = [dataclasses.asdict(s) for s in r.stages]
     measured = measure(r.model, ctx, set(config.objectives) | set(config.constraints), strict_flops=False)
     summary = {"candidate": candidate.describe(ctx.guide.part_names), "params": params,

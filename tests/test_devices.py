@@ -1,0 +1,138 @@
+"""Devices right by construction, checked on the CPU with PyTorch's ``meta`` device standing in for a GPU.
+
+A meta tensor has a device and a shape but no values, so a run on it computes every shape and stops at the first
+read of a value (``.item()``, a copy to the CPU). That is where these tests expect a run to end. How they fail:
+a module that receives a batch on another device (the guide left on the CPU while its batches go to the study's
+device, a batch moved while the model is not) raises PyTorch's "Tensor on device cpu is not on the expected
+device meta!" earlier, or the forward pre-hook of :func:`device_guard` raises :class:`MixedDevices`; a model
+with some parameters on one device and some on another fails :func:`one_device`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+from pathlib import Path
+
+import pytest
+import torch
+
+from nas_theseus.convert import Candidate, ConvertConfig, GuideActivations, Hybrid
+from nas_theseus.convert.baseline import scratch_model
+from nas_theseus.errors import UserError
+from nas_theseus.study.config import config_from_dict
+from nas_theseus.study.context import build_context
+from nas_theseus.targets import BlockSpec
+from nas_theseus.testing import tiny_guide
+from nas_theseus.training import evaluate
+from nas_theseus.utils.devices import canonical_device, devices_of, resolve_device
+
+SPACE = Path(__file__).resolve().parent.parent / "search_spaces" / "mnist1d_cnn_to_mlp.py"
+META = torch.device("meta")
+MLP8 = BlockSpec.of("mlp", width=8)
+
+
+class MixedDevices(AssertionError):
+    pass
+
+
+@contextlib.contextmanager
+def device_guard():
+    """Every module call checks that its tensor inputs are on the device of its own parameters and buffers;
+    yields the list of module classes called (so a test can tell that the forward was reached)."""
+    called = []
+
+    def pre_hook(module, args):
+        own = {t.device for t in itertools.chain(module.parameters(recurse=False), module.buffers(recurse=False))}
+        given = {a.device for a in args if isinstance(a, torch.Tensor)}
+        if own and given and own != given:
+            raise MixedDevices(f"{type(module).__name__} on {own} was called with inputs on {given}")
+        called.append(type(module).__name__)
+
+    handle = torch.nn.modules.module.register_module_forward_pre_hook(pre_hook)
+    try:
+        yield called
+    finally:
+        handle.remove()
+
+
+def until_a_value_is_read(fn) -> None:
+    """Run ``fn`` on meta tensors: reading a value ends it (expected); a device mismatch is a failure."""
+    try:
+        fn()
+    except MixedDevices:
+        raise
+    except (NotImplementedError, RuntimeError) as e:
+        text = str(e)
+        if "expected device" in text or "same device" in text:
+            raise MixedDevices(text) from e
+        if "meta" not in text:  # not a read of a meta tensor's value: a real error
+            raise
+
+
+def one_device(module: torch.nn.Module) -> torch.device:
+    found = devices_of(module)
+    assert len(found) == 1, f"{type(module).__name__} is on several devices: {found}"
+    return found.pop()
+
+
+def test_the_guide_lives_on_the_study_device_from_build_context():
+    config = config_from_dict({"study": {"name": "s", "search_space": str(SPACE), "device": "meta"},
+                               "guide": {"weights": "random"}, "data": {"options": {"num_samples": 600}}},
+                              base_dir=".")
+    ctx = build_context(config, progress=False)
+    assert ctx.device == "meta" and one_device(ctx.guide.module) == META
+    assert {one_device(m) for m in (ctx.guide.stem, ctx.guide.head, *(p.module for p in ctx.guide.parts))
+            if devices_of(m)} == {META}
+
+
+def test_hybrids_and_deploy_networks_are_built_on_the_guides_device():
+    guide = tiny_guide("conv1d").to(META)
+    for cand in (Candidate((MLP8, None, MLP8), order=(2, 0), head="guide"), Candidate((None, MLP8, None))):
+        hybrid = Hybrid(guide, cand, ConvertConfig())
+        hybrid.swap_in(cand.swap_order)  # adapters made later are made there too
+        assert one_device(hybrid) == META
+        assert one_device(hybrid.deploy()) == META
+        assert one_device(scratch_model(guide, cand, ConvertConfig())) == META  # the pruning rule's network
+
+
+def test_activations_run_the_guide_on_the_device_given_or_refuse_in_one_line():
+    guide, x = tiny_guide("conv1d"), torch.randn(16, 40)
+    with pytest.raises(UserError, match="the guide is on cpu but its activations were asked for on meta"):
+        GuideActivations.compute(guide, x, data_key="k", device="meta", progress=False)
+    assert guide.identity  # hashed from the weights' values (remembered), which meta tensors do not have
+    guide.to(META)
+    with device_guard() as called:
+        until_a_value_is_read(lambda: GuideActivations.compute(guide, x, data_key="k", device="meta",
+                                                                 progress=False))
+    assert "Conv1d" in called  # the guide ran, on its device, on a batch moved there
+
+
+def test_evaluate_runs_a_model_on_its_own_device(mnist1d):
+    model = tiny_guide("conv1d").module.to(META)
+    with device_guard() as called:
+        until_a_value_is_read(lambda: evaluate(model, mnist1d.val))
+    assert "Linear" in called
+
+
+def test_the_guard_itself_catches_a_batch_on_another_device():
+    model = torch.nn.Linear(4, 2).to(META)
+    with device_guard(), pytest.raises(MixedDevices):
+        until_a_value_is_read(lambda: model(torch.zeros(3, 4)))
+
+
+def test_auto_is_the_cpu_without_a_gpu_and_cuda_is_refused_in_one_line(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert resolve_device("auto") == "cpu" and resolve_device(None) == "cpu"
+    with pytest.raises(UserError, match="CUDA is not available here"):
+        resolve_device("cuda:0")
+    with pytest.raises(UserError, match="unknown device 'gpu'"):
+        resolve_device("gpu")
+    assert canonical_device("cpu") == torch.device("cpu")
+
+
+def test_auto_is_printed_once(monkeypatch, capsys):
+    monkeypatch.setattr("nas_theseus.utils.devices._announced", set())
+    resolve_device("auto", announce=True)
+    resolve_device("auto", announce=True)
+    assert capsys.readouterr().err.count("device: cpu (auto)") == (0 if torch.cuda.is_available() else 1)
