@@ -7,6 +7,7 @@ import json
 import os
 import platform
 import statistics
+import subprocess
 import sys
 from pathlib import Path
 
@@ -28,6 +29,20 @@ def machine() -> str:
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
     return (f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__} ({torch.get_num_threads()} threads), "
             f"{gpu}, Python {platform.python_version()}")
+
+
+def commit() -> str:
+    """The code version a result was made with: ``$NAS_THESEUS_COMMIT`` where set (a copy of the tree without
+    its ``.git``, as on the device machine), else git's HEAD, with ``+dirty`` when tracked files have
+    uncommitted changes."""
+    if os.environ.get("NAS_THESEUS_COMMIT"):
+        return os.environ["NAS_THESEUS_COMMIT"]
+    try:
+        git = lambda *a: subprocess.run(["git", *a], cwd=ROOT, capture_output=True, text=True,  # noqa: E731
+                                        check=True).stdout.strip()
+        return git("rev-parse", "--short=12", "HEAD") + ("+dirty" if git("status", "--porcelain", "-uno") else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown (no git here; set NAS_THESEUS_COMMIT)"
 
 
 def command() -> str:

@@ -1,30 +1,63 @@
 #!/usr/bin/env bash
-# The prepared GPU check (one H100/H200, under 8 minutes): the CUDA tests, the default study on cuda, a
-# CIFAR-10-sized ResNet-18 -> MLP conversion in fp32 and bf16, and the stage ÷ bare-loop ratio on the GPU.
-# Results land in benchmarks/results/ (gpu_*.md/json) and, where $OUT is set (the device tool), are copied there.
+# The prepared GPU check: every step of benchmarks/gpu_check.py (see its docstring), each in its own process
+# under its own time limit, 7.5 minutes in all on one H100/H200. Each step's figures land in
+# $OUT/gpu_check.json as soon as it ends (OUT: the device tool's folder, else benchmarks/results/gpu_check);
+# the log is $OUT/gpu_check.log and the summary table, printed last, $OUT/gpu_check.md.
 #
-#   bash benchmarks/gpu_check.sh            # from the repository root, on a machine with a CUDA GPU
+#   bash benchmarks/gpu_wheels.sh               # here first: the wheels the device image lacks, into .whl/
+#   bash benchmarks/gpu_check.sh                # there (carry .whl), on a machine with a CUDA GPU
+#   bash benchmarks/gpu_check.sh --dry          # every step on the CPU with tiny sizes (tests/test_gpu_check.py)
 #
-# The device machine's image has torch (2.11) but not every dependency: carry the missing wheels in .whl/
-# (see the device tool's README) and this script installs them into /tmp/site first.
+# Exit status: 0 when every step passed, 1 when one failed or ran out of time, 2 when the preflight failed.
 set -uo pipefail
 cd "$(dirname "$0")/.."
+dry=()
+scale=1  # a dry run checks code paths on a small CPU, not speed: 3 times the limits
+if [ "${1:-}" = "--dry" ]; then dry=(--dry); scale=3; fi
 export PYTHONUNBUFFERED=1 NAS_THESEUS_PROGRESS=0 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
-if ls .whl/*.whl >/dev/null 2>&1; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+py=${PYTHON:-python3}
+if [ ${#dry[@]} -eq 0 ] && ls .whl/*.whl >/dev/null 2>&1; then
+  "$py" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
     && export PYTHONPATH="$PYTHONPATH:/tmp/site"
 fi
-python3 -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 'no CUDA GPU here')" || exit 2
-out=${OUT:-benchmarks/results}
+out=${OUT:-benchmarks/results/gpu_check}
 mkdir -p "$out"
+rm -f "$out/gpu_check.json" "$out/gpu_check.md" "$out/gpu_check.log"  # ours: this run's records only
+log="$out/gpu_check.log"
+
+# preflight (10 s): versions and imports, one line on failure
+timeout $((10 * scale)) "$py" - "${dry[@]}" <<'PY' 2>&1 | tee -a "$log"
+import sys
+try:
+    import fvcore, mnist1d, optuna, timm, torch  # noqa: F401
+    import nas_theseus  # noqa: F401
+except Exception as e:  # noqa: BLE001
+    sys.exit(f"preflight: cannot import {getattr(e, 'name', None) or e} ({type(e).__name__}); run "
+             f"benchmarks/gpu_wheels.sh here and carry .whl")
+if "--dry" not in sys.argv and not torch.cuda.is_available():
+    sys.exit("preflight: no CUDA GPU here (use --dry on the CPU)")
+gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU (dry run)"
+print(f"preflight: torch {torch.__version__} (CUDA {torch.version.cuda}), optuna {optuna.__version__}, "
+      f"timm {timm.__version__}, Python {sys.version.split()[0]}, {gpu}")
+PY
+if [ "${PIPESTATUS[0]}" != 0 ]; then
+  echo "preflight failed (see above)" | tee -a "$log"
+  exit 2
+fi
+
 status=0
-step() { echo "== $*"; local t0=$SECONDS; "$@" 2>&1 | tee -a "$out/gpu_check.log"; local rc=${PIPESTATUS[0]};
-         echo "   rc=$rc, $((SECONDS - t0)) s" | tee -a "$out/gpu_check.log"; [ "$rc" = 0 ] || status=1; }
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$out/gpu_check.log"
-step timeout 120 python3 -m pytest -q -p no:cacheprovider -m cuda tests/test_cuda.py
-step timeout 150 python3 -m nas_theseus run studies/mnist1d_cnn_to_mlp.toml --device cuda --workdir /tmp/gpu_study \
-  --no-progress
-step timeout 150 python3 benchmarks/gpu_resnet18.py --device cuda
-step timeout 90 python3 benchmarks/stage_loop.py --device cuda --pairs 3 --out stage_loop_cuda
-cp benchmarks/results/gpu_resnet18.* benchmarks/results/stage_loop_cuda.* "$out"/ 2>/dev/null
+# step name and its limit in seconds (sum 440 s; with the preflight, under 7.5 minutes)
+for entry in tests:90 cka:25 stage:70 e2e:75 workers:55 memory:25 study:100; do
+  step=${entry%%:*}; limit=${entry##*:}
+  limit=$((limit * scale))
+  echo "== $step (limit ${limit} s)" | tee -a "$log"
+  t0=$(date +%s.%N)
+  timeout --kill-after=5 "$limit" "$py" benchmarks/gpu_check.py "$step" --out "$out" "${dry[@]}" >>"$log" 2>&1
+  rc=$?
+  seconds=$(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }')
+  "$py" benchmarks/_gpu_check_records.py mark --step "$step" --rc "$rc" --seconds "$seconds" --out "$out"
+  echo "   rc=$rc, $seconds s" | tee -a "$log"
+  [ "$rc" = 0 ] || status=1
+done
+"$py" benchmarks/_gpu_check_records.py summary --out "$out" | tee -a "$log"
 exit $status

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -51,15 +53,46 @@ def test_stages_trained_on_cuda_resume_on_the_cpu(small_data, tmp_path):
     assert torch.allclose(first.model.cpu()(x), again.model(x), atol=1e-5)
 
 
-def test_the_cache_moves_to_the_gpu_or_to_pinned_memory(small_data, monkeypatch):
+def test_the_cache_is_copied_to_the_gpu_once_or_staged_through_pinned_buffers(small_data, monkeypatch):
     guide = tiny_guide("conv1d")
     acts = GuideActivations.compute(guide, small_data.train.x, data_key="d", progress=False)
-    assert {a.device.type for a in acts.on("cuda").acts} == {"cuda"} and acts.on("cuda") is acts.on("cuda")
+    on = acts.on("cuda")
+    assert {a.device.type for a in on.acts} == {"cuda"} and on is acts.on("cuda:0")  # one copy per device
+    part = acts.select([0, 2, 3, 4]).on("cuda")  # a partition's levels share it
+    assert part.acts[1].data_ptr() == on.acts[2].data_ptr()
     monkeypatch.setenv("NAS_THESEUS_DEVICE_CACHE", "0")
-    pinned = GuideActivations(acts.acts, acts.key).on("cuda")
-    assert all(a.is_pinned() for a in pinned.acts)
-    idx = torch.tensor([3, 1, 2])
-    assert all(b.device.type == "cuda" for b in pinned.batch(idx, "cuda"))
+    staged = GuideActivations(acts.acts, acts.key).on("cuda")
+    assert staged.stager is not None and all(a.device.type == "cpu" and not a.is_pinned() for a in staged.acts)
+    for idx in (torch.tensor([3, 1, 2]), torch.tensor([5, 0]), torch.tensor([7, 7, 1])):  # both buffers, reused
+        got = staged.batch(idx, "cuda")
+        assert all(b.device.type == "cuda" for b in got)
+        assert all(torch.equal(b.cpu(), a[idx]) for a, b in zip(acts.acts, got))
+
+
+def test_a_one_trial_study_runs_on_cuda(tmp_path):
+    """The study path on the GPU (guide on the device from the start, latency timed on a CPU copy)."""
+    import json
+
+    from studyfiles import tiny_training
+
+    from nas_theseus.cli import main
+
+    study = tmp_path / "s.toml"
+    space = Path(__file__).resolve().parent.parent / "search_spaces" / "mnist1d_cnn_to_mlp.py"
+    study.write_text(f'''[study]
+name = "cuda"
+search_space = "{space}"
+n_trials = 1
+device = "cuda"
+
+[objectives]
+accuracy = "maximize"
+flops = "minimize"
+latency_ms = "minimize"
+{tiny_training(60)}''')
+    assert main(["run", str(study), "--workdir", str(tmp_path / "w"), "--no-progress"]) == 0
+    metrics = json.loads(next((tmp_path / "w" / "trials").glob("*/metrics.json")).read_text())
+    assert metrics["latency"]["device"] == "cpu" and metrics["timings"]["align_s"] > 0
 
 
 def test_bf16_autocast_converts_on_cuda(small_data):

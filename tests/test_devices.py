@@ -136,3 +136,23 @@ def test_auto_is_printed_once(monkeypatch, capsys):
     resolve_device("auto", announce=True)
     resolve_device("auto", announce=True)
     assert capsys.readouterr().err.count("device: cpu (auto)") == (0 if torch.cuda.is_available() else 1)
+
+
+def test_the_staging_buffers_gather_the_asked_rows_from_tensors_and_memory_maps(tmp_path):
+    """What a GPU reads of a host cache through the double-buffered stager (its CUDA copy and events run in
+    tests/test_cuda.py): the asked rows of every wanted level, in order, and a later batch never overwrites an
+    earlier one's tensors."""
+    import numpy as np
+
+    from nas_theseus.convert.activations import PinnedStager
+
+    a = torch.randn(50, 3, 4)
+    mapped = np.lib.format.open_memmap(tmp_path / "a.npy", mode="w+", dtype=np.float16, shape=(50, 2))
+    mapped[:] = np.random.default_rng(0).standard_normal((50, 2))
+    stager = PinnedStager("cpu")
+    first = stager.gather([a, mapped], torch.tensor([7, 2, 9]), {0, 1})
+    second = stager.gather([a, mapped], torch.tensor([1, 0]), {0})
+    third = stager.gather([a, mapped], torch.tensor([4, 4, 4, 3]), {0, 1})  # reuses the first buffer
+    assert torch.equal(first[0], a[[7, 2, 9]]) and torch.equal(third[0], a[[4, 4, 4, 3]])
+    assert np.array_equal(first[1].numpy(), mapped[[7, 2, 9]].astype(np.float32)) and second[1] is None
+    assert torch.equal(second[0], a[[1, 0]])

@@ -77,4 +77,52 @@ def test_a_study_records_every_runtime_and_batch_size_and_the_guide(tmp_path, ca
         assert row["figure_ms"] == pytest.approx(row["relative"] * guide_row["median_ms"])
     assert trial.values[2] == table[0]["figure_ms"] == trial.user_attrs["latency"]["figure_ms"]  # the objective
     assert trial.user_attrs["latency_basis"].startswith("relative to the guide")
+    assert trial.user_attrs["latency"]["device"] == "cpu" and trial.user_attrs["device"] == "cpu"
+    assert set(trial.user_attrs["timings"]) == {"align_s", "finetune_s", "checkpoint_s", "measure_s", "save_s"}
+    assert trial.user_attrs["versions"]["torch"] == torch.__version__ and "gpu_memory" not in trial.user_attrs
     assert "guide (reference): accuracy" in out and "latency_ms" in out
+
+
+def test_latency_device_is_checked_at_load_and_onnxruntime_stays_on_the_cpu(tmp_path, capsys):
+    study_file = write_study(tmp_path)
+    for sets, says in [(['latency.device="cuda"', 'latency.runtime="onnxruntime"'],
+                        "latency.runtime 'onnxruntime' runs on the CPU only, but latency.device is 'cuda'"),
+                       (['latency.device="gpu"'], "latency.device must be cpu, cuda or cuda:i, got 'gpu'")]:
+        args = [a for kv in sets for a in ("--set", kv)]
+        assert main(["run", str(study_file), "--workdir", str(tmp_path / "wd"), "--no-progress", *args]) == 2
+        assert says in capsys.readouterr().err
+    assert not (tmp_path / "wd").exists()
+
+
+def test_a_failed_guide_measurement_is_retried_once_then_stops_the_run(monkeypatch):
+    """Never stored: with no reference, every later trial's latency would silently become an absolute figure."""
+    import optuna
+
+    from nas_theseus.study import guide_reference as module
+
+    calls = []
+
+    def flaky(ctx):
+        calls.append(1)
+        if len(calls) < 2:
+            raise RuntimeError("Input type (torch.cuda.FloatTensor) and weight type (torch.FloatTensor) differ")
+        return {"accuracy": 0.9}
+
+    class Ctx:
+        guide_figures = None
+
+    study, ctx = optuna.create_study(), Ctx()
+    study.set_user_attr(module.ATTR, {"error": "stored by an earlier version"})  # measured again
+    monkeypatch.setattr(module, "guide_reference", flaky)
+    module.record_guide_reference(study, ctx)
+    assert len(calls) == 2 and study.user_attrs[module.ATTR] == ctx.guide_figures == {"accuracy": 0.9}
+
+    def broken(ctx):
+        raise RuntimeError("no luck\ntraceback lines")
+
+    monkeypatch.setattr(module, "guide_reference", broken)
+    fresh = optuna.create_study()
+    with pytest.raises(UserError, match=r"the guide could not be measured as the study's reference \(RuntimeError: "
+                                        r"no luck\); .* so the study stops here"):
+        module.record_guide_reference(fresh, Ctx())
+    assert module.ATTR not in fresh.user_attrs

@@ -5,7 +5,8 @@ or a bf16 autocast blur the Gram matrices in exactly that regime (the unbiased C
 most). So on CUDA a loss's forward **and** backward run with TF32 off and autocast disabled
 (:class:`_FullFloat32`): the similarity is computed on its own small autograd graph, and the gradient of its
 input is handed back to the network, whose own forward and backward keep the precision they were asked for.
-On the CPU neither TF32 nor a CUDA autocast applies and the loss runs as it is.
+On the CPU there is no TF32: a loss there runs outside any autocast, in float32 forward and so backward.
+The unbiased CKA computes in float64 on every device (:func:`~nas_theseus.align.cka.unbiased_linear_cka`).
 """
 
 from __future__ import annotations
@@ -68,6 +69,7 @@ def in_full_float32(fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], h:
                     params: list[torch.nn.Parameter]) -> torch.Tensor:
     """``fn(h, a)`` in full float32 on CUDA (see the module docstring), as is elsewhere; ``params``: the
     parameters ``fn`` reads (they are trained through it)."""
-    if h.device.type != "cuda":
-        return fn(h, a)
+    if h.device.type != "cuda":  # no TF32 here, and a float32 forward has a float32 backward
+        with torch.autocast(h.device.type, enabled=False):
+            return fn(h.float(), a.float())
     return _FullFloat32.apply(fn, h, a, *params)

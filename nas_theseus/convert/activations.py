@@ -107,7 +107,7 @@ class GuideActivations:
         made once per process and device (``cuda`` and ``cuda:0`` are one device), of every level, whatever
         partition of the guide selects from it, so the trials of a study pay for it once."""
         device = canonical_device(device)
-        if device.type != "cuda":
+        if device.type != "cuda" or self._reads_into(device):
             return self
         root = self._root or self
         memo = root.__dict__.setdefault("_on", {})
@@ -122,6 +122,12 @@ class GuideActivations:
             memo[str(device)] = placed
         placed = memo[str(device)]
         return placed if self._levels is None else placed.select(self._levels)
+
+    def _reads_into(self, device: torch.device) -> bool:
+        """Whether this cache already lives on ``device`` or is staged into it."""
+        if self.stager is not None:
+            return self.stager.device == device
+        return not self.mapped and self.acts[0].device == device
 
     @classmethod
     def _compute_mapped(cls, guide, x, shapes, key, folder: Path, batch_size, device, progress) -> GuideActivations:
@@ -210,7 +216,7 @@ class PinnedStager:
     SLOTS = 2
 
     def __init__(self, device: torch.device | str):
-        self.device = torch.device(device)
+        self.device = canonical_device(device)
         self.cuda = self.device.type == "cuda"
         self.buffers: dict[tuple[int, int], torch.Tensor] = {}  # (slot, level) -> pinned float32 rows
         self.events: list = [None] * self.SLOTS
