@@ -23,7 +23,7 @@ from .errors import UserError
 from .utils.devices import canonical_device, module_device
 from .utils.hashing import keyed_fields
 from .utils.progress import progress_bar
-from .utils.transfer import resident, to_device
+from .utils.transfer import resident, to_device, upload
 
 
 @keyed_fields("max_epochs", "patience", "lr", "weight_decay", "batch_size", "cosine", "monitor")
@@ -147,7 +147,7 @@ def fit_classifier(model: nn.Module, data: TaskData, config: FitConfig = FitConf
     steps_per_epoch = math.ceil(n / config.batch_size)
     total = steps_per_epoch * config.max_epochs
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total) if config.cosine else None
-    train_x, train_y = resident(data.train.x, device), resident(data.train.y, device)
+    train_x, train_y = resident(data.train.x, data.train.y, device=device)
     report = FitReport()
     best_state = copy.deepcopy(model.state_dict())
     start = time.perf_counter()
@@ -156,7 +156,7 @@ def fit_classifier(model: nn.Module, data: TaskData, config: FitConfig = FitConf
     try:
         for epoch in range(config.max_epochs):
             model.train()
-            perm = torch.randperm(n, generator=g)
+            perm = torch.randperm(n, generator=g).to(train_x.device)  # indices live with the rows
             losses = _LossWindow(device, f"{desc}: non-finite training loss", epoch)
             for i in range(0, n, config.batch_size):
                 idx = perm[i:i + config.batch_size]
@@ -238,7 +238,7 @@ def _taught_loss(model: nn.Module, teacher: nn.Module, xb, yb, config: FitConfig
     lam, other = 1.0, None
     if config.mixup > 0 and xb.is_floating_point():  # token ids do not interpolate: mixup is off for them
         lam = float(mix.beta(config.mixup, config.mixup))
-        other = torch.from_numpy(mix.permutation(len(xb))).to(xb.device)
+        other = upload(torch.from_numpy(mix.permutation(len(xb))), xb.device)
         xb = lam * xb + (1 - lam) * xb[other]
     logits = model(xb).float()
     loss = logits.new_zeros(())

@@ -44,10 +44,14 @@ def test_a_conversion_runs_on_cuda_with_every_module_there_and_matches_the_cpu(s
 
 def test_stages_trained_on_cuda_resume_on_the_cpu(small_data, tmp_path):
     cand = Candidate((MLP8, None, MLP8))
-    first = convert(tiny_guide("conv1d"), cand, small_data, ConvertConfig(**FAST), device="cuda",
-                    checkpoint_dir=tmp_path, progress=False)
-    again = convert(tiny_guide("conv1d"), cand, small_data, ConvertConfig(**FAST), checkpoint_dir=tmp_path,
+    fp32 = ConvertConfig(**FAST, tf32=False)  # TF32 stages are keyed apart: they do not resume an fp32 run
+    first = convert(tiny_guide("conv1d"), cand, small_data, fp32, device="cuda", checkpoint_dir=tmp_path,
                     progress=False)
+    again = convert(tiny_guide("conv1d"), cand, small_data, fp32, device="cpu", checkpoint_dir=tmp_path,
+                    progress=False)
+    tf32 = convert(tiny_guide("conv1d"), cand, small_data, ConvertConfig(**FAST), device="cuda",
+                   checkpoint_dir=tmp_path, progress=False)
+    assert not any(s.resumed for s in tf32.stages)
     assert all(s.resumed for s in again.stages) and again.finetune_resumed
     x = small_data.test.x[:8]
     assert torch.allclose(first.model.cpu()(x), again.model(x), atol=1e-5)
@@ -67,6 +71,9 @@ def test_the_cache_is_copied_to_the_gpu_once_or_staged_through_pinned_buffers(sm
         got = staged.batch(idx, "cuda")
         assert all(b.device.type == "cuda" for b in got)
         assert all(torch.equal(b.cpu(), a[idx]) for a, b in zip(acts.acts, got))
+    staged_part = GuideActivations(acts.acts, acts.key).select([0, 2, 3, 4]).on("cuda")  # a partition: staged too
+    assert staged_part.stager is not None
+    assert torch.equal(staged_part.batch(torch.tensor([4, 2]), "cuda")[1].cpu(), acts.acts[2][[4, 2]])
 
 
 def test_a_one_trial_study_runs_on_cuda(tmp_path):

@@ -72,4 +72,7 @@ def in_full_float32(fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], h:
     if h.device.type != "cuda":  # no TF32 here, and a float32 forward has a float32 backward
         with torch.autocast(h.device.type, enabled=False):
             return fn(h.float(), a.float())
+    if not torch.is_grad_enabled():  # an evaluation: no backward to protect
+        with full_float32(h.device.type):
+            return fn(h.float(), a.float())
     return _FullFloat32.apply(fn, h, a, *params)

@@ -97,7 +97,8 @@ class GuideActivations:
         key = tuple(levels)
         if key not in memo:
             memo[key] = GuideActivations([root.acts[i] for i in levels],
-                                         stable_hash({"of": root.key, "levels": levels}), root=root, levels=levels)
+                                         stable_hash({"of": root.key, "levels": levels}), root=root, levels=levels,
+                                         stager=root.stager)
         return memo[key]
 
     def on(self, device: torch.device | str) -> GuideActivations:
@@ -218,7 +219,7 @@ class PinnedStager:
     def __init__(self, device: torch.device | str):
         self.device = canonical_device(device)
         self.cuda = self.device.type == "cuda"
-        self.buffers: dict[tuple[int, int], torch.Tensor] = {}  # (slot, level) -> pinned float32 rows
+        self.buffers: dict[tuple, torch.Tensor] = {}  # (slot, level, row shape) -> pinned float32 rows
         self.events: list = [None] * self.SLOTS
         self.slot = 0
 
@@ -245,10 +246,11 @@ class PinnedStager:
         return out
 
     def _buffer(self, level: int, n: int, shape: tuple[int, ...]) -> torch.Tensor:
-        buf = self.buffers.get((self.slot, level))
+        key = (self.slot, level, shape)  # the selections of a regrouped guide share the stager
+        buf = self.buffers.get(key)
         if buf is None or len(buf) < n:
             buf = torch.empty((n, *shape), dtype=torch.float32, pin_memory=self.cuda)
-            self.buffers[(self.slot, level)] = buf
+            self.buffers[key] = buf
         return buf[:n]
 
 

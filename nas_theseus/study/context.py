@@ -92,7 +92,7 @@ def build_context(config: StudyConfig, *, progress: bool = True) -> StudyContext
     if artifacts is not None:  # before the guide, which it may hold: a store this machine cannot use is one line
         artifacts.check(socket.gethostname())
     data = load_data(config.data.name, **_relative_to(config.data.options, Path(config.base_dir)))
-    device = resolve_device(config.study.device, announce=progress)
+    device = resolve_device(config.study.device, announce=True)  # said once, also with --no-progress
     resolve_device(config.latency.device)  # a latency.device this machine lacks: one line, before any work
     options = dict(config.guide.options)
     g, base = config.guide, Path(config.base_dir)

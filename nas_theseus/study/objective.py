@@ -125,11 +125,10 @@ def run_trial(trial: optuna.Trial, ctx: StudyContext, wd: WorkDir, activations, 
         measured = measure(model, ctx, wanted)
         measure_s = time.perf_counter() - measuring
     except (ConversionError, UncountedOpsError, UserError) as e:
+        memory.record(trial)
         trial.set_user_attr("fail_reason", f"{type(e).__name__}: {e}")
         raise TrialFailed(f"trial {trial.number}: {e}") from e
-    finally:
-        if memory.enabled:
-            trial.set_user_attr("gpu_memory", memory.peak())
+    memory.record(trial)
     values = {**{n: o.score(result) for n, o in OBJECTIVES.items() if not o.cost}, **measured.values}
     saving = time.perf_counter()
     folder = wd.trial(trial.number)

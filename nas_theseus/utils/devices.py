@@ -93,7 +93,7 @@ def versions(device: str | torch.device) -> dict:
 
 class GpuMemory:
     """Peak GPU memory over a span of work (a trial): the peaks are reset when it is made and read by
-    :meth:`peak`. Nothing is read on the CPU (``enabled`` is False)."""
+    :meth:`peak`, or stored on a trial by :meth:`record`. Nothing is read on the CPU (``enabled`` is False)."""
 
     def __init__(self, device: str | torch.device):
         self.device = canonical_device(device)
@@ -106,3 +106,8 @@ class GpuMemory:
         return {"gpu": torch.cuda.get_device_name(self.device),
                 "peak_allocated_mb": round(torch.cuda.max_memory_allocated(self.device) / mb, 1),
                 "peak_reserved_mb": round(torch.cuda.max_memory_reserved(self.device) / mb, 1)}
+
+    def record(self, trial) -> None:
+        """The peaks as the trial's ``gpu_memory`` attribute (on a GPU only)."""
+        if self.enabled:
+            trial.set_user_attr("gpu_memory", self.peak())

@@ -14,24 +14,28 @@ import torch
 RESIDENT_FRACTION = 0.125  # of the GPU's free memory a split may take to be held there whole
 
 
-def resident(t: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """``t`` on ``device`` when it is a CUDA device and ``t`` takes at most ``NAS_THESEUS_RESIDENT_GB`` (default
-    an eighth of the GPU's free memory), else ``t`` where it is (batches are then moved by :func:`to_device`)."""
+def resident(*tensors: torch.Tensor, device: torch.device) -> tuple[torch.Tensor, ...]:
+    """``tensors`` on ``device`` when it is a CUDA device and together they take at most
+    ``NAS_THESEUS_RESIDENT_GB`` (default an eighth of the GPU's free memory), else where they are (batches are
+    then moved by :func:`to_device`). All or none: rows of both are then indexed where they live."""
     device = torch.device(device)
-    if device.type != "cuda" or t.device == device:
-        return t
+    if device.type != "cuda" or all(t.device == device for t in tensors):
+        return tensors
     env = os.environ.get("NAS_THESEUS_RESIDENT_GB")
     budget = float(env) * 2**30 if env else torch.cuda.mem_get_info(device)[0] * RESIDENT_FRACTION
-    return t.to(device) if t.numel() * t.element_size() <= budget else t
+    if sum(t.numel() * t.element_size() for t in tensors) > budget:
+        return tensors
+    return tuple(t.to(device) for t in tensors)
+
+
+def upload(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """``t`` on ``device``; from the host to a GPU through pinned memory, without blocking."""
+    device = torch.device(device)
+    if device.type == "cuda" and t.device.type == "cpu":
+        return t.pin_memory().to(device, non_blocking=True)
+    return t.to(device)
 
 
 def to_device(t: torch.Tensor, idx: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """Rows ``idx`` of ``t`` on ``device``: gathered where ``t`` lives; from the host to a GPU through pinned
-    memory without blocking."""
-    device = torch.device(device)
-    rows = t[idx.to(t.device)]
-    if rows.device == device:
-        return rows
-    if device.type == "cuda" and rows.device.type == "cpu":
-        return rows.pin_memory().to(device, non_blocking=True)
-    return rows.to(device)
+    """Rows ``idx`` of ``t`` on ``device``, gathered where ``t`` lives (``idx`` should live there too)."""
+    return upload(t[idx.to(t.device)], device)
