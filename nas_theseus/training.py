@@ -23,7 +23,7 @@ from .errors import UserError
 from .utils.devices import canonical_device, module_device
 from .utils.hashing import keyed_fields
 from .utils.progress import progress_bar
-from .utils.transfer import resident, to_device, upload
+from .utils.transfer import upload
 
 
 @keyed_fields("max_epochs", "patience", "lr", "weight_decay", "batch_size", "cosine", "monitor")
@@ -91,14 +91,14 @@ def evaluate(model: nn.Module, split: Split, *, batch_size: int = 1024) -> tuple
     model.eval()
     correct = torch.zeros((), dtype=torch.long, device=device)
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
-    for i in range(0, len(split), batch_size):
-        xb = split.x[i:i + batch_size].to(device, non_blocking=True)
-        yb = split.y[i:i + batch_size].to(device, non_blocking=True)
-        logits = model(xb)
-        loss_sum += task_loss(logits.float(), yb, reduction="sum").double()
-        correct += (logits.argmax(-1) == yb).sum()
+    n = 0
+    for b in split.batches(batch_size, device=device):
+        logits = model(b.x)
+        loss_sum += task_loss(logits.float(), b.y, reduction="sum").double()
+        correct += (logits.argmax(-1) == b.y).sum()
+        n += b.y.numel()
     model.train(was_training)
-    n = max(split.y.numel(), 1)
+    n = max(n, 1)
     return correct.item() / n, loss_sum.item() / n  # one host sync per evaluation, not per batch
 
 
@@ -147,7 +147,6 @@ def fit_classifier(model: nn.Module, data: TaskData, config: FitConfig = FitConf
     steps_per_epoch = math.ceil(n / config.batch_size)
     total = steps_per_epoch * config.max_epochs
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total) if config.cosine else None
-    train_x, train_y = resident(data.train.x, data.train.y, device=device)
     report = FitReport()
     best_state = copy.deepcopy(model.state_dict())
     start = time.perf_counter()
@@ -156,11 +155,9 @@ def fit_classifier(model: nn.Module, data: TaskData, config: FitConfig = FitConf
     try:
         for epoch in range(config.max_epochs):
             model.train()
-            perm = torch.randperm(n, generator=g).to(train_x.device)  # indices live with the rows
             losses = _LossWindow(device, f"{desc}: non-finite training loss", epoch)
-            for i in range(0, n, config.batch_size):
-                idx = perm[i:i + config.batch_size]
-                xb, yb = to_device(train_x, idx, device), to_device(train_y, idx, device)
+            order = torch.randperm(n, generator=g)
+            for _, xb, yb in data.train.batches(config.batch_size, order=order, device=device):
                 with autocast_context(device, config.autocast):
                     if teacher is None:
                         loss = task_loss(forward(xb).float(), yb)
@@ -171,7 +168,7 @@ def fit_classifier(model: nn.Module, data: TaskData, config: FitConfig = FitConf
                 opt.step()
                 if sched is not None:
                     sched.step()
-                losses.add(loss, len(idx), report.steps)
+                losses.add(loss, len(yb), report.steps)
                 report.steps += 1
             val_acc, val_loss = evaluate(model, data.val)
             report.train_loss.append(losses.total() / n)

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..data.base import Rows, Split
 from ..errors import UserError
 from ..guides import Guide
 from ..utils.devices import canonical_device
@@ -66,11 +67,12 @@ class GuideActivations:
 
     @classmethod
     @torch.no_grad()
-    def compute(cls, guide: Guide, x: torch.Tensor, *, data_key: str, batch_size: int = 512,
+    def compute(cls, guide: Guide, x: Rows | torch.Tensor, *, data_key: str, batch_size: int = 512,
                 device: torch.device | str = "cpu", progress: bool = True,
                 mmap_dir: str | os.PathLike | None = None) -> GuideActivations:
-        """Run the guide over ``x``; with ``mmap_dir`` and more than the memory budget, write memory-mapped
-        files under ``mmap_dir`` (a folder that appears complete or not at all) instead of keeping tensors."""
+        """Run the guide over ``x`` (a split, or its inputs as a tensor) on ``device``; with ``mmap_dir`` and
+        more than the memory budget, write memory-mapped files under ``mmap_dir`` (a folder that appears complete
+        or not at all) instead of keeping tensors."""
         _check_guide_on(guide, device)
         key = stable_hash({"guide": guide.identity, "data": data_key})
         shapes = [*guide.shapes, guide.output_shape]
@@ -80,8 +82,8 @@ class GuideActivations:
         # filled in place: the peak is the cache itself, not the cache plus a list of chunks to concatenate
         acts = [torch.empty((len(x), *s), dtype=torch.float32) for s in shapes]
         start = 0
-        for xb in _batches(x, batch_size, progress):
-            for full, a in zip(acts, guide.activations(xb.to(device))):
+        for xb in _batches(x, batch_size, device, progress):
+            for full, a in zip(acts, guide.activations(xb)):
                 full[start:start + len(xb)] = a.float().cpu()
             start += len(xb)
         return cls(acts, key)
@@ -139,8 +141,8 @@ class GuideActivations:
             arrays = [np.lib.format.open_memmap(tmp / f"a{i}.npy", mode="w+", dtype=dtype, shape=(len(x), *s))
                       for i, s in enumerate(shapes)]
             start = 0
-            for xb in _batches(x, batch_size, progress):
-                for i, a in enumerate(guide.activations(xb.to(device))):
+            for xb in _batches(x, batch_size, device, progress):
+                for i, a in enumerate(guide.activations(xb)):
                     a = a.float().cpu().numpy()
                     if dtype == np.float16 and np.abs(a).max(initial=0.0) > FLOAT16_MAX:
                         raise UserError(f"guide activation A_{i} exceeds float16's range; set "
@@ -294,9 +296,11 @@ def _move_into_place(tmp: Path, folder: Path) -> None:
     os.replace(tmp, folder)
 
 
-def _batches(x: torch.Tensor, batch_size: int, progress: bool):
-    bar = progress_bar(total=len(x), desc="guide activations", unit="sample", enabled=progress)
-    for i in range(0, len(x), batch_size):
-        yield x[i:i + batch_size]
-        bar.update(min(batch_size, len(x) - i))
+def _batches(x: Rows | torch.Tensor, batch_size: int, device, progress: bool):
+    """The inputs of ``x`` in order, in batches on ``device``."""
+    rows = x if isinstance(x, Rows) else Split(x, torch.zeros(len(x), dtype=torch.long))
+    bar = progress_bar(total=len(rows), desc="guide activations", unit="sample", enabled=progress)
+    for b in rows.batches(batch_size, device=device):
+        yield b.x
+        bar.update(len(b.x))
     bar.close()

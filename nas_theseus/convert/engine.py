@@ -116,13 +116,13 @@ def _convert(guide: Guide, candidate: Candidate, data: TaskData, config: Convert
     if activations is not None:
         activations = activations.select(guide.levels)  # the run boundaries of the ungrouped guide's cache
     if activations is None:
-        activations = GuideActivations.compute(guide, data.train.x, data_key=data.fingerprint, device=device,
+        activations = GuideActivations.compute(guide, data.train, data_key=data.fingerprint, device=device,
                                                progress=progress, mmap_dir=activation_dir)
     activations = activations.on(device)
     hybrid = Hybrid(guide, candidate, config)  # on the guide's device
     g_probe = torch.Generator().manual_seed(0)
     probe_idx = torch.randperm(len(data.train), generator=g_probe)[: config.probe_size]
-    probe_x = data.train.x[probe_idx].to(device)
+    probe_x = data.train.take(probe_idx)[0].to(device)
     probe_acts = activations.batch(probe_idx, device)
     heldout = _heldout(guide, data, config, device)
     losses = nn.ModuleDict()
@@ -264,7 +264,7 @@ def _forward_outputs(hybrid: Hybrid, stage: _Stage, x, acts) -> dict[int, torch.
 def _heldout(guide: Guide, data: TaskData, config: ConvertConfig, device) -> tuple[torch.Tensor, list]:
     """The held-out rows (the first ``heldout_size`` of the validation split) and the guide's activations on
     them: where stages are stopped and alignment is reported."""
-    x = data.val.x[: config.heldout_size].to(device)
+    x = data.val.head(config.heldout_size)[0].to(device)
     chunks = [guide.activations(x[i:i + 512]) for i in range(0, len(x), 512)]
     return x, [torch.cat(level) for level in zip(*chunks)]
 
@@ -336,7 +336,7 @@ def _train_stage(hybrid: Hybrid, losses: nn.ModuleDict, stage: _Stage, data: Tas
             pos += bs
             batch_acts = acts.batch(idx, device, levels)
             with autocast:
-                outs = _forward_outputs(hybrid, stage, data.train.x[idx.cpu()].to(device) if needs_x else None,
+                outs = _forward_outputs(hybrid, stage, data.train.take(idx.cpu())[0].to(device) if needs_x else None,
                                         batch_acts)
             # the similarity in float32 whatever the forward ran in (bf16 Gram matrices lose the CKA ≈ 1 regime)
             loss = sum(losses[str(k)](outs[k].float(), batch_acts[k + 1]) for k in stage.loss)
@@ -414,8 +414,8 @@ def _recalibrate_bn(hybrid: Hybrid, stage: _Stage, data: TaskData, batch_size: i
     hybrid.eval()
     for m in modules:
         m.train()
-    for i in range(0, len(data.train), batch_size):
-        hybrid(data.train.x[i:i + batch_size].to(device))
+    for b in data.train.batches(batch_size, device=device):
+        hybrid(b.x)
     for bn, mom in zip(bns, momenta):
         bn.momentum = mom
     hybrid.eval()

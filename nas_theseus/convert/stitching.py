@@ -67,7 +67,7 @@ def _guide_prefix(guide: Guide, k: int) -> nn.Module:
 
 def _stitched_accuracies(bottoms, guide: Guide, data: TaskData, fit: FitConfig, seed: int, device, progress,
                          probe_size: int) -> list[float]:
-    probe = data.train.x[:probe_size].to(device)
+    probe = data.train.head(probe_size)[0].to(device)
     guide_acts = guide.activations(probe)
     out = []
     for k, bottom in enumerate(bottoms):

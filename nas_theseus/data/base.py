@@ -1,17 +1,70 @@
-"""The task data every conversion reads: train / validation / test splits held as tensors."""
+"""The task data every conversion reads: train / validation / test splits behind one small interface.
+
+A split (:class:`Rows`) has a length, a sample shape and dtype, rows by index (:meth:`Rows.take`,
+:meth:`Rows.head`: probes, held-out rows, references) and batches in a given order (:meth:`Rows.batches`: what
+training and evaluation read). Two kinds:
+
+* :class:`Split`: tensors in memory, ``x`` (N, *sample_shape) and ``y`` (N,). The fast path for small data
+  (MNIST-1D, digits, npz): a batch is gathered where the tensors live, on the GPU when they fit there.
+* :class:`DatasetSplit`: any map-style ``torch.utils.data.Dataset`` of ``(x, y)`` pairs (images decoded when
+  read, windows of a memory-mapped token file, a Hugging Face dataset), read through a ``DataLoader`` with
+  workers, pinned memory and prefetching: memory is O(batch), never O(data set).
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import torch
 
-from ..utils.hashing import tensor_fingerprint
+from ..utils.hashing import stable_hash, tensor_fingerprint
+from ..utils.transfer import resident, upload
+
+
+class Batch(NamedTuple):
+    idx: torch.Tensor  # the rows' indices in the split (on the device the rows were gathered on)
+    x: torch.Tensor
+    y: torch.Tensor
+
+
+class Rows:
+    """What every split offers (see the module docstring)."""
+
+    def __len__(self) -> int:
+        raise NotImplementedError
+
+    @property
+    def sample_shape(self) -> tuple[int, ...]:
+        raise NotImplementedError
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The dtype of ``x`` (float32 for signals and images, int64 for token ids)."""
+        raise NotImplementedError
+
+    def take(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Rows ``idx`` as CPU tensors (x, y), for a few rows at a time (probes, references)."""
+        raise NotImplementedError
+
+    def head(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The first ``n`` rows (all when fewer)."""
+        return self.take(torch.arange(min(n, len(self))))
+
+    def batches(self, batch_size: int, *, order: torch.Tensor | None = None,
+                device: torch.device | str = "cpu") -> Iterator[Batch]:
+        """Batches of ``batch_size`` rows on ``device``, in ``order`` (row indices; default: in order)."""
+        raise NotImplementedError
+
+    def fingerprint(self) -> str:
+        """A hash that changes when the rows do (what caches of this data are keyed by)."""
+        raise NotImplementedError
 
 
 @dataclass(frozen=True)
-class Split:
-    """Inputs ``x`` (N, *sample_shape) and integer labels ``y`` (N,)."""
+class Split(Rows):
+    """Inputs ``x`` (N, *sample_shape) and integer labels ``y`` (N,) held in memory."""
 
     x: torch.Tensor
     y: torch.Tensor
@@ -23,32 +76,73 @@ class Split:
     def __len__(self) -> int:
         return len(self.x)
 
+    @property
+    def sample_shape(self) -> tuple[int, ...]:
+        return tuple(self.x.shape[1:])
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.x.dtype
+
+    def take(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        idx = torch.as_tensor(idx, dtype=torch.long)
+        return self.x[idx], self.y[idx]
+
+    def batches(self, batch_size: int, *, order: torch.Tensor | None = None,
+                device: torch.device | str = "cpu") -> Iterator[Batch]:
+        x, y = self._resident(device)
+        n = len(self)
+        if order is not None:
+            order = order.to(x.device)  # once per pass: the indices live with the rows, no copy per batch
+        for i in range(0, n, batch_size):
+            if order is None:  # slices: views, no gather
+                idx = torch.arange(i, min(i + batch_size, n))
+                xb, yb = x[i:i + batch_size], y[i:i + batch_size]
+            else:
+                idx = order[i:i + batch_size]
+                xb, yb = x[idx], y[idx]
+            yield Batch(idx, upload(xb, device), upload(yb, device))
+
+    def _resident(self, device) -> tuple[torch.Tensor, torch.Tensor]:
+        """x and y on ``device`` when they fit there (a copy made once per device), else where they are."""
+        memo = self.__dict__.setdefault("_copies", {})
+        key = str(torch.device(device))
+        if key not in memo:
+            memo[key] = resident(self.x, self.y, device=device)
+        return memo[key]
+
+    def fingerprint(self) -> str:
+        return tensor_fingerprint(self.x, self.y)
+
 
 @dataclass(frozen=True)
 class TaskData:
     """A classification task: the validation split steers training, the test split is for reporting only.
 
-    ``name`` and ``config`` describe how the data were made; ``fingerprint`` hashes the tensors themselves, so
-    caches keyed by it are invalidated when the data change.
+    ``name`` and ``config`` describe how the data were made; ``fingerprint`` hashes what the splits hold (see
+    each split's :meth:`Rows.fingerprint`), so caches keyed by it are invalidated when the data change.
     """
 
     name: str
-    train: Split
-    val: Split
-    test: Split
+    train: Rows
+    val: Rows
+    test: Rows
     num_classes: int
     config: dict = field(default_factory=dict)
 
     @property
     def sample_shape(self) -> tuple[int, ...]:
-        return tuple(self.train.x.shape[1:])
+        return self.train.sample_shape
 
     @property
     def fingerprint(self) -> str:
         cached = self.__dict__.get("_fingerprint")
         if cached is None:
-            parts = (self.train.x, self.train.y, self.val.x, self.val.y, self.test.x, self.test.y)
-            cached = tensor_fingerprint(*parts)
+            splits = (self.train, self.val, self.test)
+            if all(isinstance(s, Split) for s in splits):  # tensors in memory: hashed whole, as always
+                cached = tensor_fingerprint(*(t for s in splits for t in (s.x, s.y)))
+            else:
+                cached = stable_hash({"splits": [s.fingerprint() for s in splits]})
             object.__setattr__(self, "_fingerprint", cached)
         return cached
 
@@ -59,16 +153,21 @@ class TaskData:
 
 def carve_validation(x: torch.Tensor, y: torch.Tensor, fraction: float, seed: int) -> tuple[Split, Split]:
     """Split (x, y) into train and validation by a seeded permutation, stratified by label."""
+    train_idx, val_idx = stratified_indices(y, fraction, seed)
+    return Split(x[train_idx], y[train_idx]), Split(x[val_idx], y[val_idx])
+
+
+def stratified_indices(y: torch.Tensor, fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(rest, carved) row indices, sorted: ``fraction`` of each label's rows carved out by a seeded
+    permutation (at least one per label)."""
     if not 0.0 < fraction < 1.0:
         raise ValueError(f"val_fraction must lie in (0, 1), got {fraction}")
     g = torch.Generator().manual_seed(seed)
-    val_idx, train_idx = [], []
+    carved, rest = [], []
     for label in torch.unique(y):
         idx = torch.nonzero(y == label).flatten()
         idx = idx[torch.randperm(len(idx), generator=g)]
         n_val = max(1, round(len(idx) * fraction))
-        val_idx.append(idx[:n_val])
-        train_idx.append(idx[n_val:])
-    tr = torch.cat(train_idx).sort().values
-    va = torch.cat(val_idx).sort().values
-    return Split(x[tr], y[tr]), Split(x[va], y[va])
+        carved.append(idx[:n_val])
+        rest.append(idx[n_val:])
+    return torch.cat(rest).sort().values, torch.cat(carved).sort().values

@@ -197,7 +197,7 @@ def hf_guide(name: str, data: TaskData, *, weights: str = "train", seed: int = 0
     if parts is not None or stem is not None or head is not None:
         raise UserError("hf guides are cut into groups of transformer blocks: use guide.options.group, not "
                         "parts / stem / head")
-    if data.train.x.is_floating_point() or len(data.sample_shape) != 1:
+    if data.train.dtype.is_floating_point or len(data.sample_shape) != 1:
         raise UserError(f"hf guides read token sequences (B, T); data {data.name!r} gives {data.sample_shape}")
     check_weights(weights)
     if name == "gpt2":  # the data decide the vocabulary and the context unless the study says otherwise
@@ -225,7 +225,7 @@ def hf_guide(name: str, data: TaskData, *, weights: str = "train", seed: int = 0
     elif weights not in ("random", "pretrained"):
         load_weights_file(chain, weights)
     lm.eval()
-    probe = data.train.x[:8]
+    probe = data.train.head(8)[0]
     _check_against_model(chain, lm, probe)
     paths = [f"parts.{i}" for i in range(len(chain.parts))]
     return Guide.from_module(chain, paths, sample_shape=data.sample_shape, stem="embed", head="head",

@@ -136,7 +136,7 @@ def run_trial(trial: optuna.Trial, ctx: StudyContext, wd: WorkDir, activations, 
                          extra={"trial": trial.number, "params": trial.params, "candidate": candidate.to_dict(),
                                 "convert": dataclasses.asdict(conv_cfg)})
     save_network(folder, model, arch)
-    save_reference(folder, model, ctx.data.test.x[:32])
+    save_reference(folder, model, ctx.data.test.head(32)[0])
     timings = {**getattr(result, "timings", {}), "measure_s": round(measure_s, 3)}
     timings["save_s"] = round(time.perf_counter() - saving, 3)
     metrics = {**values, "val_accuracy": val_acc, "test_accuracy": test_acc, "val_loss": result.val_loss,

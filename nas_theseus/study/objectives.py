@@ -52,7 +52,7 @@ class Probe:
 
     @property
     def example(self):
-        return self.ctx.data.test.x[:max(self.ctx.config.latency.batch_sizes)]
+        return self.ctx.data.test.head(max(self.ctx.config.latency.batch_sizes))[0]
 
 
 class Objective:

@@ -46,7 +46,7 @@ def convert_once(config: StudyConfig, workdir: Path, params: dict, *, out: Path 
                           for s in stages]}
     if out is not None:
         model = r.model.cpu().eval()
-        x = ctx.data.test.x[:32]
+        x = ctx.data.test.head(32)[0]
         with torch.no_grad():
             y_ref = model(x)
         arch = arch_document(model, guide_source=ctx.guide.source, sample_shape=ctx.data.sample_shape,

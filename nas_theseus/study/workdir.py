@@ -102,7 +102,7 @@ class WorkDir:
                 raise ValueError("row count differs from the training split")
         except Exception as e:  # noqa: BLE001 - a bad cache is recomputed
             warnings.warn(f"guide-activation cache for {key} is unreadable ({e}); recomputing", stacklevel=2)
-        acts = GuideActivations.compute(guide, data.train.x, data_key=data.fingerprint, device=device,
+        acts = GuideActivations.compute(guide, data.train, data_key=data.fingerprint, device=device,
                                         progress=progress, mmap_dir=folder)
         if not acts.mapped:
             acts.save_shared(shared)

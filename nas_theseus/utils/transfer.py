@@ -1,7 +1,7 @@
 """Moving batches to a GPU without making the host wait for it.
 
 A split held in memory goes to the GPU whole when it is small (:func:`resident`); otherwise each batch is
-gathered on the host, pinned, and copied without blocking (:func:`to_device`). A plain ``tensor.to("cuda")``
+gathered on the host, pinned, and copied without blocking (:func:`upload`). A plain ``tensor.to("cuda")``
 from pageable memory waits for the copy, and with it for every kernel queued before it.
 """
 
@@ -36,6 +36,3 @@ def upload(t: torch.Tensor, device: torch.device) -> torch.Tensor:
     return t.to(device)
 
 
-def to_device(t: torch.Tensor, idx: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """Rows ``idx`` of ``t`` on ``device``, gathered where ``t`` lives (``idx`` should live there too)."""
-    return upload(t[idx.to(t.device)], device)
