@@ -157,7 +157,10 @@ def fit_classifier(model: nn.Module, data: TaskData, config: FitConfig = FitConf
             model.train()
             losses = _LossWindow(device, f"{desc}: non-finite training loss", epoch)
             order = torch.randperm(n, generator=g)
-            for _, xb, yb in data.train.batches(config.batch_size, order=order, device=device):
+            augment = data.augmentation
+            seed = int(torch.randint(2**62, (1,), generator=g)) if augment.name != "none" else 0
+            for _, xb, yb in data.train.batches(config.batch_size, order=order, device=device, augment=augment,
+                                                seed=seed):
                 with autocast_context(device, config.autocast):
                     if teacher is None:
                         loss = task_loss(forward(xb).float(), yb)

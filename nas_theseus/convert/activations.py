@@ -32,6 +32,32 @@ MARKER = "complete"
 FLOAT16_MAX = 65504.0
 
 
+def cache_bytes(guide: Guide, rows: int) -> int:
+    """What a float32 cache of ``guide``'s activations (A_0 … A_K and its output) over ``rows`` rows takes."""
+    return 4 * rows * sum(int(np.prod(s)) for s in [*guide.shapes, guide.output_shape])
+
+
+def choose_activations(asked: str, data, guide: Guide) -> tuple[str, str]:
+    """``cache`` or ``stream`` for a conversion of ``guide`` on ``data``, and why (see
+    ``ConvertConfig.activations``). A cache cannot serve augmented batches: asked for with augmentation on, it
+    is refused in one line."""
+    augmented = data.augment != "none"
+    if asked == "cache":
+        if augmented:
+            raise UserError(f"activations = \"cache\" holds the guide's activations of the rows as they are, but "
+                            f"augment = {data.augment!r} trains on other rows every pass: use \"stream\" or \"auto\"")
+        return "cache", "asked for (activations = \"cache\")"
+    if asked == "stream":
+        return "stream", "asked for (activations = \"stream\")"
+    if augmented:
+        return "stream", f"augment = {data.augment!r}: the guide sees each augmented batch"
+    need, budget = cache_bytes(guide, len(data.train)), memory_budget_bytes()
+    if need > budget:
+        return "stream", (f"a cache would take {need / 2**30:.2f} GiB, over the memory budget of "
+                          f"{budget / 2**30:.2f} GiB (NAS_THESEUS_ACTIVATION_MEMORY)")
+    return "cache", f"augmentation off and the cache ({need / 2**20:.1f} MiB) fits the memory budget"
+
+
 def memory_budget_bytes() -> int:
     env = os.environ.get("NAS_THESEUS_ACTIVATION_MEMORY")
     if env:
@@ -76,7 +102,7 @@ class GuideActivations:
         _check_guide_on(guide, device)
         key = stable_hash({"guide": guide.identity, "data": data_key})
         shapes = [*guide.shapes, guide.output_shape]
-        need = 4 * len(x) * sum(int(np.prod(s)) for s in shapes)
+        need = cache_bytes(guide, len(x))
         if mmap_dir is not None and need > memory_budget_bytes():
             return cls._compute_mapped(guide, x, shapes, key, Path(mmap_dir), batch_size, device, progress)
         # filled in place: the peak is the cache itself, not the cache plus a list of chunks to concatenate
@@ -205,6 +231,19 @@ class GuideActivations:
             return [a[idx].to(device) if i in wanted else None for i, a in enumerate(self.acts)]
         return [torch.from_numpy(_mapped_rows(a, idx)).to(device) if i in wanted else None
                 for i, a in enumerate(self.acts)]
+
+    def stage_batches(self, data, batch_size: int, generator: torch.Generator, device, levels: set[int],
+                      needs_x: bool):
+        """Endless ``(x, acts)`` for a stage's steps (see :mod:`nas_theseus.convert.stream`): this cache's rows
+        (and, where a step reads them, the training split's) by the seeded permutation, in full batches."""
+        n = len(data.train)
+        where = self.acts[0].device if not self.mapped and self.stager is None else torch.device("cpu")
+        while True:
+            perm = torch.randperm(n, generator=generator).to(where)  # indices live with the cache
+            for pos in range(0, n - batch_size + 1, batch_size):
+                idx = perm[pos:pos + batch_size]
+                x = data.train.take(idx.cpu())[0].to(device) if needs_x else None
+                yield x, self.batch(idx, device, levels)
 
     def __len__(self) -> int:
         return len(self.acts[0])

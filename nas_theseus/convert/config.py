@@ -13,6 +13,7 @@ from ..utils.hashing import key_content, keyed_fields
 
 SCHEDULES = ("progressive", "sequential", "independent", "joint")
 STAGE_STOPS = ("plateau", "fixed")
+ACTIVATIONS = ("auto", "cache", "stream")
 PLATEAU_SETTINGS = ("min_steps", "eval_every", "stop_patience", "stop_tolerance", "heldout_size", "lr_drops",
                     "lr_drop_factor")
 HEADS = ("linear", "guide")
@@ -46,6 +47,10 @@ class ConvertConfig:
         activations on them are computed once per conversion).
     autocast: None, or ``"bf16"``: the stage forward under ``torch.autocast`` in bfloat16 (the similarity
         itself stays float32); opt-in, for GPUs; its accuracy effect is measured in benchmarks/gpu_check.sh.
+    activations: where a stage's guide activations come from: ``cache`` (computed once over the training split
+        and read per batch), ``stream`` (the guide run on each batch the targets see, augmented as they are, up
+        to the deepest level the stage reads) or ``auto`` (the default: the cache when augmentation is off and
+        it fits the memory budget, else the stream; the choice and why are printed once and recorded).
     tf32: allow TF32 matmuls and convolutions on CUDA in the networks' forward and backward during the
         conversion (no effect on the CPU; the similarity losses always run in full float32, and the process's
         own setting comes back afterwards). compile: ``torch.compile`` the trained targets in place
@@ -86,12 +91,13 @@ class ConvertConfig:
     autocast: str | None = None
     tf32: bool = True
     compile: bool = False
+    activations: str = "auto"
 
     def __post_init__(self) -> None:
         from ..align import ALIGNMENTS
 
         for name, choices in (("schedule", SCHEDULES), ("alignment", ALIGNMENTS), ("bridge", BRIDGES),
-                              ("stage_stop", STAGE_STOPS)):
+                              ("stage_stop", STAGE_STOPS), ("activations", ACTIVATIONS)):
             value = getattr(self, name)
             if value not in choices:
                 raise UserError(f"unknown {name} {value!r}{did_you_mean(str(value), choices)}; "
@@ -124,6 +130,7 @@ class ConvertConfig:
         d.pop("finetune")
         d.pop("tf32", None)
         d.pop("autocast", None)
+        d.pop("activations", None)  # the same batches either way (tests/test_stream.py)
         if self.precision(device) != "fp32":
             d["precision"] = self.precision(device)
         if self.stage_stop == "plateau":

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import copy
 import math
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -37,12 +38,13 @@ from ..utils import testhooks
 from ..utils.artifacts import ArtifactStore
 from ..utils.devices import resolve_device
 from ..utils.hashing import seed_from_key, stable_hash
-from ..utils.progress import progress_bar
-from .activations import GuideActivations
+from ..utils.progress import progress_bar, progress_enabled
+from .activations import GuideActivations, choose_activations
 from .checkpoints import CheckpointStore
 from .config import Candidate, ConvertConfig
 from .hybrid import Hybrid
 from .reports import ConversionResult, StageReport
+from .stream import GuideStream
 
 
 class ConversionError(RuntimeError):
@@ -113,12 +115,17 @@ def _convert(guide: Guide, candidate: Candidate, data: TaskData, config: Convert
     store = _TimedStore(CheckpointStore(checkpoint_dir, remote=artifacts), timings)
     guide = guide.grouped(candidate.partition)  # one part per run of the guide's parts (Candidate.partition)
     guide.to(device)
-    if activations is not None:
-        activations = activations.select(guide.levels)  # the run boundaries of the ungrouped guide's cache
-    if activations is None:
-        activations = GuideActivations.compute(guide, data.train, data_key=data.fingerprint, device=device,
-                                               progress=progress, mmap_dir=activation_dir)
-    activations = activations.on(device)
+    mode, why = choose_activations(config.activations, data, guide)
+    _announce(f"guide activations: {mode} ({why})", progress)
+    if mode == "stream":
+        activations = GuideStream(guide, data, autocast=config.autocast)
+    else:
+        if activations is not None:
+            activations = activations.select(guide.levels)  # the run boundaries of the ungrouped guide's cache
+        if activations is None:
+            activations = GuideActivations.compute(guide, data.train, data_key=data.fingerprint, device=device,
+                                                   progress=progress, mmap_dir=activation_dir)
+        activations = activations.on(device)
     hybrid = Hybrid(guide, candidate, config)  # on the guide's device
     g_probe = torch.Generator().manual_seed(0)
     probe_idx = torch.randperm(len(data.train), generator=g_probe)[: config.probe_size]
@@ -195,7 +202,18 @@ def _convert(guide: Guide, candidate: Candidate, data: TaskData, config: Convert
     test_acc, test_loss = evaluate(model, data.test)
     return ConversionResult(model, candidate, config, reports, ft_report, pre_acc, val_acc, test_acc,
                             time.perf_counter() - start, finetune_resumed=saved is not None, val_loss=val_loss,
-                            test_loss=test_loss, timings={k: round(v, 3) for k, v in timings.items()})
+                            test_loss=test_loss, timings={k: round(v, 3) for k, v in timings.items()},
+                            activations={"mode": mode, "why": why})
+
+
+_said: set[str] = set()
+
+
+def _announce(line: str, progress: bool) -> None:
+    """Print ``line`` on stderr once per process (with progress on)."""
+    if progress_enabled(progress) and line not in _said:
+        _said.add(line)
+        print(line, file=sys.stderr)
 
 
 class _TimedStore:
@@ -291,7 +309,8 @@ def _heldout_score(hybrid: Hybrid, stage: _Stage, heldout, losses: nn.ModuleDict
     return sum(terms) / len(terms)
 
 
-def _train_stage(hybrid: Hybrid, losses: nn.ModuleDict, stage: _Stage, data: TaskData, acts: GuideActivations,
+def _train_stage(hybrid: Hybrid, losses: nn.ModuleDict, stage: _Stage, data: TaskData,
+                 acts: GuideActivations | GuideStream,
                  config: ConvertConfig, key: str, device, probe_x, probe_acts, heldout, progress: bool,
                  n_stages: int) -> tuple[list[float], int, str]:
     """Train one stage; returns (loss curve, steps taken, why it stopped: ``fixed`` | ``plateau`` |
@@ -309,14 +328,12 @@ def _train_stage(hybrid: Hybrid, losses: nn.ModuleDict, stage: _Stage, data: Tas
     hybrid.eval()
     for m in modules:
         m.train()
-    n = len(data.train)
-    bs = min(config.batch_size, n)
+    bs = min(config.batch_size, len(data.train))
     window = max(1, stage.steps // 50)
     curve, acc_loss, pending = [], 0.0, []
-    where = acts.acts[0].device if not acts.mapped else torch.device("cpu")  # batch indices live with the cache
-    perm, pos = torch.randperm(n, generator=gen).to(where), 0
     names = ",".join(hybrid.guide.parts[k].name for k in stage.new)
     levels, needs_x, stop = _levels(hybrid, stage), _needs_x(hybrid, stage), max(stage.loss)
+    feed = acts.stage_batches(data, bs, gen, device, levels, needs_x)  # the cache, or the guide on the fly
     autocast = autocast_context(device, config.autocast)  # a no-op context unless bf16 was asked for
     if config.compile:
         for m in modules:
@@ -330,14 +347,9 @@ def _train_stage(hybrid: Hybrid, losses: nn.ModuleDict, stage: _Stage, data: Tas
                        enabled=progress)
     try:
         for step in range(stage.steps):
-            if pos + bs > n:
-                perm, pos = torch.randperm(n, generator=gen).to(where), 0
-            idx = perm[pos:pos + bs]
-            pos += bs
-            batch_acts = acts.batch(idx, device, levels)
+            x, batch_acts = next(feed)
             with autocast:
-                outs = _forward_outputs(hybrid, stage, data.train.take(idx.cpu())[0].to(device) if needs_x else None,
-                                        batch_acts)
+                outs = _forward_outputs(hybrid, stage, x, batch_acts)
             # the similarity in float32 whatever the forward ran in (bf16 Gram matrices lose the CKA ≈ 1 regime)
             loss = sum(losses[str(k)](outs[k].float(), batch_acts[k + 1]) for k in stage.loss)
             opt.zero_grad(set_to_none=True)

@@ -53,6 +53,7 @@ class ConversionResult:
     val_loss: float = float("nan")   # mean cross-entropy (per token for language models: perplexity = exp)
     test_loss: float = float("nan")
     timings: dict = field(default_factory=dict)  # wall seconds: align_s, finetune_s, checkpoint_s (this call's)
+    activations: dict = field(default_factory=dict)  # where the guide's activations came from: mode and why
 
     def summary(self) -> dict:
         """JSON-able summary (everything but the model)."""
@@ -60,4 +61,4 @@ class ConversionResult:
                 "stages": [asdict(s) for s in self.stages], "finetune": asdict(self.finetune),
                 "pre_finetune_val_accuracy": self.pre_finetune_val_accuracy, "val_accuracy": self.val_accuracy,
                 "test_accuracy": self.test_accuracy, "val_loss": self.val_loss, "test_loss": self.test_loss,
-                "wall_s": self.wall_s, "timings": self.timings}
+                "wall_s": self.wall_s, "timings": self.timings, "activations": self.activations}

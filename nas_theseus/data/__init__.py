@@ -1,5 +1,6 @@
-"""Task data: splits as tensors; offline loaders (MNIST-1D, scikit-learn digits, the stdlib's pydoc text),
-and local files (npz, CIFAR-10 python batches, image folders, UTF-8 text, a local WikiText copy)."""
+"""Task data: splits held in memory or read through a DataLoader (:mod:`nas_theseus.data.base`); offline
+loaders (MNIST-1D, scikit-learn digits, the stdlib's pydoc text), and local files (npz, CIFAR-10 python batches,
+image folders, UTF-8 text, a local WikiText copy)."""
 
 from __future__ import annotations
 
@@ -7,9 +8,11 @@ import inspect
 from collections.abc import Callable
 
 from ..errors import UserError, did_you_mean, unknown_name
-from .base import Split, TaskData, carve_validation
+from .base import Batch, Rows, Split, TaskData, carve_validation
+from .dataset_split import DatasetSplit
 from .digits import load_digits
-from .local import load_cifar10, load_image_folder, load_npz
+from .images import load_image_folder
+from .local import load_cifar10, load_npz
 from .mnist1d import load_mnist1d
 from .text import ByteTokenizer, load_text
 from .wikitext import load_wikitext
@@ -19,8 +22,9 @@ DATASETS: dict[str, Callable[..., TaskData]] = {"mnist1d": load_mnist1d, "digits
                                                 "text": load_text, "wikitext": load_wikitext}
 
 
-def load_data(name: str, **options) -> TaskData:
-    """Load a registered dataset by name with its keyword options."""
+def load_data(name: str, *, augment: str = "none", **options) -> TaskData:
+    """Load a registered dataset by name with its keyword options; ``augment``: training-time augmentation
+    (``none``, ``standard`` or a timm policy: :mod:`nas_theseus.data.augment`)."""
     if name not in DATASETS:
         raise unknown_name("dataset", name, DATASETS)
     loader = DATASETS[name]
@@ -31,8 +35,10 @@ def load_data(name: str, **options) -> TaskData:
         what = "; ".join(filter(None, [f"unknown option {k!r}{did_you_mean(k, params)}" for k in unknown]
                                 + [f"missing option {k!r}" for k in missing]))
         raise UserError(f"data {name!r}: {what}; options: {', '.join(params)}")
-    return loader(**options)
+    data = loader(**options)
+    return data if augment in (None, "none") else data.with_augment(augment)
 
 
-__all__ = ["DATASETS", "ByteTokenizer", "Split", "TaskData", "carve_validation", "load_cifar10", "load_data",
-           "load_digits", "load_image_folder", "load_mnist1d", "load_npz", "load_text", "load_wikitext"]
+__all__ = ["DATASETS", "Batch", "ByteTokenizer", "DatasetSplit", "Rows", "Split", "TaskData", "carve_validation",
+           "load_cifar10", "load_data", "load_digits", "load_image_folder", "load_mnist1d", "load_npz", "load_text",
+           "load_wikitext"]

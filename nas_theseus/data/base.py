@@ -14,13 +14,14 @@ training and evaluation read). Two kinds:
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import NamedTuple
 
 import torch
 
 from ..utils.hashing import stable_hash, tensor_fingerprint
 from ..utils.transfer import resident, upload
+from .augment import Augment, check_augment, make_augment
 
 
 class Batch(NamedTuple):
@@ -52,9 +53,10 @@ class Rows:
         """The first ``n`` rows (all when fewer)."""
         return self.take(torch.arange(min(n, len(self))))
 
-    def batches(self, batch_size: int, *, order: torch.Tensor | None = None,
-                device: torch.device | str = "cpu") -> Iterator[Batch]:
-        """Batches of ``batch_size`` rows on ``device``, in ``order`` (row indices; default: in order)."""
+    def batches(self, batch_size: int, *, order: torch.Tensor | None = None, device: torch.device | str = "cpu",
+                augment: Augment | None = None, seed: int = 0) -> Iterator[Batch]:
+        """Batches of ``batch_size`` rows on ``device``, in ``order`` (row indices; default: in order), with
+        ``augment`` applied (training passes only; its randomness seeded by ``seed``, so a pass is repeatable)."""
         raise NotImplementedError
 
     def fingerprint(self) -> str:
@@ -88,12 +90,15 @@ class Split(Rows):
         idx = torch.as_tensor(idx, dtype=torch.long)
         return self.x[idx], self.y[idx]
 
-    def batches(self, batch_size: int, *, order: torch.Tensor | None = None,
-                device: torch.device | str = "cpu") -> Iterator[Batch]:
+    def batches(self, batch_size: int, *, order: torch.Tensor | None = None, device: torch.device | str = "cpu",
+                augment: Augment | None = None, seed: int = 0) -> Iterator[Batch]:
         x, y = self._resident(device)
-        n = len(self)
+        n = len(self) if order is None else len(order)
         if order is not None:
             order = order.to(x.device)  # once per pass: the indices live with the rows, no copy per batch
+        generator = None
+        if augment is not None and augment.name != "none":  # a batch at a time, on the device
+            generator = torch.Generator(device=torch.device(device)).manual_seed(seed)
         for i in range(0, n, batch_size):
             if order is None:  # slices: views, no gather
                 idx = torch.arange(i, min(i + batch_size, n))
@@ -101,7 +106,8 @@ class Split(Rows):
             else:
                 idx = order[i:i + batch_size]
                 xb, yb = x[idx], y[idx]
-            yield Batch(idx, upload(xb, device), upload(yb, device))
+            xb = upload(xb, device)
+            yield Batch(idx, xb if generator is None else augment.batch(xb, generator), upload(yb, device))
 
     def _resident(self, device) -> tuple[torch.Tensor, torch.Tensor]:
         """x and y on ``device`` when they fit there (a copy made once per device), else where they are."""
@@ -129,10 +135,23 @@ class TaskData:
     test: Rows
     num_classes: int
     config: dict = field(default_factory=dict)
+    augment: str = "none"  # training-time augmentation of the training split (nas_theseus.data.augment)
 
     @property
     def sample_shape(self) -> tuple[int, ...]:
         return self.train.sample_shape
+
+    @property
+    def augmentation(self) -> Augment:
+        """The :class:`~nas_theseus.data.augment.Augment` that training passes over ``train`` apply."""
+        return make_augment(self.augment)
+
+    def with_augment(self, spec: str | None) -> TaskData:
+        """This task with training-time augmentation ``spec`` (checked against the data in one line)."""
+        augment = make_augment(spec)
+        check_augment(augment, self.sample_shape, where=self.name, batched=isinstance(self.train, Split),
+                      per_image=getattr(getattr(self.train, "dataset", None), "augmented", None) is not None)
+        return replace(self, augment=augment.spec)
 
     @property
     def fingerprint(self) -> str:
@@ -143,12 +162,15 @@ class TaskData:
                 cached = tensor_fingerprint(*(t for s in splits for t in (s.x, s.y)))
             else:
                 cached = stable_hash({"splits": [s.fingerprint() for s in splits]})
+            if self.augment != "none":  # the same rows, trained on otherwise: whatever is trained on them differs
+                cached = stable_hash({"rows": cached, "augment": self.augment})
             object.__setattr__(self, "_fingerprint", cached)
         return cached
 
     def describe(self) -> str:
+        aug = f", augment {self.augment}" if self.augment != "none" else ""
         return (f"{self.name}: {len(self.train)} train / {len(self.val)} val / {len(self.test)} test, "
-                f"sample shape {self.sample_shape}, {self.num_classes} classes")
+                f"sample shape {self.sample_shape}, {self.num_classes} classes{aug}")
 
 
 def carve_validation(x: torch.Tensor, y: torch.Tensor, fraction: float, seed: int) -> tuple[Split, Split]:

@@ -4,8 +4,7 @@
   is carved out (stratified, ``test_fraction``). Any array shape works: vectors, sequences, images.
 * ``cifar10``: the standard python-pickle batches of CIFAR-10 (``data_batch_1`` … ``data_batch_5``,
   ``test_batch``, as in ``cifar-10-python.tar.gz``) under ``root``; images (3, 32, 32).
-* ``imagefolder``: ``root/<class>/<image>`` (one subfolder per class, sorted names = labels), resized to
-  ``size`` x ``size``; ``channels`` 1 (grey) or 3 (RGB).
+(Image folders: :mod:`nas_theseus.data.images`.)
 
 Every loader carves its validation split out of the training data (stratified, ``val_fraction``, seeded) and
 standardises with statistics of the **training split only**: per channel for (C, ...) samples, per feature
@@ -22,8 +21,6 @@ import torch
 
 from ..errors import UserError
 from .base import Split, TaskData, carve_validation
-
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 
 
 def _finish(name: str, x: torch.Tensor, y: torch.Tensor, test: tuple[torch.Tensor, torch.Tensor] | None, *,
@@ -139,45 +136,3 @@ def load_cifar10(*, root: str, limit: int | None = None, val_fraction: float = 0
     return _finish("cifar10", to(x), torch.as_tensor(y), (to(xt), torch.as_tensor(yt)), val_fraction=val_fraction,
                    test_fraction=0.0, split_seed=split_seed, num_classes=10,
                    config={"root": str(folder), "limit": limit})
-
-
-def load_image_folder(*, root: str, size: int = 32, channels: int = 3, val_fraction: float = 0.1,
-                      test_fraction: float = 0.2, split_seed: int = 0) -> TaskData:
-    """Images under ``root/<class>/``; a ``test`` folder beside ``train`` is used as the test split when
-    ``root`` holds ``train/`` and ``test/``."""
-    from PIL import Image
-
-    folder = Path(root).expanduser()
-    if not folder.is_dir():
-        raise UserError(f"imagefolder data: no such folder {folder}")
-    if channels not in (1, 3):
-        raise UserError(f"imagefolder data: channels must be 1 or 3, got {channels}")
-    split_dirs = (folder / "train", folder / "test")
-    has_split = all(d.is_dir() for d in split_dirs)
-    classes = sorted(d.name for d in (split_dirs[0] if has_split else folder).iterdir() if d.is_dir())
-    if not classes:
-        raise UserError(f"imagefolder data: {folder} has no class subfolders")
-
-    def read(base: Path) -> tuple[torch.Tensor, torch.Tensor]:
-        xs, ys = [], []
-        for label, name in enumerate(classes):
-            for f in sorted((base / name).iterdir()) if (base / name).is_dir() else []:
-                if f.suffix.lower() not in IMAGE_SUFFIXES:
-                    continue
-                with Image.open(f) as im:
-                    im = im.convert("L" if channels == 1 else "RGB").resize((size, size))
-                    a = np.asarray(im, dtype=np.float32) / 255.0
-                xs.append(a[None] if channels == 1 else a.transpose(2, 0, 1))
-                ys.append(label)
-        if not xs:
-            raise UserError(f"imagefolder data: no images ({', '.join(IMAGE_SUFFIXES)}) under {base}")
-        return torch.as_tensor(np.stack(xs)), torch.as_tensor(ys, dtype=torch.long)
-
-    if has_split:
-        x, y = read(split_dirs[0])
-        test = read(split_dirs[1])
-    else:
-        (x, y), test = read(folder), None
-    return _finish("imagefolder", x, y, test, val_fraction=val_fraction, test_fraction=test_fraction,
-                   split_seed=split_seed, num_classes=len(classes),
-                   config={"root": str(folder), "size": size, "channels": channels, "classes": classes})

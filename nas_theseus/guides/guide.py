@@ -266,6 +266,18 @@ class Guide:
         return [captured[k] for k in range(len(self.parts) + 1)] + [_first_tensor(out)]
 
     @torch.no_grad()
+    def activations_upto(self, x: torch.Tensor, upto: int) -> list[torch.Tensor]:
+        """[A_0, …, A_upto] by the stem and the parts (as hybrids chain them), computing nothing after part
+        ``upto``: what a streamed stage reads of the guide (``upto`` ≤ the number of parts)."""
+        self.freeze()
+        h = self.stem(x)
+        out = [h]
+        for part in self.parts[:upto]:
+            h = part.module(h)
+            out.append(h)
+        return out
+
+    @torch.no_grad()
     def run_chain(self, x: torch.Tensor) -> torch.Tensor:
         """stem -> parts -> head, the decomposition the hybrid networks are built from."""
         h = self.stem(x)

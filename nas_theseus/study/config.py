@@ -84,11 +84,14 @@ class GuideSection:
 @keyed_fields("name", "options")
 @dataclass(frozen=True)
 class DataSection:
-    """name (``mnist1d`` | ``digits`` | ``npz`` | ``cifar10`` | ``imagefolder`` | ``text`` | ``wikitext``) and the
-    loader's keyword options (paths relative to the study file)."""
+    """name (``mnist1d`` | ``digits`` | ``npz`` | ``cifar10`` | ``imagefolder`` | ``text`` | ``wikitext``), the
+    loader's keyword options (paths relative to the study file), and augment: training-time augmentation
+    (``none``, ``standard``, or a timm auto-augment policy such as ``rand-m9-mstd0.5``;
+    :mod:`nas_theseus.data.augment`)."""
 
     name: str = "mnist1d"
     options: dict = field(default_factory=dict)
+    augment: str = "none"
 
 
 @keyed_fields()

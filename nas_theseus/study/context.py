@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import socket
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,6 +17,7 @@ import torch
 from torch import nn
 
 from ..convert import Candidate, ConvertConfig, Hybrid
+from ..convert.activations import choose_activations
 from ..data import TaskData, load_data
 from ..errors import UserError
 from ..guides import Guide, load_guide
@@ -23,7 +25,7 @@ from ..measure.latency import prepare
 from ..search import SearchSpace, load_search_space
 from ..training import FitConfig
 from ..utils.artifacts import ArtifactStore
-from ..utils.devices import resolve_device
+from ..utils.devices import describe_device, resolve_device
 from .config import StudyConfig
 
 
@@ -56,6 +58,17 @@ class StudyContext:
             self._runners[key] = prepare(self.guide_network(), x, runtime=runtime, threads=threads,
                                          device=x.device)[0]
         return self._runners[key]
+
+    def say_device(self) -> None:
+        """One line on stderr, when work starts (also with --no-progress): where the trials train."""
+        auto = " (auto)" if self.config.study.device == "auto" else ""
+        print(f"device: {describe_device(self.device)}{auto}", file=sys.stderr)
+
+    def caches_activations(self) -> bool:
+        """Whether the study's conversions read a cache of the guide's activations (``convert.activations``),
+        which the work directory then keeps for every worker; else they run the guide on the fly."""
+        return self.config.study.method == "not" and \
+            choose_activations(self.config.convert.activations, self.data, self.guide)[0] == "cache"
 
     def candidate(self, trial) -> tuple[Candidate, ConvertConfig]:
         """Ask the search space for a trial's candidate and its conversion settings."""
@@ -91,8 +104,9 @@ def build_context(config: StudyConfig, *, progress: bool = True) -> StudyContext
     artifacts = open_artifacts(config)
     if artifacts is not None:  # before the guide, which it may hold: a store this machine cannot use is one line
         artifacts.check(socket.gethostname())
-    data = load_data(config.data.name, **_relative_to(config.data.options, Path(config.base_dir)))
-    device = resolve_device(config.study.device, announce=True)  # said once, also with --no-progress
+    data = load_data(config.data.name, augment=config.data.augment,
+                     **_relative_to(config.data.options, Path(config.base_dir)))
+    device = resolve_device(config.study.device)
     resolve_device(config.latency.device)  # a latency.device this machine lacks: one line, before any work
     options = dict(config.guide.options)
     g, base = config.guide, Path(config.base_dir)

@@ -119,6 +119,8 @@ def run_trial(trial: optuna.Trial, ctx: StudyContext, wd: WorkDir, activations, 
         else:
             result = train_baseline(cfg, ctx, candidate, conv_cfg, progress=progress)
         model, val_acc, test_acc = result.model, result.val_accuracy, result.test_accuracy
+        if getattr(result, "activations", None):
+            trial.set_user_attr("activations", result.activations)  # cache or stream, and why
         for key, value in trial_reuse(stages).items():
             trial.set_user_attr(key, value)
         measuring = time.perf_counter()

@@ -216,7 +216,9 @@ def _run(config: StudyConfig, ctx: StudyContext, wd: WorkDir, identity: str, wor
         print(f"study {config.study.name!r} already has {done} finished trials (budget {target}); raise "
               f"study.n_trials (--n-trials) to run more", file=sys.stderr)
         return study
-    activations = wd.activations(ctx.guide, ctx.data, device=ctx.device, progress=progress)
+    ctx.say_device()
+    activations = wd.activations(ctx.guide, ctx.data, device=ctx.device, progress=progress) \
+        if ctx.caches_activations() else None  # else the trials' conversions stream the guide
     bar = progress_bar(total=remaining, desc=f"trials ({config.study.name})", unit="trial", enabled=progress,
                        leave=True)
 

@@ -30,11 +30,13 @@ def convert_once(config: StudyConfig, workdir: Path, params: dict, *, out: Path 
     except ValueError as e:  # FixedTrial: a parameter missing or out of range
         raise UserError(f"--params does not fit {ctx.space.path.name}: {e}") from None
     wd = WorkDir(workdir)
+    ctx.say_device()
     if config.study.method != "not":
         r = train_baseline(config, ctx, candidate, cfg, progress=progress)
         stages = []
     else:
-        acts = wd.activations(ctx.guide, ctx.data, device=ctx.device, progress=progress)
+        acts = wd.activations(ctx.guide, ctx.data, device=ctx.device, progress=progress) \
+            if ctx.caches_activations() else None
         r = convert(ctx.guide, candidate, ctx.data, cfg, checkpoint_dir=wd.checkpoints, activations=acts,
                     device=ctx.device, progress=progress, artifacts=ctx.artifacts)
         stages = [dataclasses.asdict(s) for s in r.stages]
