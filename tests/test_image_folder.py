@@ -108,3 +108,23 @@ def test_images_read_from_files_are_augmented_per_image_seeded_by_pass_and_row(t
     assert torch.equal(torch.cat([b.x for b in data.val.batches(8)]),
                        torch.cat([b.x for b in load_data("imagefolder", root=str(root), size=16, in_memory=False,
                                                          workers=0).val.batches(8)]))  # val: never augmented
+
+
+@pytest.mark.parametrize("weights", ["train", "random"])
+def test_a_guide_that_cannot_read_the_images_is_one_line_before_any_training(tmp_path, weights):
+    """Real-size digits (28 px) read at the default size (32 px) into a 28-px CNN given as torch:file.py:fn."""
+    from nas_theseus.guides import load_guide
+
+    root = write_folder(tmp_path / "imgs", size=(28, 28))
+    (tmp_path / "mycnn.py").write_text(
+        "import torch.nn as nn\n"
+        "def make_cnn(num_classes=10):\n"
+        "    return nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 26 * 26, num_classes))\n")
+    data = load_data("imagefolder", root=str(root), channels=1)
+    with pytest.raises(UserError, match=r"guide torch:mycnn.py:make_cnn does not accept the data's samples of shape "
+                                        r"\(1, 32, 32\) .*size = 32, channels = 1.*mat1 and mat2 shapes"):
+        load_guide(f"torch:{tmp_path / 'mycnn.py'}:make_cnn", data, parts=["0"], weights=weights, progress=False,
+                   num_classes=3)
+    ok = load_data("imagefolder", root=str(root), channels=1, size=28)
+    assert load_guide(f"torch:{tmp_path / 'mycnn.py'}:make_cnn", ok, parts=["0"], weights="random",
+                      num_classes=3).sample_shape == (1, 28, 28)

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from nas_theseus.data import ByteTokenizer, load_data
+from nas_theseus.data import ByteTokenizer, load_data, load_text
 from nas_theseus.errors import UserError
 from nas_theseus.training import FitConfig, evaluate, fit_classifier
 
@@ -218,3 +218,46 @@ def test_wikitext_without_datasets(monkeypatch, tmp_path):
     monkeypatch.setitem(sys.modules, "datasets", None)  # `import datasets` raises ImportError
     with pytest.raises(UserError, match=r"pip install 'nas-theseus\[wikitext\]'"):
         load_data("wikitext", path=str(tmp_path))
+
+
+def _rows(split) -> tuple[torch.Tensor, torch.Tensor]:
+    return split.take(torch.arange(len(split)))
+
+
+def test_a_text_file_read_through_a_memory_map_gives_the_rows_held_in_memory(tmp_path):
+    from nas_theseus.data.text import TokenWindows
+
+    path = tmp_path / "corpus.txt"
+    path.write_text(("Ünïcode lines of text, " * 40 + "\n") * 30, encoding="utf-8")
+    held = load_text(source=str(path), context=16, in_memory=True)
+    mapped = load_text(source=str(path), context=16, in_memory=False)
+    assert isinstance(mapped.train, TokenWindows) and mapped.config["in_memory"] is False
+    for a, b in ((held.train, mapped.train), (held.val, mapped.val), (held.test, mapped.test)):
+        assert len(a) == len(b) and all(torch.equal(u, v) for u, v in zip(_rows(a), _rows(b)))
+    order = torch.randperm(len(held.train), generator=torch.Generator().manual_seed(0))
+    for a, b in zip(held.train.batches(32, order=order), mapped.train.batches(32, order=order)):
+        assert torch.equal(a.x, b.x) and torch.equal(a.y, b.y)
+    first = mapped.fingerprint
+    path.write_text(path.read_text(encoding="utf-8").replace("lines", "LINES"), encoding="utf-8")
+    assert load_text(source=str(path), context=16, in_memory=False).fingerprint != first
+
+
+def test_bad_text_files_are_one_line(tmp_path):
+    bad = tmp_path / "latin1.txt"
+    bad.write_bytes(("café " * 100).encode("latin-1"))
+    with pytest.raises(UserError, match=r"latin1.txt is not UTF-8 \(byte 3"):
+        load_text(source=str(bad), in_memory=False)
+    short = tmp_path / "short.txt"
+    short.write_text("a" * 400)
+    with pytest.raises(UserError, match="text val split of 20 bytes is shorter than one window"):
+        load_text(source=str(short), context=64, in_memory=False)
+    with pytest.raises(UserError, match="in_memory must be"):
+        load_text(source=str(short), in_memory="maybe")
+
+
+def test_wikitext_read_through_a_memory_map_gives_the_rows_held_in_memory(tmp_path, hf_offline):
+    _dataset_dict(hf_offline).save_to_disk(str(tmp_path / "wt"))
+    held = load_data("wikitext", path=str(tmp_path / "wt"), context=16, in_memory=True)
+    mapped = load_data("wikitext", path=str(tmp_path / "wt"), context=16, in_memory=False)
+    for a, b in ((held.train, mapped.train), (held.val, mapped.val), (held.test, mapped.test)):
+        assert len(a) == len(b) and all(torch.equal(u, v) for u, v in zip(_rows(a), _rows(b)))

@@ -10,18 +10,29 @@ Split (documented, deterministic, no shuffling across the boundaries): the byte 
 (default: ``context``, so windows overlap by one byte): ``x`` = the first ``context`` tokens, ``y`` = the
 next-token targets (the window shifted by one). ``x`` and ``y`` are int64 (N, context); ``num_classes`` is
 the vocabulary size, and a model maps (B, T) tokens to (B, T, 256) logits.
+
+Where the windows live (``in_memory``): a corpus whose int64 windows take at most ``IN_MEMORY_MB`` is held as
+tensors (the fast path: pydoc always); a larger file is memory-mapped and its windows are cut per batch
+(:class:`TokenWindows`), so nothing proportional to the corpus is held in RAM (the OS pages the file in). The
+file is then checked for UTF-8 a chunk at a time, and its fingerprint is its name, size and modification time.
 """
 
 from __future__ import annotations
 
+import codecs
+from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from ..errors import UserError
-from .base import Split, TaskData
+from ..utils.hashing import stable_hash
+from ..utils.transfer import upload
+from .base import Batch, Rows, Split, TaskData
 
 VOCAB = 256
+IN_MEMORY_MB = 256  # in_memory = "auto": corpora whose int64 windows take at most this are held as tensors
 
 
 class ByteTokenizer:
@@ -52,34 +63,104 @@ def _windows(ids: torch.Tensor, context: int, stride: int, what: str = "text spl
     return Split(w[:, :-1].contiguous(), w[:, 1:].contiguous())
 
 
+class TokenWindows(Rows):
+    """Next-token windows over a 1-D array of byte ids (a memory map, usually): row i is ``x = ids[s:s+context]``,
+    ``y = ids[s+1:s+context+1]`` with ``s = i * stride``, cut when a batch is read (int64); nothing else is
+    copied. ``fingerprint`` says what the ids are without reading them."""
+
+    def __init__(self, ids: np.ndarray, context: int, stride: int, *, fingerprint: str, what: str = "text split"):
+        if len(ids) < context + 1:
+            raise UserError(f"{what} of {len(ids)} bytes is shorter than one window ({context + 1} bytes)")
+        self.ids, self.context, self.stride, self._fingerprint = ids, context, stride, fingerprint
+        self.n = (len(ids) - context - 1) // stride + 1  # as many windows as load_text's in-memory cut
+
+    def __len__(self) -> int:
+        return self.n
+
+    @property
+    def sample_shape(self) -> tuple[int, ...]:
+        return (self.context,)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return torch.int64
+
+    def take(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        starts = torch.as_tensor(idx, dtype=torch.long).cpu().numpy() * self.stride
+        w = np.asarray(self.ids[starts[:, None] + np.arange(self.context + 1)], dtype=np.int64)
+        return torch.from_numpy(w[:, :-1].copy()), torch.from_numpy(w[:, 1:].copy())
+
+    def batches(self, batch_size: int, *, order: torch.Tensor | None = None, device="cpu", augment=None,
+                seed: int = 0) -> Iterator[Batch]:
+        order = torch.arange(self.n) if order is None else order.cpu()
+        for i in range(0, len(order), batch_size):
+            idx = order[i:i + batch_size]
+            x, y = self.take(idx)
+            yield Batch(idx, upload(x, device), upload(y, device))
+
+    def fingerprint(self) -> str:
+        return self._fingerprint
+
+
+def check_utf8(path: Path, chunk: int = 1 << 24) -> None:
+    """Refuse, in one line, a file that is not UTF-8, reading it a chunk at a time."""
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    offset = 0
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            try:
+                decoder.decode(block)
+            except UnicodeDecodeError as e:
+                raise UserError(f"text data: {path} is not UTF-8 (byte {offset + e.start}: {e.reason})") from None
+            offset += len(block)
+    try:
+        decoder.decode(b"", final=True)
+    except UnicodeDecodeError as e:
+        raise UserError(f"text data: {path} is not UTF-8 (it ends inside a character: {e.reason})") from None
+
+
+def fits_in_memory(n_bytes: int, context: int, stride: int, in_memory: bool | str) -> bool:
+    """Whether a corpus of ``n_bytes`` is held as tensors (``in_memory``: ``"auto"``, true or false)."""
+    if in_memory not in ("auto", True, False):
+        raise UserError(f"text data: in_memory must be \"auto\", true or false, got {in_memory!r}")
+    windows = max(0, (n_bytes - context - 1) // stride + 1)
+    return in_memory is True or (in_memory == "auto" and windows * context * 8 * 2 <= IN_MEMORY_MB * 2**20)
+
+
 def load_text(*, source: str = "pydoc", context: int = 64, stride: int | None = None, val_fraction: float = 0.05,
-              test_fraction: float = 0.05, max_bytes: int | None = None) -> TaskData:
+              test_fraction: float = 0.05, max_bytes: int | None = None, in_memory: bool | str = "auto") -> TaskData:
     """Byte-level language-modelling data (see the module docstring); ``max_bytes`` keeps the first N bytes."""
     if context < 1:
         raise UserError(f"text context must be >= 1, got {context}")
     if not (0 < val_fraction < 1 and 0 < test_fraction < 1 and val_fraction + test_fraction < 1):
         raise UserError("text val_fraction and test_fraction must be in (0, 1) and sum to less than 1")
+    stride = stride or context
+    path = None
     if source == "pydoc":
-        text = pydoc_corpus()
+        ids = ByteTokenizer().encode(pydoc_corpus()).numpy().astype(np.uint8)
     else:
         path = Path(source).expanduser()
         if not path.is_file():
             raise UserError(f"text data: no such file {path} (source is 'pydoc' or a UTF-8 text file)")
-        try:
-            text = path.read_text(encoding="utf-8")
-        except UnicodeDecodeError as e:
-            raise UserError(f"text data: {path} is not UTF-8 ({e})") from None
-    ids = ByteTokenizer().encode(text)
+        check_utf8(path)
+        ids = np.memmap(path, dtype=np.uint8, mode="r") if path.stat().st_size else np.zeros(0, np.uint8)
     if max_bytes is not None:
         ids = ids[:max_bytes]
     n = len(ids)
     n_test, n_val = int(n * test_fraction), int(n * val_fraction)
     n_train = n - n_val - n_test
-    stride = stride or context
-    train = _windows(ids[:n_train], context, stride)
-    val = _windows(ids[n_train:n_train + n_val], context, stride)
-    test = _windows(ids[n_train + n_val:], context, stride)
+    bounds = {"train": (0, n_train), "val": (n_train, n_train + n_val), "test": (n_train + n_val, n)}
+    if path is None or fits_in_memory(n, context, stride, in_memory):
+        ids = torch.from_numpy(np.array(ids, dtype=np.int64))
+        splits = [_windows(ids[a:b], context, stride) for a, b in bounds.values()]
+    else:
+        st = path.stat()
+        file = {"name": path.name, "size": st.st_size, "mtime_ns": st.st_mtime_ns, "max_bytes": max_bytes}
+        splits = [TokenWindows(ids[a:b], context, stride, what=f"text {name} split",
+                               fingerprint=stable_hash({**file, "bytes": [a, b], "context": context, "stride": stride}))
+                  for name, (a, b) in bounds.items()]
     config = {"source": source, "context": context, "stride": stride, "val_fraction": val_fraction,
-              "test_fraction": test_fraction, "max_bytes": max_bytes, "bytes": n}
-    return TaskData("text", train, val, test, num_classes=VOCAB, config=config)
+              "test_fraction": test_fraction, "max_bytes": max_bytes, "bytes": n,
+              "in_memory": isinstance(splits[0], Split)}
+    return TaskData("text", *splits, num_classes=VOCAB, config=config)
 

@@ -19,9 +19,12 @@ WikiText's own train / validation / test splits are used (no 90/5/5 cut). Each s
 order, each ending in ``"\\n"``; whitespace-only lines of the raw files are stored as empty rows, which are read
 back as ``"\\n"`` (blank lines kept), so a split's byte stream is its raw file's text up to the whitespace on
 blank lines. ``max_bytes`` caps the training split only (its first ``max_bytes`` bytes); validation and test are
-always whole, so their losses stay comparable across ``max_bytes``. WikiText-103's training split is ~540 MB,
-i.e. ~8.6 GB of int64 windows: cap it for search. Windows and targets are made as for ``load_text``
-(:mod:`nas_theseus.data.text`).
+always whole, so their losses stay comparable across ``max_bytes``. Windows and targets are made as for
+``load_text`` (:mod:`nas_theseus.data.text`). Each split's bytes are written once, a batch of rows at a time, to
+a byte file under ``$NAS_THESEUS_CACHE/tokens`` (named by the source files' paths and sizes, the subset and
+``max_bytes``); a split whose windows would take more than ``IN_MEMORY_MB`` (``in_memory = "auto"``: WikiText-103's
+~540 MB training split would be ~8.6 GB of int64 windows) is read from that file through a memory map, a batch
+at a time, so nothing proportional to the corpus is held in RAM.
 """
 
 from __future__ import annotations
@@ -31,11 +34,14 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from ..errors import UserError
+from ..utils.files import atomic_write, cache_dir
+from ..utils.hashing import stable_hash
 from .base import TaskData
-from .text import VOCAB, _windows
+from .text import VOCAB, TokenWindows, _windows, fits_in_memory
 
 WIKITEXT_SPLITS = ("train", "validation", "test")
 WIKITEXT_REPOS = ("Salesforce/wikitext", "wikitext")  # the Hub repository, and its old name (a redirect)
@@ -132,27 +138,37 @@ def _resolve_wikitext(path: str | None, subset: str) -> tuple[str, Path, dict[st
                     f"there or in {subset}/")
 
 
-def _split_bytes(ds, split: str, folder: Path, limit: int | None) -> bytes:
-    """A split's text as UTF-8 bytes: its rows in order (empty rows read as blank lines), cut at ``limit`` bytes."""
+def _split_file(ds, split: str, folder: Path, limit: int | None, key: str) -> Path:
+    """A split's text as UTF-8 bytes in a file of the cache (written once, a batch of rows at a time): its rows
+    in order (empty rows read as blank lines), cut at ``limit`` bytes."""
+    path = cache_dir() / "tokens" / f"wikitext-{key}-{split}.bin"
+    if path.is_file():
+        return path
     if "text" not in ds.column_names:
         raise UserError(f"wikitext data: the {split} split in {folder} has no 'text' column "
                         f"(columns: {', '.join(ds.column_names) or 'none'})")
     dtype = getattr(ds.features["text"], "dtype", None)
     if dtype not in ("string", "large_string"):
         raise UserError(f"wikitext data: the 'text' column of the {split} split in {folder} holds {dtype}, not strings")
-    parts, n = [], 0
-    for batch in ds.with_format(columns=["text"]).iter(batch_size=10_000):
-        part = "".join(row or "\n" for row in batch["text"]).encode("utf-8")
-        parts.append(part)
-        n += len(part)
-        if limit is not None and n >= limit:
-            break
-    data = b"".join(parts)
-    return data if limit is None else data[:limit]
+
+    def write(tmp: str) -> None:
+        n = 0
+        with open(tmp, "wb") as f:
+            for batch in ds.with_format(columns=["text"]).iter(batch_size=10_000):
+                part = "".join(row or "\n" for row in batch["text"]).encode("utf-8")
+                if limit is not None:
+                    part = part[:max(0, limit - n)]
+                f.write(part)
+                n += len(part)
+                if limit is not None and n >= limit:
+                    break
+
+    atomic_write(path, write)
+    return path
 
 
 def load_wikitext(*, path: str | None = None, subset: str = "wikitext-103-raw-v1", context: int = 64,
-                  stride: int | None = None, max_bytes: int | None = None) -> TaskData:
+                  stride: int | None = None, max_bytes: int | None = None, in_memory: bool | str = "auto") -> TaskData:
     """Byte-level WikiText from a local copy, with its own splits (see the module docstring); never downloads."""
     if context < 1:
         raise UserError(f"wikitext context must be >= 1, got {context}")
@@ -180,12 +196,22 @@ def load_wikitext(*, path: str | None = None, subset: str = "wikitext-103-raw-v1
     stride = stride or context
     out, sizes, files = {}, {}, {}
     for split in WIKITEXT_SPLITS:
-        data = _split_bytes(splits[split], split, folder, max_bytes if split == "train" else None)
-        sizes[split] = len(data)
-        ids = torch.frombuffer(bytearray(data), dtype=torch.uint8).long() if data else torch.zeros(0, dtype=torch.long)
-        out[split] = _windows(ids, context, stride, what=f"wikitext {split} split")
         paths = parquet[split] if parquet is not None else [Path(f["filename"]) for f in splits[split].cache_files]
         files[split] = [[_relative(f, folder), os.path.getsize(f)] for f in paths]
+        limit = max_bytes if split == "train" else None
+        mtimes = [os.stat(f).st_mtime_ns for f in paths]  # with the paths and sizes: the bytes file's name
+        key = stable_hash({"path": str(folder.resolve()), "files": files[split], "mtimes": mtimes, "subset": subset,
+                           "split": split, "limit": limit})
+        file = _split_file(splits[split], split, folder, limit, key)
+        sizes[split] = file.stat().st_size
+        what = f"wikitext {split} split"
+        if fits_in_memory(sizes[split], context, stride, in_memory):
+            ids = torch.from_numpy(np.fromfile(file, dtype=np.uint8).astype(np.int64))
+            out[split] = _windows(ids, context, stride, what=what)
+        else:
+            ids = np.memmap(file, dtype=np.uint8, mode="r") if sizes[split] else np.zeros(0, np.uint8)
+            out[split] = TokenWindows(ids, context, stride, what=what,
+                                      fingerprint=stable_hash({"bytes_of": key, "context": context, "stride": stride}))
     config = {"source": "wikitext", "format": fmt, "path": str(folder.resolve()),
               "subset": subset if folder.name == subset else None,
               "files": files, "context": context, "stride": stride, "max_bytes": max_bytes, "bytes": sizes}

@@ -32,7 +32,7 @@ from ..errors import UserError, did_you_mean
 from ..training import FitConfig
 from .builtin import fit_config
 from .guide import GUIDE_ADAPTERS, Guide, _resolve
-from .weights import cached_training, check_weights, describe_weights, load_weights_file
+from .weights import cached_training, check_accepts, check_weights, describe_weights, load_weights_file
 
 DEFAULT_FIT = FitConfig(max_epochs=60, patience=15, lr=1e-3, weight_decay=0.05)
 # children that a timm model's forward_head uses (its classifier side)
@@ -197,6 +197,7 @@ def torch_guide(spec: str, data: TaskData, *, weights: str = "train", seed: int 
 
 
 def _set_weights(model, source, data, weights, fit, seed, device, progress, *, key_info, artifacts) -> None:
+    check_accepts(model, data, f"{source['kind']}:{source['name']}")  # one line, before any training or loading
     if weights == "train":
         source["cache_key"] = cached_training(model, name=source["name"], key_info=key_info, data=data,
                                               fit=fit_config(DEFAULT_FIT, fit), seed=seed, device=device,

@@ -50,6 +50,7 @@ def cached_training(module: nn.Module, *, name: str, key_info: dict, data: TaskD
     there is one); the module is left on the CPU, where a guide is built (a study then moves it)."""
     key = stable_hash({"name": name, **key_info, "fit": fit, "seed": seed, "data": data.fingerprint})
     path = cache_dir() / "guides" / f"{_file_safe(name)}-{key}.safetensors"
+    check_accepts(module, data, name)  # before any training: a shape mismatch is one line, not a traceback
     if not _load_cached(module, path) and not (artifacts and _from_store(artifacts, module, path)):
         torch.manual_seed(seed)
         report = fit_classifier(module, data, fit, seed=seed, device=resolve_device(device), progress=progress,
@@ -90,6 +91,27 @@ def _to_store(store: ArtifactStore, path: Path) -> None:
     except Exception as e:  # noqa: BLE001 - other machines train their own copy
         warnings.warn(f"trained guide {path.name} was not uploaded to artifact store {store.url} "
                       f"({type(e).__name__}: {e})", stacklevel=3)
+
+
+def check_accepts(module: nn.Module, data: TaskData, name: str) -> None:
+    """Refuse, in one line naming the data's sample shape, a guide whose forward cannot read the data."""
+    x = data.train.head(2)[0]
+    was = module.training
+    try:
+        module.eval()
+        with torch.no_grad():
+            module(x)
+    except Exception as e:  # noqa: BLE001 - a module that cannot read these samples: the user's to fix
+        hint = ""
+        if data.name == "imagefolder":
+            hint = (f" (image folders are read at size = {data.config.get('size')}, channels = "
+                    f"{data.config.get('channels')}: set them to what the guide reads)")
+        first = str(e).strip().splitlines()[0][:300] if str(e).strip() else ""
+        raise UserError(f"guide {name} does not accept the data's samples of shape {tuple(data.sample_shape)} "
+                        f"(dtype {str(data.train.dtype).removeprefix('torch.')}){hint}: {type(e).__name__}: "
+                        f"{first}") from None
+    finally:
+        module.train(was)
 
 
 def metrics_path(name: str, key: str) -> Path:
