@@ -293,11 +293,15 @@ def main(argv: list[str] | None = None) -> int:
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    from .study.storage import close_storages
+
     try:
         return int(args.func(args) or 0)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    finally:
+        close_storages()
 
 
 if __name__ == "__main__":

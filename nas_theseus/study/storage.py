@@ -23,6 +23,7 @@ import sys
 import threading
 import time
 import warnings
+import weakref
 from pathlib import Path
 
 import optuna
@@ -229,6 +230,17 @@ def enable_sqlite_wal(url: str, *, create: bool = True) -> None:
             time.sleep(0.5)
 
 
+_OPENED: weakref.WeakSet = weakref.WeakSet()  # the storages this process made (see close_storages)
+
+
+def close_storages() -> None:
+    """Dispose the engines of the storages this process opened: their pooled connections close now, not whenever
+    the garbage collector reaches them, so a SQLite file is checkpointed when a command ends, not at a random
+    later moment (a command that fails then leaves the work directory as it found it)."""
+    for storage in list(_OPENED):
+        storage.engine.dispose()
+
+
 def make_storage(url: str, *, heartbeat_interval: int | None, grace_period: int | None, max_retry: int,
                  retry_s: float = 300.0, create: bool = True) -> ResilientRDBStorage:
     """An Optuna RDB storage with heartbeats, stale-trial retries and connection retries (see module)."""
@@ -259,6 +271,7 @@ def make_storage(url: str, *, heartbeat_interval: int | None, grace_period: int 
     storage.retry_s = retry_s
     if backend == "sqlite":
         _immediate_transactions(storage.engine)
+    _OPENED.add(storage)
     return storage
 
 
