@@ -100,7 +100,8 @@ def main() -> None:
     lines = ["One conversion (a 3-stage CNN guide, random weights -> 3 × MLP(128), 150 steps a stage, 1 epoch of "
              "fine-tuning, 2 CPU threads) over image folders of N 32-px PNGs read lazily, in a fresh process each: "
              "the guide streamed with `standard` augmentation, or its activations cached without augmentation.", "",
-             "| N (train rows) | mode | peak RSS MB | written MB | wall s | test accuracy |", "|---|---|---|---|---|---|"]
+             "| N (train rows) | mode | peak RSS MB | written MB | wall s | test accuracy |",
+             "|---|---|---|---|---|---|"]
     for n in sizes:
         for mode in ("stream", "cache"):
             r = runs[f"{n}-{mode}"]
