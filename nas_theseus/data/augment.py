@@ -12,6 +12,9 @@ fine-tuning, the scratch and distillation baselines), never to validation or tes
 probe or the activation cache reads. Images held in memory as tensors are augmented a batch at a time on the
 device they are read on (no loop over samples: ``standard`` only); images decoded from files are augmented one
 at a time in the DataLoader's workers, seeded by (pass, row), so a resumed run sees the same augmented batches.
+There the crop and flip are drawn from a ``random.Random`` of that seed and done with Pillow's own operations
+(a torchvision transform would draw from torch's global generator, whose seeding per image cost more than the
+image's decoding); timm's policies draw from Python's and NumPy's generators, seeded likewise.
 """
 
 from __future__ import annotations
@@ -47,7 +50,9 @@ class Augment:
     def batch(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         raise NotImplementedError
 
-    def image(self, img):
+    def image(self, img, rng: random.Random | None = None):
+        """``img`` augmented, its random draws from ``rng`` (and, for timm's policies, Python's and NumPy's
+        generators, seeded by the caller)."""
         raise NotImplementedError
 
 
@@ -58,7 +63,7 @@ class NoAugment(Augment):
     def batch(self, x, generator):
         return x
 
-    def image(self, img):
+    def image(self, img, rng=None):
         return img
 
 
@@ -72,12 +77,19 @@ class Standard(Augment):
         x = random_resized_crop(x, generator) if x.shape[-1] >= LARGE else pad_crop(x, x.shape[-1] // 8, generator)
         return flip(x, generator)
 
-    def image(self, img):
-        from torchvision.transforms import RandomCrop, RandomHorizontalFlip, RandomResizedCrop
+    def image(self, img, rng: random.Random | None = None):
+        from PIL import Image, ImageOps
 
+        rng = rng or random.Random()
         w, h = img.size
-        crop = RandomResizedCrop((h, w)) if w >= LARGE else RandomCrop((h, w), padding=w // 8)
-        return RandomHorizontalFlip()(crop(img))
+        if w >= LARGE:
+            box = resized_crop_box(w, h, rng)
+            img = img.resize((w, h), Image.Resampling.BILINEAR, box=box)
+        else:
+            pad = w // 8
+            x0, y0 = rng.randint(0, 2 * pad), rng.randint(0, 2 * pad)
+            img = ImageOps.expand(img, border=pad, fill=0).crop((x0, y0, x0 + w, y0 + h))
+        return img.transpose(Image.Transpose.FLIP_LEFT_RIGHT) if rng.random() < 0.5 else img
 
 
 class TimmPolicy(Augment):
@@ -98,8 +110,8 @@ class TimmPolicy(Augment):
             raise UserError(f"augment {spec!r} is neither none, standard nor a timm auto-augment policy "
                             f"(e.g. rand-m9-mstd0.5, augmix-m5-w3, original): {type(e).__name__}: {e}") from None
 
-    def image(self, img):
-        return self.policy(Standard("standard").image(img))
+    def image(self, img, rng: random.Random | None = None):
+        return self.policy(Standard("standard").image(img, rng))
 
 
 def make_augment(spec: str | None) -> Augment:
@@ -129,11 +141,26 @@ def check_augment(augment: Augment, sample_shape: tuple[int, ...], *, batched: b
                         f"or read the images from files (imagefolder with in_memory = false)")
 
 
-def seed_everything(seed: int) -> None:
-    """Seed the random states a per-image transform reads (Python's, NumPy's, torch's), in a worker."""
+def seeded(seed: int) -> random.Random:
+    """A generator for one image's augmentation; Python's and NumPy's global generators (which timm's policies
+    read) are seeded from it too."""
     random.seed(seed)
     np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
+    return random.Random(seed)
+
+
+def resized_crop_box(w: int, h: int, rng: random.Random, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3)):
+    """A random box of ``scale`` of the image's area and aspect ``ratio`` (the whole image after 10 misses), as
+    torchvision's ``RandomResizedCrop`` draws it."""
+    area = w * h
+    for _ in range(10):
+        target = area * rng.uniform(*scale)
+        aspect = math.exp(rng.uniform(math.log(ratio[0]), math.log(ratio[1])))
+        bw, bh = round(math.sqrt(target * aspect)), round(math.sqrt(target / aspect))
+        if 0 < bw <= w and 0 < bh <= h:
+            x0, y0 = rng.randint(0, w - bw), rng.randint(0, h - bh)
+            return (x0, y0, x0 + bw, y0 + bh)
+    return (0, 0, w, h)
 
 
 # --- batched transforms on the device -------------------------------------------------------------------------

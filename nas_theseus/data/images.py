@@ -22,7 +22,7 @@ from torch.utils.data import Dataset
 
 from ..errors import UserError
 from ..utils.hashing import stable_hash
-from .augment import Augment, seed_everything
+from .augment import Augment, seeded
 from .base import Split, TaskData, stratified_indices
 from .dataset_split import DatasetSplit
 
@@ -77,8 +77,7 @@ class ImageFiles(Dataset):
     def augmented(self, i: int, seed: int, augment: Augment) -> tuple[torch.Tensor, int]:
         """Image ``i`` through ``augment`` (on the decoded image, before standardising), its randomness seeded
         by ``seed``."""
-        seed_everything(seed)
-        return self._standardised(_array(augment.image(self.image(i)))), self.labels[i]
+        return self._standardised(_array(augment.image(self.image(i), seeded(seed)))), self.labels[i]
 
 
 def _array(img) -> np.ndarray:
