@@ -13,7 +13,7 @@ import os
 import statistics
 from pathlib import Path
 
-STEPS = ("tests", "cka", "stage", "e2e", "workers", "memory", "study")
+STEPS = ("tests", "cka", "stage", "e2e", "workers", "memory", "study", "stream")
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "gpu_check"
 
 
@@ -97,6 +97,10 @@ def _figures(step: str, r: dict) -> str:
                              for n, v in r["results"].items())
         if step == "memory":
             return f"{r['unit']} after each conversion: {r['held_after_each']}"
+        if step == "stream":
+            util = r.get("gpu_utilisation_pct")
+            return (f"{r['engine_images_per_s']:.0f} images/s ({r['workers']} workers), engine ÷ bare "
+                    f"{_f(r['engine_over_bare'])}, GPU utilisation {_f(util, 0)} %")
         if step == "study":
             return (f"{r['trials']} trials, median {_f(statistics.median(r['trial_wall_s']), 1)} s; one on the "
                     f"CPU ÷ on the device: {_f(r.get('cpu_over_device_per_trial'), 1)}")

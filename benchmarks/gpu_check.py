@@ -15,6 +15,9 @@ gpu_check.sh runs one step per process, each under its own time limit, in this o
            memory each
   memory   GPU memory after each of 6 conversions in one process (partitions and device spellings varied)
   study    a 3-trial synthetic-ResNet study on CUDA beside one trial of it on the CPU (per-trial time ratio)
+  stream   the guide on the fly: a CIFAR-sized folder of PNGs read through a DataLoader with workers, standard
+           augmentation, ResNet-18 layer1 -> MLP(256): images/s, GPU utilisation, stage ÷ a bare loop doing the
+           same work
 
 Each step writes its record into OUT/gpu_check.json as soon as it ends (OUT: $OUT, else
 benchmarks/results/gpu_check), so a step that runs out of time costs only its own figures; ``summary`` writes
@@ -57,6 +60,8 @@ from nas_theseus.convert import (  # noqa: E402
     engine,
     plan_stages,  # noqa: E402
 )
+from nas_theseus.convert.stream import GuideStream  # noqa: E402
+from nas_theseus.data import load_data  # noqa: E402
 from nas_theseus.data.base import Split, TaskData  # noqa: E402
 from nas_theseus.guides import load_guide  # noqa: E402
 from nas_theseus.targets import BlockSpec  # noqa: E402
@@ -80,10 +85,14 @@ class Sizes:
     memory_conversions: int
     study_steps: int
     compile_backend: str
+    stream_images: int  # the synthetic image folder of the streamed step
+    stream_steps: int
+    stream_workers: int
 
 
-GPU = Sizes("cuda", 20000, 1024, 300, 3, 400, 3, 3, (1, 2, 4), 400, 6, 100, "inductor")
-DRY = Sizes("cpu", 384, 128, 4, 1, 4, 1, 1, (1, 2), 4, 3, 3, "eager")
+GPU = Sizes("cuda", 20000, 1024, 300, 3, 400, 3, 3, (1, 2, 4), 400, 6, 100, "inductor", 8000, 200,
+            min(8, (os.cpu_count() or 2) - 1))
+DRY = Sizes("cpu", 384, 128, 4, 1, 4, 1, 1, (1, 2), 4, 3, 3, "eager", 200, 3, 1)
 
 
 def prototypes(n_train: int, n_eval: int | None = None, noise: float = 1.5) -> TaskData:
@@ -192,7 +201,7 @@ def _stage_setup(guide, data, acts, part: int, cfg: ConvertConfig, device):
     losses = nn.ModuleDict({str(part): make_alignment(cfg.alignment, hybrid.out_shapes[part],
                                                       guide.shapes[part + 1])}).to(device)
     probe_idx = torch.randperm(len(data.train), generator=torch.Generator().manual_seed(0))[: cfg.probe_size]
-    probe_x, probe_acts = data.train.x[probe_idx].to(device), acts.batch(probe_idx, device)
+    probe_x, probe_acts = data.train.take(probe_idx)[0].to(device), acts.batch(probe_idx, device)
     hybrid.refit(probe_x, probe_acts)
     return hybrid, losses, stage, probe_x, probe_acts
 
@@ -462,6 +471,91 @@ def step_study(sz: Sizes, out: Path) -> dict:
 
 def _toml_table(params: dict) -> str:
     return "{" + ", ".join(f'"{k}" = {json.dumps(v)}' for k, v in params.items()) + "}"
+
+
+# --- stream -------------------------------------------------------------------------------------------------------
+class Utilisation:
+    """NVML's GPU utilisation sampled every 100 ms while active (no figure without NVML or a GPU)."""
+
+    def __init__(self, device):
+        import threading
+
+        self.device, self.samples, self._stop = torch.device(device), [], threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def _loop(self):
+        while not self._stop.is_set():
+            try:
+                self.samples.append(torch.cuda.utilization(self.device))
+            except Exception:  # noqa: BLE001 - no NVML here: no figure
+                return
+            time.sleep(0.1)
+
+    def __enter__(self):
+        if self.device.type == "cuda":
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join()
+
+    @property
+    def mean(self) -> float | None:
+        return sum(self.samples) / len(self.samples) if self.samples else None
+
+
+def bare_streamed(guide, data, part: int, cfg: ConvertConfig, device) -> float:
+    """Seconds of a hand-written distillation loop doing a streamed stage's work: the same DataLoader and
+    augmentation, the guide's forward to the level the loss reads, the target's forward and backward, the loss,
+    AdamW with the same schedule."""
+    hybrid, losses, stage, _, _ = _stage_setup(guide, data, GuideStream(guide, data), part, cfg, device)
+    target, loss_fn = hybrid.targets[str(part)], losses[str(part)]
+    opt = torch.optim.AdamW([*target.parameters(), *loss_fn.parameters()], lr=cfg.lr,
+                            weight_decay=cfg.weight_decay)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=stage.steps, eta_min=cfg.lr * 0.1)
+    gen, n, steps = torch.Generator().manual_seed(1), len(data.train), 0
+    bs = min(cfg.batch_size, n)  # as the engine takes it
+    target.train()
+    sync(device)
+    t0 = time.perf_counter()
+    while steps < stage.steps:
+        order = torch.randperm(n, generator=gen)[: n - n % bs]
+        for b in data.train.batches(bs, order=order, device=device, augment=data.augmentation, seed=steps):
+            a_in, a_out = guide.activations_upto(b.x, part + 1)[part:part + 2]
+            loss = loss_fn(target(a_in), a_out)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            steps += 1
+            if steps == stage.steps:
+                break
+    sync(device)
+    return time.perf_counter() - t0
+
+
+def step_stream(sz: Sizes, out: Path) -> dict:
+    """A streamed stage over a synthetic image folder read through a DataLoader, against a bare loop."""
+    from scale import write_folder
+
+    device = sz.device
+    with tempfile.TemporaryDirectory() as tmp:
+        write_folder(Path(tmp) / "imgs", sz.stream_images)
+        data = load_data("imagefolder", root=str(Path(tmp) / "imgs"), size=32, in_memory=False, augment="standard",
+                         workers=sz.stream_workers)
+        guide = resnet(data).to(device)
+        cfg = ConvertConfig(steps_per_stage=sz.stream_steps, stage_stop="fixed", activations="stream")
+        feed = GuideStream(guide, data)
+        time_engine(guide, data, feed, 0, dataclasses.replace(cfg, steps_per_stage=2), device)  # warm-up
+        with Utilisation(device) as util:
+            engine_s = time_engine(guide, data, feed, 0, cfg, device)
+        bare_s = bare_streamed(guide, data, 0, cfg, device)
+    images = sz.stream_steps * min(cfg.batch_size, len(data.train))
+    return {"ok": True, "images": sz.stream_images, "steps": sz.stream_steps, "workers": sz.stream_workers,
+            "engine_images_per_s": images / engine_s, "bare_images_per_s": images / bare_s,
+            "engine_over_bare": engine_s / bare_s, "gpu_utilisation_pct": util.mean, **peak_memory(device)}
 
 
 # --- records ------------------------------------------------------------------------------------------------------

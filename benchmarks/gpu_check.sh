@@ -50,7 +50,7 @@ fi
 
 status=0
 # step name and its limit in seconds (sum 445 s; with the preflight, under 7.5 minutes)
-for entry in tests:85 cka:25 stage:70 e2e:75 workers:55 memory:25 study:110; do
+for entry in tests:75 cka:25 stage:65 e2e:65 workers:50 memory:25 study:95 stream:45; do
   step=${entry%%:*}; limit=${entry##*:}
   limit=$((limit * scale))
   echo "== $step (limit ${limit} s)" | tee -a "$log"

@@ -1,13 +1,14 @@
 """Scale benchmark: memory and disk of one conversion against the size of an image folder (not a test).
 
 The benchmark writes image folders of N 32-px RGB PNGs (10 classes: a smooth random prototype per class plus
-noise, so the task is learnable, also under crops and flips; in a temporary folder, never committed), then converts a small CNN guide (random
-weights, 3 conv stages) into MLPs over each, once with the guide's activations streamed (standard augmentation
-on) and once cached (augmentation off), each in a fresh process reading the folder lazily (in_memory = false).
-Per run: peak resident memory of the process, bytes it wrote (``/proc/self/io`` wchar), wall time, test
-accuracy. Goal: the streamed conversion's peak memory flat in N (within 10 %); the cached one's beside it.
+noise, so the task is learnable, also under crops and flips; in a temporary folder, never committed), then
+converts a small CNN guide (random weights, 3 conv stages) into MLPs over each, once with the guide's activations
+streamed (standard augmentation on) and once cached (augmentation off), each in a fresh process reading the
+folder lazily (in_memory = false). Per run: peak resident memory of the process, bytes it wrote
+(``/proc/self/io`` wchar), wall time, test accuracy. Goal: the streamed conversion's peak memory flat in N
+(within 10 %); the cached one's beside it.
 
-    python benchmarks/scale.py                       # N = 5k, 20k, 80k (~30 min on 2 cores)
+    python benchmarks/scale.py                       # N = 5k, 20k, 80k (~15 min on 2 cores)
     python benchmarks/scale.py --sizes 2000 8000     # smaller
 """
 
