@@ -42,11 +42,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch import nn
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _common import ROOT, commit, machine, today  # noqa: E402
 from _gpu_check_records import DEFAULT_OUT, STEPS, record  # noqa: E402
+from stage_loop import setup, sync, time_engine  # noqa: E402  (one stage set up as convert() sets it up)
 
 from nas_theseus.align import linear_cka, make_alignment  # noqa: E402
 from nas_theseus.align.cka import unbiased_linear_cka_in  # noqa: E402
@@ -55,10 +55,7 @@ from nas_theseus.convert import (  # noqa: E402
     Candidate,
     ConvertConfig,
     GuideActivations,
-    Hybrid,
-    convert,
-    engine,
-    plan_stages,  # noqa: E402
+    convert,  # noqa: E402
 )
 from nas_theseus.convert.stream import GuideStream  # noqa: E402
 from nas_theseus.data import load_data  # noqa: E402
@@ -114,11 +111,6 @@ def resnet(data: TaskData, *, epochs: int = 0, device: str = "cpu"):
         return load_guide("timm:resnet18", data, weights="random", progress=False)
     return load_guide("timm:resnet18", data, device=device, progress=False,
                       fit={"max_epochs": epochs, "patience": epochs, "lr": 1e-3, "batch_size": 256})
-
-
-def sync(device) -> None:
-    if torch.device(device).type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def peak_memory(device) -> dict:
@@ -193,36 +185,11 @@ def cka_numerics(device: str, rows: int) -> dict:
 
 
 # --- stage --------------------------------------------------------------------------------------------------------
-def _stage_setup(guide, data, acts, part: int, cfg: ConvertConfig, device):
-    cand = Candidate(tuple(BlockSpec.of("mlp", width=256) if i == part else None for i in range(len(guide.parts))))
-    stage = plan_stages(cand, cfg)[0]
-    hybrid = Hybrid(guide, cand, cfg)
-    hybrid.swap_in(stage.new)
-    losses = nn.ModuleDict({str(part): make_alignment(cfg.alignment, hybrid.out_shapes[part],
-                                                      guide.shapes[part + 1])}).to(device)
-    probe_idx = torch.randperm(len(data.train), generator=torch.Generator().manual_seed(0))[: cfg.probe_size]
-    probe_x, probe_acts = data.train.take(probe_idx)[0].to(device), acts.batch(probe_idx, device)
-    hybrid.refit(probe_x, probe_acts)
-    return hybrid, losses, stage, probe_x, probe_acts
-
-
-def time_engine(guide, data, acts, part, cfg, device) -> float:
-    """Seconds of the engine's stage loop (``convert``'s own ``_train_stage``), fixed steps."""
-    hybrid, losses, stage, probe_x, probe_acts = _stage_setup(guide, data, acts, part, cfg, device)
-    heldout = engine._heldout(guide, data, cfg, device)
-    sync(device)
-    t0 = time.perf_counter()
-    engine._train_stage(hybrid, losses, stage, data, acts, cfg, "bench", device, probe_x, probe_acts, heldout,
-                        False, 1)
-    sync(device)
-    return time.perf_counter() - t0
-
-
 def time_bare(guide, data, acts, part, cfg, device, *, bf16=False, fused=False, compile_backend=None) -> dict:
     """Seconds of a hand-written loop doing the same steps (the target's forward, the loss, AdamW with the same
     cosine schedule) on the cached activations; with ``compile_backend`` the target is ``torch.compile``d and
     the first step (the compile) is timed apart."""
-    hybrid, losses, stage, _, _ = _stage_setup(guide, data, acts, part, cfg, device)
+    hybrid, losses, stage, _ = setup(guide, data, acts, part, cfg, device)
     target, loss_fn = hybrid.targets[str(part)], losses[str(part)]
     forward = torch.compile(target, backend=compile_backend) if compile_backend else target
     a_in, a_out = acts.acts[part].to(device), acts.acts[part + 1].to(device)
@@ -510,7 +477,7 @@ def bare_streamed(guide, data, part: int, cfg: ConvertConfig, device) -> float:
     """Seconds of a hand-written distillation loop doing a streamed stage's work: the same DataLoader and
     augmentation, the guide's forward to the level the loss reads, the target's forward and backward, the loss,
     AdamW with the same schedule."""
-    hybrid, losses, stage, _, _ = _stage_setup(guide, data, GuideStream(guide, data), part, cfg, device)
+    hybrid, losses, stage, _ = setup(guide, data, GuideStream(guide, data), part, cfg, device)
     target, loss_fn = hybrid.targets[str(part)], losses[str(part)]
     opt = torch.optim.AdamW([*target.parameters(), *loss_fn.parameters()], lr=cfg.lr,
                             weight_decay=cfg.weight_decay)

@@ -1,14 +1,13 @@
 """Speed benchmark: one alignment stage of the engine ÷ a hand-written loop doing the same steps (not a test).
 
 Each case swaps one guide part for an MLP, keeps the others, and times the engine's stage loop
-(``convert.engine._train_stage``, set up as ``convert()`` sets it up) against a bare loop over the same cached
+(``nas_theseus.convert.train_stage``, set up as ``convert()`` sets it up) against a bare loop over the same cached
 activations: a seeded batch permutation, the target's forward, the same alignment loss module, AdamW with the
 same cosine schedule, ``steps`` optimizer steps (a fixed-length stage: the held-out stopping rule's
 evaluations are a separate, documented cost). Timed interleaved A/B/A/B in one process on 1 CPU thread; the
 figure is the median ratio over the pairs. Goal: ≤ 1.15 in every case.
 
     python benchmarks/stage_loop.py                     # 4 pairs per case (~3 min on 2 cores)
-    PYTHONPATH=/path/to/older/checkout python benchmarks/stage_loop.py --out stage_loop_before
 
 Cases: MNIST-1D CNN conv1 -> MLP(256) with conv2/conv3 kept; a timm ResNet-18 at 32 px (synthetic
 CIFAR-10-sized images) with layer1, layer2, layer3 or layer4 -> MLP(256), the other stages kept.
@@ -19,7 +18,6 @@ from __future__ import annotations
 import argparse
 import copy
 import dataclasses
-import inspect
 import os
 import statistics
 import sys
@@ -37,9 +35,10 @@ from nas_theseus.convert import (  # noqa: E402
     ConvertConfig,
     GuideActivations,
     Hybrid,
-    engine,  # noqa: E402
     plan_stages,
+    train_stage,
 )
+from nas_theseus.convert.stages import heldout_rows  # noqa: E402
 from nas_theseus.data import load_mnist1d  # noqa: E402
 from nas_theseus.data.base import Split, TaskData  # noqa: E402
 from nas_theseus.guides import load_guide  # noqa: E402
@@ -70,6 +69,8 @@ def sync(device) -> None:
 
 
 def setup(guide, data, acts, part, cfg, device="cpu"):
+    """A one-stage conversion as ``convert()`` sets it up: part ``part`` swapped for an MLP(256), its loss, the
+    probe rows (adapters refit on them)."""
     blocks = tuple(BlockSpec.of("mlp", width=256) if i == part else None for i in range(len(guide.parts)))
     cand = Candidate(blocks)
     stage = plan_stages(cand, cfg)[0]
@@ -78,26 +79,24 @@ def setup(guide, data, acts, part, cfg, device="cpu"):
     losses = nn.ModuleDict({str(part): make_alignment(cfg.alignment, hybrid.out_shapes[part],
                                                       guide.shapes[part + 1])}).to(device)
     probe_idx = torch.randperm(len(data.train), generator=torch.Generator().manual_seed(0))[: cfg.probe_size]
-    probe_x, probe_acts = data.train.x[probe_idx].to(device), acts.batch(probe_idx, device)
-    hybrid.refit(probe_x, probe_acts)
-    return hybrid, losses, stage, probe_x, probe_acts
+    probe = data.train.take(probe_idx)[0].to(device), acts.batch(probe_idx, device)
+    hybrid.refit(*probe)
+    return hybrid, losses, stage, probe
 
 
 def time_engine(guide, data, acts, part, cfg, device="cpu") -> float:
-    hybrid, losses, stage, probe_x, probe_acts = setup(guide, data, acts, part, cfg, device)
-    # an older engine (PYTHONPATH=older checkout) has no held-out rows in its signature
-    heldout = ((engine._heldout(guide, data, cfg, device),)
-               if "heldout" in inspect.signature(engine._train_stage).parameters else ())
+    """Seconds of the engine's stage loop (:func:`~nas_theseus.convert.train_stage`), fixed steps."""
+    hybrid, losses, stage, probe = setup(guide, data, acts, part, cfg, device)
+    heldout = heldout_rows(guide, data, cfg, device)
     sync(device)
     t0 = time.perf_counter()
-    engine._train_stage(hybrid, losses, stage, data, acts, cfg, "bench", device, probe_x, probe_acts, *heldout,
-                        False, 1)
+    train_stage(hybrid, losses, stage, acts, data, cfg, key="bench", device=device, probe=probe, heldout=heldout)
     sync(device)
     return time.perf_counter() - t0
 
 
 def time_bare(guide, data, acts, part, cfg, device="cpu") -> float:
-    hybrid, losses, stage, _, _ = setup(guide, data, acts, part, cfg, device)
+    hybrid, losses, stage, _ = setup(guide, data, acts, part, cfg, device)
     target, loss_fn = copy.deepcopy(hybrid.targets[str(part)]), losses[str(part)]
     a_in, a_out = acts.acts[part].to(device), acts.acts[part + 1].to(device)
     opt = torch.optim.AdamW(list(target.parameters()) + list(loss_fn.parameters()), lr=cfg.lr,

@@ -8,6 +8,7 @@ from torch import nn
 
 from nas_theseus.convert import Candidate, ConversionError, ConvertConfig, budget_steps, convert, plan_stages
 from nas_theseus.convert import engine as engine_module
+from nas_theseus.convert import stages as stages_module
 from nas_theseus.data import load_mnist1d
 from nas_theseus.errors import UserError
 from nas_theseus.guides import Guide
@@ -66,13 +67,13 @@ def test_progressive_trains_earlier_targets_sequential_freezes_them(small_data):
 def test_independent_targets_read_the_guide_input(small_data, monkeypatch):
     guide = tiny_guide("conv1d")
     seen = []
-    original = engine_module._forward_outputs
+    original = stages_module._forward_outputs
 
     def spy(hybrid, stage, x, acts):
         seen.append(stage.isolated)
         return original(hybrid, stage, x, acts)
 
-    monkeypatch.setattr(engine_module, "_forward_outputs", spy)
+    monkeypatch.setattr(stages_module, "_forward_outputs", spy)
     result = convert(guide, Candidate((MLP8, MLP8, MLP8)), small_data, fast("independent"), progress=False)
     assert seen and all(seen)
     assert len(result.stages) == 3
@@ -307,9 +308,9 @@ def test_the_shortened_stage_forward_is_bit_identical_to_the_whole_hybrid(small_
     cfg = replace(fast(schedule, **kw), steps_per_stage=30, refit_every=7, batch_size=64, probe_size=128)
     short = convert(guide, cand, small_data, cfg, progress=False)
     real_refit = Hybrid.refit
-    monkeypatch.setattr(engine_module, "_levels", lambda hybrid, stage: range(len(guide.parts) + 2))
-    monkeypatch.setattr(engine_module, "_needs_x", lambda hybrid, stage: True)
-    monkeypatch.setattr(engine_module, "_forward_outputs",
+    monkeypatch.setattr(stages_module, "_levels", lambda hybrid, stage: range(len(guide.parts) + 2))
+    monkeypatch.setattr(stages_module, "_needs_x", lambda hybrid, stage: True)
+    monkeypatch.setattr(stages_module, "_forward_outputs",
                         lambda hybrid, stage, x, acts: hybrid(x, collect=True)[1])
     monkeypatch.setattr(Hybrid, "reads_through_adapter", lambda self, stop: True)
     monkeypatch.setattr(Hybrid, "refit", lambda self, x, acts, stop=None: real_refit(self, x, acts))
@@ -335,8 +336,8 @@ def test_a_stage_stops_once_heldout_alignment_has_converged_and_not_before(small
     cfg = ConvertConfig(steps_per_stage=3000, eval_every=20, stop_patience=3, min_steps=40, batch_size=64,
                         probe_size=128, finetune=FAST_FT)
     scores = []
-    real = engine_module._heldout_score
-    monkeypatch.setattr(engine_module, "_heldout_score", lambda *a: scores.append(real(*a)) or scores[-1])
+    real = stages_module._heldout_score
+    monkeypatch.setattr(stages_module, "_heldout_score", lambda *a: scores.append(real(*a)) or scores[-1])
     converged = convert(guide, cand, small_data, cfg, progress=False).stages[0]
     assert converged.stopped == "plateau" and 40 <= converged.steps < 3000 and converged.max_steps == 3000
     assert len(scores) == converged.steps // 20

@@ -128,3 +128,56 @@ def test_a_guide_that_cannot_read_the_images_is_one_line_before_any_training(tmp
     ok = load_data("imagefolder", root=str(root), channels=1, size=28)
     assert load_guide(f"torch:{tmp_path / 'mycnn.py'}:make_cnn", ok, parts=["0"], weights="random",
                       num_classes=3).sample_shape == (1, 28, 28)
+
+
+_CONVERT = """
+import json, sys
+from nas_theseus.convert import Candidate, ConvertConfig, convert
+from nas_theseus.data import load_data
+from nas_theseus.targets import BlockSpec
+from nas_theseus.testing import tiny_guide
+from nas_theseus.training import FitConfig
+
+root, checkpoints, out = sys.argv[1:4]
+data = load_data("imagefolder", root=root, size=8, channels=1, in_memory=False, workers=1, augment="standard")
+cfg = ConvertConfig(steps_per_stage=12, stage_stop="fixed", batch_size=8, probe_size=16, heldout_size=8,
+                    activations="stream", finetune=FitConfig(max_epochs=1, patience=1))
+mlp = BlockSpec.of("mlp", width=8)
+r = convert(tiny_guide("conv2d"), Candidate((mlp, mlp)), data, cfg, device="cpu", progress=False,
+            checkpoint_dir=checkpoints)
+with open(out, "w") as f:
+    json.dump({"curves": [s.loss_curve for s in r.stages], "resumed": [s.resumed for s in r.stages],
+               "test": r.test_accuracy}, f)
+"""
+
+
+@pytest.mark.slow
+def test_a_streamed_augmented_conversion_killed_mid_stage_resumes_as_an_uninterrupted_one(tmp_path):
+    """SIGKILL in the second stage of a conversion reading a folder through a DataLoader worker, with
+    augmentation: the rerun resumes the finished stage and redraws the killed one's batches and augmentations
+    (the stage's generator is seeded by its key, each image's augmentation by (pass, row)), so its curves and
+    test accuracy equal an uninterrupted run's."""
+    import json
+    import signal
+    import subprocess
+    import sys
+
+    root = write_folder(tmp_path / "imgs", n=16)
+    script = tmp_path / "convert.py"
+    script.write_text(_CONVERT)
+
+    def run(checkpoints, out, **env):
+        return subprocess.run([sys.executable, str(script), str(root), str(tmp_path / checkpoints),
+                               str(tmp_path / out)], env={**os.environ, **env}, capture_output=True, text=True,
+                              timeout=600)
+
+    whole = run("whole", "whole.json")
+    assert whole.returncode == 0, whole.stderr[-3000:]
+    killed = run("killed", "never.json", NAS_THESEUS_TEST_HOOK="stage_step:kill:18")  # step 6 of stage 2
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+    assert not (tmp_path / "never.json").exists()
+    again = run("killed", "again.json")
+    assert again.returncode == 0, again.stderr[-3000:]
+    whole, again = (json.loads((tmp_path / f).read_text()) for f in ("whole.json", "again.json"))
+    assert whole["resumed"] == [False, False] and again["resumed"] == [True, False]
+    assert again["curves"] == whole["curves"] and again["test"] == whole["test"]

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from nas_theseus.convert import Candidate, ConvertConfig, convert
-from nas_theseus.convert import engine as engine_module
+from nas_theseus.convert import stages as stages_module
 from nas_theseus.convert.activations import choose_activations
 from nas_theseus.convert.stream import GuideStream
 from nas_theseus.data import Split, TaskData, load_mnist1d
@@ -101,7 +101,7 @@ def test_the_guide_and_the_targets_see_the_same_augmented_batch(monkeypatch):
             seen["guide"].append(x)
             yield x, acts
 
-    original_forward = engine_module._forward_outputs
+    original_forward = stages_module._forward_outputs
 
     def spy_forward(hybrid, stage, x, acts):
         if torch.is_grad_enabled():
@@ -109,7 +109,7 @@ def test_the_guide_and_the_targets_see_the_same_augmented_batch(monkeypatch):
         return original_forward(hybrid, stage, x, acts)
 
     monkeypatch.setattr(GuideStream, "stage_batches", spy_feed)
-    monkeypatch.setattr(engine_module, "_forward_outputs", spy_forward)
+    monkeypatch.setattr(stages_module, "_forward_outputs", spy_forward)
     cfg = ConvertConfig(steps_per_stage=8, stage_stop="fixed", batch_size=32, probe_size=64, heldout_size=32,
                         finetune=FT)
     r = convert(tiny_guide("conv2d"), Candidate((BlockSpec.of("mlp", width=8), None), stem="relearn"), d, cfg,

@@ -30,8 +30,8 @@ from ..training import FitConfig, FitReport, evaluate, fit_classifier
 from ..utils.devices import resolve_device
 from ..utils.reinit import reinitialize
 from .config import Candidate, ConvertConfig
-from .engine import budget_steps
 from .hybrid import DeployModel, Hybrid
+from .stages import budget_steps
 
 # chosen on MNIST-1D validation accuracy (benchmarks/conversion_mnist1d.py, the grid in its docstring)
 SCRATCH_FIT = FitConfig(max_epochs=100, patience=20, lr=3e-3)
