@@ -71,3 +71,32 @@ def postgres():
     server.wait_ready()
     yield server
     server.close()
+
+
+@pytest.fixture
+def hf_offline(tmp_path, monkeypatch):
+    """`datasets` imported, HF offline mode in the environment, its caches in tmp_path, and no network at all."""
+    import socket
+
+    datasets = pytest.importorskip("datasets", reason="needs pip install 'nas-theseus[wikitext]'")
+    import huggingface_hub.constants
+
+    # `datasets` reads these when first imported, so they alone do not make it offline: our loaders force it
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "hf-datasets-cache")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hf-hub-cache"))
+
+    attempts = []
+    connect = socket.socket.connect
+
+    def no_network(*args, **kwargs):  # recorded too: `datasets` swallows some network errors
+        if isinstance(args[0], socket.socket) and args[0].family == socket.AF_UNIX:  # DataLoader workers' pipes
+            return connect(*args, **kwargs)
+        attempts.append(args)
+        raise OSError("Hugging Face data tried the network")
+
+    monkeypatch.setattr(socket.socket, "connect", no_network)
+    monkeypatch.setattr(socket, "getaddrinfo", no_network)
+    yield datasets
+    assert not attempts, f"Hugging Face data tried the network: {attempts}"

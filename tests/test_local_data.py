@@ -13,7 +13,7 @@ from nas_theseus.errors import UserError
 
 
 def _check_standardised(data):
-    x = data.train.x
+    x = data.train.head(len(data.train))[0]
     dims = [0] if x.dim() == 2 else [0, *range(2, x.dim())]
     assert torch.allclose(x.mean(dim=dims), torch.zeros(1), atol=1e-4)
     assert torch.allclose(x.std(dim=dims), torch.ones(1), atol=1e-3)
@@ -75,6 +75,13 @@ def test_cifar10_from_the_python_batches(tmp_path):
     assert data.sample_shape == (3, 32, 32) and data.num_classes == 10
     assert len(data.train) + len(data.val) == 100 and len(data.test) == 20
     _check_standardised(data)
+    assert data.train.x.dtype == torch.uint8 and data.train.dtype == torch.float32  # held as bytes
+    order = torch.randperm(len(data.train), generator=torch.Generator().manual_seed(0))
+    batch = next(data.train.batches(16, order=order))
+    assert batch.x.dtype == torch.float32 and torch.equal(batch.x, data.train.take(order[:16])[0])
+    augmented = data.with_augment("standard")  # batched on the device, as tensors in memory are
+    moved = next(augmented.train.batches(16, order=order, augment=augmented.augmentation, seed=1))
+    assert moved.x.shape == batch.x.shape and not torch.equal(moved.x, batch.x)
     assert len(load_data("cifar10", root=str(folder), limit=50).train) < 50
     (folder / "test_batch").unlink()
     with pytest.raises(UserError, match="lacks test_batch"):

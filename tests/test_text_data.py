@@ -88,32 +88,6 @@ def _stream(split) -> bytes:
     return bytes(torch.cat([split.x.reshape(-1), split.y[-1, -1:]]).tolist())
 
 
-@pytest.fixture
-def hf_offline(tmp_path, monkeypatch):
-    """`datasets` imported, HF offline mode in the environment, its caches in tmp_path, and no network at all."""
-    import socket
-
-    datasets = pytest.importorskip("datasets", reason="wikitext tests need pip install 'nas-theseus[wikitext]'")
-    import huggingface_hub.constants
-
-    # `datasets` reads these when first imported, so they alone do not make it offline: load_wikitext forces it
-    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "hf-datasets-cache")
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hf-hub-cache"))
-
-    attempts = []
-
-    def no_network(*args, **kwargs):  # recorded too: `datasets` swallows some network errors
-        attempts.append(args)
-        raise OSError("wikitext data tried the network")
-
-    monkeypatch.setattr(socket.socket, "connect", no_network)
-    monkeypatch.setattr(socket, "getaddrinfo", no_network)
-    yield datasets
-    assert not attempts, f"wikitext data tried the network: {attempts}"
-
-
 def _dataset_dict(datasets, columns=("text",)):
     return datasets.DatasetDict({split: datasets.Dataset.from_dict({c: rows for c in columns})
                                  for split, rows in _WIKI_ROWS.items()})

@@ -1,6 +1,6 @@
 """Task data: splits held in memory or read through a DataLoader (:mod:`nas_theseus.data.base`); offline
 loaders (MNIST-1D, scikit-learn digits, the stdlib's pydoc text), and local files (npz, CIFAR-10 python batches,
-image folders, UTF-8 text, a local WikiText copy)."""
+image folders, a Hugging Face image dataset, UTF-8 text, a local WikiText copy)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from ..errors import UserError, did_you_mean, unknown_name
 from .base import Batch, Rows, Split, TaskData, carve_validation
 from .dataset_split import DatasetSplit
 from .digits import load_digits
+from .hf_images import load_hf_images
 from .images import load_image_folder
 from .local import load_cifar10, load_npz
 from .mnist1d import load_mnist1d
@@ -19,7 +20,8 @@ from .wikitext import load_wikitext
 
 DATASETS: dict[str, Callable[..., TaskData]] = {"mnist1d": load_mnist1d, "digits": load_digits, "npz": load_npz,
                                                 "cifar10": load_cifar10, "imagefolder": load_image_folder,
-                                                "text": load_text, "wikitext": load_wikitext}
+                                                "hfimages": load_hf_images, "text": load_text,
+                                                "wikitext": load_wikitext}
 
 
 def load_data(name: str, *, augment: str = "none", **options) -> TaskData:
@@ -40,5 +42,5 @@ def load_data(name: str, *, augment: str = "none", **options) -> TaskData:
 
 
 __all__ = ["DATASETS", "Batch", "ByteTokenizer", "DatasetSplit", "Rows", "Split", "TaskData", "carve_validation",
-           "load_cifar10", "load_data", "load_digits", "load_image_folder", "load_mnist1d", "load_npz", "load_text",
-           "load_wikitext"]
+           "load_cifar10", "load_data", "load_digits", "load_hf_images", "load_image_folder", "load_mnist1d",
+           "load_npz", "load_text", "load_wikitext"]

@@ -14,6 +14,7 @@ modification times, and the options: no image is read for it.
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import numpy as np
@@ -31,37 +32,34 @@ IN_MEMORY_MB = 256  # in_memory = "auto": decoded float32 images up to this size
 STAT_IMAGES = 1000
 
 
-class ImageFiles(Dataset):
-    """``(image, label)`` for a list of files: decoded, resized, standardised (see the module docstring)."""
+class Images(Dataset):
+    """``(image, label)`` pairs: decoded by :meth:`image` (a subclass's), converted, resized and standardised
+    (see the module docstring)."""
 
-    def __init__(self, files: list[Path], labels: list[int], *, size: tuple[int, int], channels: int,
-                 mean: np.ndarray | None = None, std: np.ndarray | None = None, size_option: int | None = None):
-        self.files, self.labels = files, labels
+    def __init__(self, labels: list[int], *, size: tuple[int, int], channels: int, mean: np.ndarray | None = None,
+                 std: np.ndarray | None = None, size_option: int | None = None):
+        self.labels = labels
         self.size, self.channels, self.size_option = size, channels, size_option
         self.mean = np.zeros(channels, np.float32) if mean is None else mean
         self.std = np.ones(channels, np.float32) if std is None else std
 
     def __len__(self) -> int:
-        return len(self.files)
+        return len(self.labels)
 
     def image(self, i: int):
         """Image ``i`` decoded (PIL), converted and at the split's size."""
-        from PIL import Image, UnidentifiedImageError
+        raise NotImplementedError
 
-        f = self.files[i]
-        try:
-            with Image.open(f) as im:
-                im = im.convert("L" if self.channels == 1 else "RGB")
-                if self.size_option is not None:
-                    return im.resize(self.size)
-                if im.size != self.size:
-                    raise UserError(f"imagefolder data: {f} is {im.size[0]}x{im.size[1]} px but the first image is "
-                                    f"{self.size[0]}x{self.size[1]}; set the `size` option to resize them all")
-                im.load()
-                return im
-        except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as e:
-            raise UserError(f"imagefolder data: cannot read image {f} ({type(e).__name__}: "
-                            f"{str(e).splitlines()[0][:200] if str(e) else ''})") from None
+    def _fit(self, im, where: str):
+        """``im`` converted to the split's channels and size; mixed sizes without ``size`` are one line."""
+        im = im.convert("L" if self.channels == 1 else "RGB")
+        if self.size_option is not None:
+            return im.resize(self.size)
+        if im.size != self.size:
+            raise UserError(f"{where} is {im.size[0]}x{im.size[1]} px but the first image is "
+                            f"{self.size[0]}x{self.size[1]}; set the `size` option to resize them all")
+        im.load()
+        return im
 
     def raw(self, i: int) -> np.ndarray:
         """Image ``i`` as float32 (C, H, W) in [0, 1], before standardising."""
@@ -79,6 +77,31 @@ class ImageFiles(Dataset):
         by ``seed``."""
         return self._standardised(_array(augment.image(self.image(i), seeded(seed)))), self.labels[i]
 
+    def with_statistics(self, mean: np.ndarray, std: np.ndarray) -> Images:
+        """These images standardised with ``mean`` and ``std`` (the training split's)."""
+        out = copy.copy(self)
+        out.mean, out.std = mean, std
+        return out
+
+
+class ImageFiles(Images):
+    """Images from a list of files, decoded with Pillow."""
+
+    def __init__(self, files: list[Path], labels: list[int], **kwargs):
+        super().__init__(labels, **kwargs)
+        self.files = files
+
+    def image(self, i: int):
+        from PIL import Image, UnidentifiedImageError
+
+        f = self.files[i]
+        try:
+            with Image.open(f) as im:
+                return self._fit(im, f"imagefolder data: {f}")
+        except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as e:
+            raise UserError(f"imagefolder data: cannot read image {f} ({type(e).__name__}: "
+                            f"{str(e).splitlines()[0][:200] if str(e) else ''})") from None
+
 
 def _array(img) -> np.ndarray:
     a = np.asarray(img, dtype=np.float32) / 255.0
@@ -95,8 +118,6 @@ def load_image_folder(*, root: str, size: int | None = 32, channels: int = 3, va
         raise UserError(f"imagefolder data: no such folder {folder}")
     if channels not in (1, 3):
         raise UserError(f"imagefolder data: channels must be 1 or 3, got {channels}")
-    if in_memory not in ("auto", True, False):
-        raise UserError(f"imagefolder data: in_memory must be \"auto\", true or false, got {in_memory!r}")
     split_dirs = (folder / "train", folder / "test")
     has_split = all(d.is_dir() for d in split_dirs)
     classes = sorted(d.name for d in (split_dirs[0] if has_split else folder).iterdir() if d.is_dir())
@@ -112,22 +133,32 @@ def load_image_folder(*, root: str, size: int | None = 32, channels: int = 3, va
     train_idx, val_idx = stratified_indices(torch.as_tensor(labels), val_fraction, split_seed)
     train, val = _pick(files, labels, train_idx), _pick(files, labels, val_idx)
     shape = _first_size(train[0][0]) if size is None else (size, size)
-    probe = ImageFiles(*train, size=shape, channels=channels, size_option=size)
-    mean, std = _statistics(probe, split_seed)
+    kw = {"size": shape, "channels": channels, "size_option": size}
+    parts = [ImageFiles(*part, **kw) for part in (train, val, test)]
     config = {"root": str(folder), "size": size, "channels": channels, "classes": classes}
+    identities = [_file_identity(part[0], folder) for part in (train, val, test)]
+    return image_task("imagefolder", parts, identities, config, in_memory=in_memory, workers=workers,
+                      split_seed=split_seed, val_fraction=val_fraction)
 
-    def make(part: tuple[list[Path], list[int]]):
-        return ImageFiles(*part, size=shape, channels=channels, mean=mean, std=std, size_option=size)
 
-    n = len(train[0]) + len(val[0]) + len(test[0])
-    if in_memory is True or (in_memory == "auto" and n * channels * shape[0] * shape[1] * 4 <= IN_MEMORY_MB * 2**20):
-        splits = [_decode_all(make(part)) for part in (train, val, test)]
+def image_task(name: str, parts: list[Images], identities: list, config: dict, *, in_memory: bool | str,
+               workers: int | None, split_seed: int, val_fraction: float) -> TaskData:
+    """The task over train / validation / test images: standardised with statistics of the training images,
+    decoded once into tensors when they fit ``IN_MEMORY_MB`` (``in_memory = "auto"``) or always (true), else
+    read through a DataLoader, fingerprinted by ``identities`` (what identifies each split's rows unread)."""
+    if in_memory not in ("auto", True, False):
+        raise UserError(f"{name} data: in_memory must be \"auto\", true or false, got {in_memory!r}")
+    mean, std = _statistics(parts[0], split_seed)
+    parts = [p.with_statistics(mean, std) for p in parts]
+    channels, (w, h) = parts[0].channels, parts[0].size
+    if in_memory is True or (in_memory == "auto" and sum(map(len, parts)) * channels * w * h * 4
+                             <= IN_MEMORY_MB * 2**20):
+        splits = [_decode_all(p) for p in parts]
     else:
         key = {"mean": mean.tolist(), "std": std.tolist(), **{k: v for k, v in config.items() if k != "root"}}
-        splits = [DatasetSplit(make(part), workers=workers,
-                               fingerprint=stable_hash({**key, "files": _file_identity(part[0], folder)}))
-                  for part in (train, val, test)]
-    return TaskData("imagefolder", *splits, num_classes=len(classes),
+        splits = [DatasetSplit(p, workers=workers, fingerprint=stable_hash({**key, "rows": identity}))
+                  for p, identity in zip(parts, identities)]
+    return TaskData(name, *splits, num_classes=len(config["classes"]),
                     config={**config, "val_fraction": val_fraction, "split_seed": split_seed,
                             "in_memory": isinstance(splits[0], Split)})
 
@@ -161,7 +192,7 @@ def _first_size(f: Path) -> tuple[int, int]:
         raise UserError(f"imagefolder data: cannot read image {f} ({type(e).__name__}: {e})") from None
 
 
-def _statistics(images: ImageFiles, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def _statistics(images: Images, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Per-channel mean and standard deviation of up to ``STAT_IMAGES`` training images (a seeded sample)."""
     g = torch.Generator().manual_seed(seed)
     idx = torch.randperm(len(images), generator=g)[:STAT_IMAGES].sort().values.tolist()
@@ -176,7 +207,7 @@ def _statistics(images: ImageFiles, seed: int) -> tuple[np.ndarray, np.ndarray]:
     return mean.astype(np.float32), np.maximum(std, 1e-6).astype(np.float32)
 
 
-def _decode_all(images: ImageFiles) -> Split:
+def _decode_all(images: Images) -> Split:
     if len(images) == 0:
         shape = (0, images.channels, images.size[1], images.size[0])
         return Split(torch.empty(shape), torch.empty(0, dtype=torch.long))

@@ -3,7 +3,8 @@
 * ``npz``: ``X`` (N, ...) and integer ``y`` (N,), optionally ``X_test`` / ``y_test``; without a test split one
   is carved out (stratified, ``test_fraction``). Any array shape works: vectors, sequences, images.
 * ``cifar10``: the standard python-pickle batches of CIFAR-10 (``data_batch_1`` … ``data_batch_5``,
-  ``test_batch``, as in ``cifar-10-python.tar.gz``) under ``root``; images (3, 32, 32).
+  ``test_batch``, as in ``cifar-10-python.tar.gz``) under ``root``; images (3, 32, 32), held as their bytes
+  and standardised a batch at a time (:class:`~nas_theseus.data.byte_images.ByteImages`).
 (Image folders: :mod:`nas_theseus.data.images`.)
 
 Every loader carves its validation split out of the training data (stratified, ``val_fraction``, seeded) and
@@ -20,7 +21,8 @@ import numpy as np
 import torch
 
 from ..errors import UserError
-from .base import Split, TaskData, carve_validation
+from .base import Split, TaskData, carve_validation, stratified_indices
+from .byte_images import ByteImages
 
 
 def _finish(name: str, x: torch.Tensor, y: torch.Tensor, test: tuple[torch.Tensor, torch.Tensor] | None, *,
@@ -132,7 +134,11 @@ def load_cifar10(*, root: str, limit: int | None = None, val_fraction: float = 0
     if limit is not None:
         x, y = x[:limit], y[:limit]
     xt, yt = _cifar_batch(folder / "test_batch")
-    to = lambda a: torch.as_tensor(a, dtype=torch.float32) / 255.0  # noqa: E731
-    return _finish("cifar10", to(x), torch.as_tensor(y), (to(xt), torch.as_tensor(yt)), val_fraction=val_fraction,
-                   test_fraction=0.0, split_seed=split_seed, num_classes=10,
-                   config={"root": str(folder), "limit": limit})
+    x, y = torch.from_numpy(x), torch.from_numpy(y)
+    train_idx, val_idx = stratified_indices(y, val_fraction, split_seed)
+    train = ByteImages.standardised(x[train_idx], y[train_idx])
+    val = ByteImages.standardised(x[val_idx], y[val_idx], like=train)
+    test = ByteImages.standardised(torch.from_numpy(xt), torch.from_numpy(yt), like=train)
+    return TaskData("cifar10", train, val, test, num_classes=10,
+                    config={"root": str(folder), "limit": limit, "val_fraction": val_fraction,
+                            "split_seed": split_seed})

@@ -30,8 +30,6 @@ at a time, so nothing proportional to the corpus is held in RAM.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -41,34 +39,12 @@ from ..errors import UserError
 from ..utils.files import atomic_write, cache_dir
 from ..utils.hashing import stable_hash
 from .base import TaskData
+from .hub import hf_offline, import_datasets
 from .text import VOCAB, TokenWindows, _windows, fits_in_memory
 
 WIKITEXT_SPLITS = ("train", "validation", "test")
 WIKITEXT_REPOS = ("Salesforce/wikitext", "wikitext")  # the Hub repository, and its old name (a redirect)
 _PARQUET_PATTERNS = ("{}-*.parquet", "{}.parquet", "{}/*.parquet")
-
-
-def _import_datasets():
-    try:
-        import datasets
-    except ImportError:
-        raise UserError("wikitext data needs the Hugging Face 'datasets' package: "
-                        "pip install 'nas-theseus[wikitext]'") from None
-    return datasets
-
-
-@contextmanager
-def _hf_offline(datasets) -> Iterator[None]:
-    """Hugging Face offline mode for the duration (``datasets`` reads it from its config at call time)."""
-    cfg = datasets.config
-    saved = {k: getattr(cfg, k) for k in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE") if hasattr(cfg, k)}
-    try:
-        for k in saved:
-            setattr(cfg, k, True)
-        yield
-    finally:
-        for k, v in saved.items():
-            setattr(cfg, k, v)
 
 
 def _parquet_files(folder: Path) -> dict[str, list[Path]] | None:
@@ -174,9 +150,9 @@ def load_wikitext(*, path: str | None = None, subset: str = "wikitext-103-raw-v1
         raise UserError(f"wikitext context must be >= 1, got {context}")
     if max_bytes is not None and max_bytes < context + 1:
         raise UserError(f"wikitext max_bytes must be at least one window ({context + 1} bytes), got {max_bytes}")
-    datasets = _import_datasets()
+    datasets = import_datasets("wikitext")
     fmt, folder, parquet = _resolve_wikitext(path, subset)
-    with _hf_offline(datasets):
+    with hf_offline(datasets):
         try:
             if parquet is None:
                 splits = datasets.load_from_disk(str(folder))
