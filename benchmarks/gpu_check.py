@@ -47,6 +47,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _common import ROOT, commit, machine, today  # noqa: E402
 from _gpu_check_records import DEFAULT_OUT, STEPS, record  # noqa: E402
 from stage_loop import setup, sync, time_engine  # noqa: E402  (one stage set up as convert() sets it up)
+from stream_throughput import bare_streamed  # noqa: E402
 
 from nas_theseus.align import linear_cka, make_alignment  # noqa: E402
 from nas_theseus.align.cka import unbiased_linear_cka_in  # noqa: E402
@@ -473,36 +474,6 @@ class Utilisation:
         return sum(self.samples) / len(self.samples) if self.samples else None
 
 
-def bare_streamed(guide, data, part: int, cfg: ConvertConfig, device) -> float:
-    """Seconds of a hand-written distillation loop doing a streamed stage's work: the same DataLoader and
-    augmentation, the guide's forward to the level the loss reads, the target's forward and backward, the loss,
-    AdamW with the same schedule."""
-    hybrid, losses, stage, _ = setup(guide, data, GuideStream(guide, data), part, cfg, device)
-    target, loss_fn = hybrid.targets[str(part)], losses[str(part)]
-    opt = torch.optim.AdamW([*target.parameters(), *loss_fn.parameters()], lr=cfg.lr,
-                            weight_decay=cfg.weight_decay)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=stage.steps, eta_min=cfg.lr * 0.1)
-    gen, n, steps = torch.Generator().manual_seed(1), len(data.train), 0
-    bs = min(cfg.batch_size, n)  # as the engine takes it
-    target.train()
-    sync(device)
-    t0 = time.perf_counter()
-    while steps < stage.steps:
-        order = torch.randperm(n, generator=gen)[: n - n % bs]
-        for b in data.train.batches(bs, order=order, device=device, augment=data.augmentation, seed=steps):
-            a_in, a_out = guide.activations_upto(b.x, part + 1)[part:part + 2]
-            loss = loss_fn(target(a_in), a_out)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            steps += 1
-            if steps == stage.steps:
-                break
-    sync(device)
-    return time.perf_counter() - t0
-
-
 def step_stream(sz: Sizes, out: Path) -> dict:
     """A streamed stage over a synthetic image folder read through a DataLoader, against a bare loop."""
     from scale import write_folder
@@ -518,7 +489,7 @@ def step_stream(sz: Sizes, out: Path) -> dict:
         time_engine(guide, data, feed, 0, dataclasses.replace(cfg, steps_per_stage=2), device)  # warm-up
         with Utilisation(device) as util:
             engine_s = time_engine(guide, data, feed, 0, cfg, device)
-        bare_s = bare_streamed(guide, data, 0, cfg, device)
+        bare_s = bare_streamed(guide, data, 0, cfg, device)[0]
     images = sz.stream_steps * min(cfg.batch_size, len(data.train))
     return {"ok": True, "images": sz.stream_images, "steps": sz.stream_steps, "workers": sz.stream_workers,
             "engine_images_per_s": images / engine_s, "bare_images_per_s": images / bare_s,
