@@ -1,4 +1,5 @@
-"""The stage loop: swap guide parts for targets, align each to the guide, then fine-tune on the task.
+"""A conversion: swap guide parts for targets stage by stage, align each to the guide (the loop of one stage:
+:mod:`nas_theseus.convert.stages`), then fine-tune on the task.
 
 Schedules (our reading of the paper; each stage spends ``steps_per_stage`` optimizer steps):
 
@@ -41,10 +42,8 @@ from .checkpoints import CheckpointStore
 from .config import Candidate, ConvertConfig
 from .hybrid import Hybrid
 from .reports import ConversionResult, StageReport
-from .stages import ConversionError, Stage, heldout_rows, plan_stages, train_stage
+from .stages import Stage, heldout_rows, plan_stages, train_stage
 from .stream import GuideStream
-
-__all__ = ["ConversionError", "convert"]
 
 
 def convert(guide: Guide, candidate: Candidate, data: TaskData, config: ConvertConfig = ConvertConfig(), *,

@@ -85,8 +85,8 @@ class GuideSection:
 @dataclass(frozen=True)
 class DataSection:
     """name (``mnist1d`` | ``digits`` | ``npz`` | ``cifar10`` | ``imagefolder`` | ``hfimages`` | ``text`` |
-    ``wikitext``), the loader's keyword options (paths relative to the study file), and augment: training-time augmentation
-    (``none``, ``standard``, or a timm auto-augment policy such as ``rand-m9-mstd0.5``;
+    ``wikitext``), the loader's keyword options (paths relative to the study file), and augment: training-time
+    augmentation (``none``, ``standard``, or a timm auto-augment policy such as ``rand-m9-mstd0.5``;
     :mod:`nas_theseus.data.augment`)."""
 
     name: str = "mnist1d"
