@@ -126,16 +126,8 @@ def fit_classifier(model: nn.Module, data: TaskData, config: FitConfig = FitConf
     generators seeded with ``seed``. The host reads the losses once per ``SYNC_EVERY`` steps (a non-finite loss
     fails the run then, with its step), so a GPU is never waited for at every step.
     """
-    if (config.distill > 0 or config.mixup > 0) and teacher is None:
-        raise UserError("fit: distill and mixup need a teacher (the guide) to label the inputs")
     device = canonical_device(device)
-    model.to(device)
-    if teacher is not None and module_device(teacher) != device:
-        raise UserError(f"fit: the teacher is on {module_device(teacher)} but the model on {device}; move it "
-                        f"first (guide.to(device))")
-    params = [p for p in (params if params is not None else model.parameters()) if p.requires_grad]
-    if not params:
-        raise UserError("nothing to train: the model has no trainable parameters")
+    params = _trainable(model, config, device, params, teacher)
     g = torch.Generator().manual_seed(seed)
     mix = np.random.default_rng(seed + 1)  # mixup's λ and partners
     torch.manual_seed(seed)
@@ -143,9 +135,7 @@ def fit_classifier(model: nn.Module, data: TaskData, config: FitConfig = FitConf
         teacher.eval()
     forward = torch.compile(model) if compile else model  # shares the module's parameters
     opt = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
-    n = len(data.train)
-    steps_per_epoch = math.ceil(n / config.batch_size)
-    total = steps_per_epoch * config.max_epochs
+    total = math.ceil(len(data.train) / config.batch_size) * config.max_epochs
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total) if config.cosine else None
     report = FitReport()
     best_state = copy.deepcopy(model.state_dict())
@@ -155,32 +145,13 @@ def fit_classifier(model: nn.Module, data: TaskData, config: FitConfig = FitConf
     try:
         for epoch in range(config.max_epochs):
             model.train()
-            losses = _LossWindow(device, f"{desc}: non-finite training loss", epoch)
-            order = torch.randperm(n, generator=g)
-            augment = data.augmentation
-            seed = int(torch.randint(2**62, (1,), generator=g)) if augment.name != "none" else 0
-            for _, xb, yb in data.train.batches(config.batch_size, order=order, device=device, augment=augment,
-                                                seed=seed):
-                with autocast_context(device, config.autocast):
-                    if teacher is None:
-                        loss = task_loss(forward(xb).float(), yb)
-                    else:
-                        loss = _taught_loss(forward, teacher, xb, yb, config, mix)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                if sched is not None:
-                    sched.step()
-                losses.add(loss, len(yb), report.steps)
-                report.steps += 1
+            epoch_loss = _train_epoch(forward, teacher, data, config, opt, sched, g, mix, device, report,
+                                      f"{desc}: non-finite training loss", epoch)
             val_acc, val_loss = evaluate(model, data.val)
-            report.train_loss.append(losses.total() / n)
+            report.train_loss.append(epoch_loss / len(data.train))
             report.val_accuracy.append(val_acc)
             report.epochs = epoch + 1
-            score = (val_acc, -val_loss) if config.monitor == "accuracy" else (-val_loss, val_acc)
-            best = ((report.best_val_accuracy, -report.best_val_loss) if config.monitor == "accuracy"
-                    else (-report.best_val_loss, report.best_val_accuracy))
-            if report.best_epoch < 0 or score > best:
+            if _improves(report, config.monitor, val_acc, val_loss):
                 report.best_epoch, report.best_val_accuracy, report.best_val_loss = epoch, val_acc, val_loss
                 best_state = copy.deepcopy(model.state_dict())
                 bad_epochs = 0
@@ -199,6 +170,53 @@ def fit_classifier(model: nn.Module, data: TaskData, config: FitConfig = FitConf
     model.eval()
     report.wall_s = time.perf_counter() - start
     return report
+
+
+def _trainable(model: nn.Module, config: FitConfig, device, params, teacher) -> list[nn.Parameter]:
+    """The parameters that train, the model moved to ``device``; one line for what cannot train."""
+    if (config.distill > 0 or config.mixup > 0) and teacher is None:
+        raise UserError("fit: distill and mixup need a teacher (the guide) to label the inputs")
+    model.to(device)
+    if teacher is not None and module_device(teacher) != device:
+        raise UserError(f"fit: the teacher is on {module_device(teacher)} but the model on {device}; move it "
+                        f"first (guide.to(device))")
+    params = [p for p in (params if params is not None else model.parameters()) if p.requires_grad]
+    if not params:
+        raise UserError("nothing to train: the model has no trainable parameters")
+    return params
+
+
+def _train_epoch(forward, teacher, data: TaskData, config: FitConfig, opt, sched, g: torch.Generator, mix,
+                 device, report: FitReport, what: str, epoch: int) -> float:
+    """One pass over the training split in an order drawn from ``g`` (augmented, seeded from ``g`` too);
+    returns the summed training loss (``report.steps`` counts the steps)."""
+    losses = _LossWindow(device, what, epoch)
+    order = torch.randperm(len(data.train), generator=g)
+    augment = data.augmentation
+    seed = int(torch.randint(2**62, (1,), generator=g)) if augment.name != "none" else 0
+    for _, xb, yb in data.train.batches(config.batch_size, order=order, device=device, augment=augment, seed=seed):
+        with autocast_context(device, config.autocast):
+            if teacher is None:
+                loss = task_loss(forward(xb).float(), yb)
+            else:
+                loss = _taught_loss(forward, teacher, xb, yb, config, mix)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if sched is not None:
+            sched.step()
+        losses.add(loss, len(yb), report.steps)
+        report.steps += 1
+    return losses.total()
+
+
+def _improves(report: FitReport, monitor: str, val_acc: float, val_loss: float) -> bool:
+    """Whether this epoch beats the best so far: by accuracy (ties broken by loss), or by loss."""
+    if report.best_epoch < 0:
+        return True
+    if monitor == "accuracy":
+        return (val_acc, -val_loss) > (report.best_val_accuracy, -report.best_val_loss)
+    return (-val_loss, val_acc) > (-report.best_val_loss, report.best_val_accuracy)
 
 
 SYNC_EVERY = 50  # training steps between two reads of the losses by the host
