@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from nas_theseus.data import ByteTokenizer, load_data, load_text
+from nas_theseus.data import ByteTokenizer, Split, load_data, load_text
 from nas_theseus.errors import UserError
 from nas_theseus.training import FitConfig, evaluate, fit_classifier
 
@@ -235,3 +235,15 @@ def test_wikitext_read_through_a_memory_map_gives_the_rows_held_in_memory(tmp_pa
     mapped = load_data("wikitext", path=str(tmp_path / "wt"), context=16, in_memory=False)
     for a, b in ((held.train, mapped.train), (held.val, mapped.val), (held.test, mapped.test)):
         assert len(a) == len(b) and all(torch.equal(u, v) for u, v in zip(_rows(a), _rows(b)))
+
+
+def test_the_pydoc_text_cut_per_batch_holds_the_windows_held_in_memory():
+    """in_memory = false takes the path a large corpus takes (TokenWindows) with the same rows."""
+    from nas_theseus.data.text import TokenWindows
+
+    lazy, held = load_text(in_memory=False), load_text()
+    assert isinstance(lazy.train, TokenWindows) and isinstance(held.train, Split)
+    order = torch.randperm(len(held.train), generator=torch.Generator().manual_seed(0))[:64]
+    a, b = next(lazy.train.batches(64, order=order)), next(held.train.batches(64, order=order))
+    assert torch.equal(a.x, b.x) and torch.equal(a.y, b.y)
+    assert load_text(in_memory=False).fingerprint == lazy.fingerprint != held.fingerprint

@@ -11,10 +11,13 @@ Split (documented, deterministic, no shuffling across the boundaries): the byte 
 next-token targets (the window shifted by one). ``x`` and ``y`` are int64 (N, context); ``num_classes`` is
 the vocabulary size, and a model maps (B, T) tokens to (B, T, 256) logits.
 
-Where the windows live (``in_memory``): a corpus whose int64 windows take at most ``IN_MEMORY_MB`` is held as
-tensors (the fast path: pydoc always); a larger file is memory-mapped and its windows are cut per batch
-(:class:`TokenWindows`), so nothing proportional to the corpus is held in RAM (the OS pages the file in). The
-file is then checked for UTF-8 a chunk at a time, and its fingerprint is its name, size and modification time.
+Where the windows live (``in_memory``: ``"auto"``, true or false): a corpus whose int64 windows take at most
+``IN_MEMORY_MB`` is held as tensors (the fast path); a larger file (or any, with ``in_memory = false``) is
+memory-mapped and its windows are cut per batch (:class:`TokenWindows`), so nothing proportional to the corpus
+is held in RAM (the OS pages the file in). A file is checked for UTF-8 a chunk at a time, and a memory-mapped
+one is fingerprinted by its name, size and modification time. The pydoc text's bytes are the standard
+library's, in memory; with ``in_memory = false`` its windows are cut per batch all the same (the path a large
+corpus takes), fingerprinted by a hash of the bytes.
 """
 
 from __future__ import annotations
@@ -135,27 +138,27 @@ def load_text(*, source: str = "pydoc", context: int = 64, stride: int | None = 
     if not (0 < val_fraction < 1 and 0 < test_fraction < 1 and val_fraction + test_fraction < 1):
         raise UserError("text val_fraction and test_fraction must be in (0, 1) and sum to less than 1")
     stride = stride or context
-    path = None
     if source == "pydoc":
         ids = ByteTokenizer().encode(pydoc_corpus()).numpy().astype(np.uint8)
+        file = {"pydoc": stable_hash(ids.tobytes().hex()), "max_bytes": max_bytes}
     else:
         path = Path(source).expanduser()
         if not path.is_file():
             raise UserError(f"text data: no such file {path} (source is 'pydoc' or a UTF-8 text file)")
         check_utf8(path)
-        ids = np.memmap(path, dtype=np.uint8, mode="r") if path.stat().st_size else np.zeros(0, np.uint8)
+        st = path.stat()
+        file = {"name": path.name, "size": st.st_size, "mtime_ns": st.st_mtime_ns, "max_bytes": max_bytes}
+        ids = np.memmap(path, dtype=np.uint8, mode="r") if st.st_size else np.zeros(0, np.uint8)
     if max_bytes is not None:
         ids = ids[:max_bytes]
     n = len(ids)
     n_test, n_val = int(n * test_fraction), int(n * val_fraction)
     n_train = n - n_val - n_test
     bounds = {"train": (0, n_train), "val": (n_train, n_train + n_val), "test": (n_train + n_val, n)}
-    if path is None or fits_in_memory(n, context, stride, in_memory):
+    if fits_in_memory(n, context, stride, in_memory):
         ids = torch.from_numpy(np.array(ids, dtype=np.int64))
         splits = [_windows(ids[a:b], context, stride) for a, b in bounds.values()]
-    else:
-        st = path.stat()
-        file = {"name": path.name, "size": st.st_size, "mtime_ns": st.st_mtime_ns, "max_bytes": max_bytes}
+    else:  # windows cut a batch at a time from the bytes (the pydoc text's are the stdlib's, in memory)
         splits = [TokenWindows(ids[a:b], context, stride, what=f"text {name} split",
                                fingerprint=stable_hash({**file, "bytes": [a, b], "context": context, "stride": stride}))
                   for name, (a, b) in bounds.items()]
