@@ -100,7 +100,8 @@ def _figures(step: str, r: dict) -> str:
         if step == "stream":
             util = r.get("gpu_utilisation_pct")
             return (f"{r['engine_images_per_s']:.0f} images/s ({r['workers']} workers), engine ÷ bare "
-                    f"{_f(r['engine_over_bare'])}, GPU utilisation {_f(util, 0)} %")
+                    f"{_f(r['engine_over_bare'])}, GPU utilisation {_f(util, 0)} %, channels_last ÷ default "
+                    f"{_f(r.get('channels_last_over_default'))}")
         if step == "study":
             return (f"{r['trials']} trials, median {_f(statistics.median(r['trial_wall_s']), 1)} s; one on the "
                     f"CPU ÷ on the device: {_f(r.get('cpu_over_device_per_trial'), 1)}")

@@ -17,7 +17,7 @@ gpu_check.sh runs one step per process, each under its own time limit, in this o
   study    a 3-trial synthetic-ResNet study on CUDA beside one trial of it on the CPU (per-trial time ratio)
   stream   the guide on the fly: a CIFAR-sized folder of PNGs read through a DataLoader with workers, standard
            augmentation, ResNet-18 layer1 -> MLP(256): images/s, GPU utilisation, stage ÷ a bare loop doing the
-           same work
+           same work, and the stage with the guide in channels_last ÷ without
 
 Each step writes its record into OUT/gpu_check.json as soon as it ends (OUT: $OUT, else
 benchmarks/results/gpu_check), so a step that runs out of time costs only its own figures; ``summary`` writes
@@ -490,10 +490,15 @@ def step_stream(sz: Sizes, out: Path) -> dict:
         with Utilisation(device) as util:
             engine_s = time_engine(guide, data, feed, 0, cfg, device)
         bare_s = bare_streamed(guide, data, 0, cfg, device)[0]
+        # the same stage with the guide in channels_last (ConvertConfig.channels_last), last: it converts the guide
+        last = GuideStream(guide, data, channels_last=True)
+        time_engine(guide, data, last, 0, dataclasses.replace(cfg, steps_per_stage=2), device)
+        channels_last_s = time_engine(guide, data, last, 0, cfg, device)
     images = sz.stream_steps * min(cfg.batch_size, len(data.train))
     return {"ok": True, "images": sz.stream_images, "steps": sz.stream_steps, "workers": sz.stream_workers,
             "engine_images_per_s": images / engine_s, "bare_images_per_s": images / bare_s,
-            "engine_over_bare": engine_s / bare_s, "gpu_utilisation_pct": util.mean, **peak_memory(device)}
+            "engine_over_bare": engine_s / bare_s, "gpu_utilisation_pct": util.mean,
+            "channels_last_over_default": channels_last_s / engine_s, **peak_memory(device)}
 
 
 # --- records ------------------------------------------------------------------------------------------------------

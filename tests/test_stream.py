@@ -149,3 +149,17 @@ def test_a_study_records_where_its_activations_came_from(tmp_path):
     trial = load(tmp_path / "wd").trials[0]
     assert trial.user_attrs["activations"] == {"mode": "stream", "why": "asked for (activations = \"stream\")"}
     assert not list((tmp_path / "wd" / "cache").glob("activations-*"))  # nothing cached for a streamed study
+
+
+def test_a_channels_last_guide_streams_the_same_activations():
+    """ConvertConfig.channels_last (on CUDA) puts the streamed guide and its image batches in channels_last:
+    a memory format, so the same values (tried here on the CPU, whose convolutions take it too)."""
+    d = images(64).with_augment("standard")
+    guide = tiny_guide("conv2d")
+    gen = lambda: torch.Generator().manual_seed(3)  # noqa: E731
+    plain = next(GuideStream(guide, d).stage_batches(d, 16, gen(), "cpu", {1, 2}, False))[1]
+    last = GuideStream(guide, d, channels_last=True)
+    assert last.channels_last and guide.parts[0].module[0].weight.is_contiguous(memory_format=torch.channels_last)
+    converted = next(last.stage_batches(d, 16, gen(), "cpu", {1, 2}, False))[1]
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(plain[1:], converted[1:]))
+    assert not GuideStream(tiny_guide("conv1d"), load_mnist1d(num_samples=200), channels_last=True).channels_last

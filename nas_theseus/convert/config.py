@@ -51,6 +51,9 @@ class ConvertConfig:
         and read per batch), ``stream`` (the guide run on each batch the targets see, augmented as they are, up
         to the deepest level the stage reads) or ``auto`` (the default: the cache when augmentation is off and
         it fits the memory budget, else the stream; the choice and why are printed once and recorded).
+    channels_last: the streamed guide's convolutions and its image batches in ``channels_last`` memory format
+        on CUDA (no effect on the CPU or with the cache; the values are the same, only kernels change). Off by
+        default until benchmarks/gpu_check.sh's stream step has measured whether it pays.
     tf32: allow TF32 matmuls and convolutions on CUDA in the networks' forward and backward during the
         conversion (no effect on the CPU; the similarity losses always run in full float32, and the process's
         own setting comes back afterwards). compile: ``torch.compile`` the trained targets in place
@@ -92,6 +95,7 @@ class ConvertConfig:
     tf32: bool = True
     compile: bool = False
     activations: str = "auto"
+    channels_last: bool = False
 
     def __post_init__(self) -> None:
         from ..align import ALIGNMENTS
@@ -131,6 +135,7 @@ class ConvertConfig:
         d.pop("tf32", None)
         d.pop("autocast", None)
         d.pop("activations", None)  # the same batches either way (tests/test_stream.py)
+        d.pop("channels_last", None)  # a memory format: the same values
         if self.precision(device) != "fp32":
             d["precision"] = self.precision(device)
         if self.stage_stop == "plateau":

@@ -84,7 +84,8 @@ def _convert(guide: Guide, candidate: Candidate, data: TaskData, config: Convert
     mode, why = choose_activations(config.activations, data, guide)
     _announce(f"guide activations: {mode} ({why})", progress)
     if mode == "stream":
-        feed = GuideStream(guide, data, autocast=config.autocast)
+        feed = GuideStream(guide, data, autocast=config.autocast,
+                           channels_last=config.channels_last and torch.device(device).type == "cuda")
     else:
         feed = _cache(guide, data, activations, device, progress, activation_dir)
     run = _Conversion(guide, candidate, data, config, feed, device, progress,

@@ -23,10 +23,19 @@ from ..training import autocast_context
 class GuideStream:
     """The frozen guide (eval mode, no grad) run on each batch the targets see, augmented as they are, up to
     the deepest level the stage reads. On CUDA the guide's forward runs in bf16 autocast when the conversion's
-    does (``ConvertConfig.autocast``), and its activations are handed on in float32."""
+    does (``ConvertConfig.autocast``), and with ``channels_last`` (the conversion passes
+    ``ConvertConfig.channels_last`` on CUDA) its modules and image batches are put in that memory format; its
+    activations are handed on in float32."""
 
-    def __init__(self, guide: Guide, data: TaskData, *, autocast: str | None = None):
+    def __init__(self, guide: Guide, data: TaskData, *, autocast: str | None = None, channels_last: bool = False):
         self.guide, self.data, self.autocast = guide, data, autocast
+        self.channels_last = channels_last and len(data.sample_shape) == 3  # images
+        if self.channels_last:
+            for m in (guide.stem, *(p.module for p in guide.parts)):
+                m.to(memory_format=torch.channels_last)
+
+    def _guide_input(self, x: torch.Tensor) -> torch.Tensor:
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 
     def batch(self, idx: torch.Tensor, device, levels=None) -> list:
         """The guide's activations A_0 … A_K and output on training rows ``idx`` (not augmented)."""
@@ -45,5 +54,5 @@ class GuideStream:
             order = perm[: n - n % batch_size]
             for b in data.train.batches(batch_size, order=order, device=device, augment=augment, seed=seed):
                 with autocast_context(device, self.autocast):
-                    acts = self.guide.activations_upto(b.x, top)
+                    acts = self.guide.activations_upto(self._guide_input(b.x), top)
                 yield (b.x if needs_x else None), [a.float() if i in levels else None for i, a in enumerate(acts)]
