@@ -74,7 +74,7 @@ def test_auto_caches_without_augmentation_within_the_budget_and_streams_otherwis
         data.with_augment("standard")
     with pytest.raises(UserError, match="transforms one decoded image at a time"):
         images().with_augment("rand-m9-mstd0.5")
-    with pytest.raises(UserError, match="neither none, standard nor a timm auto-augment policy"):
+    with pytest.raises(UserError, match="neither none, standard, crop nor a timm auto-augment policy"):
         images().with_augment("banana")
 
 
@@ -163,3 +163,19 @@ def test_a_channels_last_guide_streams_the_same_activations():
     converted = next(last.stage_batches(d, 16, gen(), "cpu", {1, 2}, False))[1]
     assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(plain[1:], converted[1:]))
     assert not GuideStream(tiny_guide("conv1d"), load_mnist1d(num_samples=200), channels_last=True).channels_last
+
+
+def test_crop_is_standard_without_the_flip():
+    """`crop` draws standard's crops and never mirrors: in images whose every row reads 1..8 left to right (0 is
+    the crop's padding), no row of a cropped image reads right to left; with `standard` about half do."""
+    x = torch.arange(1.0, 9.0).repeat(64, 1, 8, 1)
+    rows = Split(x, torch.zeros(64, dtype=torch.long))
+
+    def mirrored(augment: str) -> int:
+        out = next(rows.batches(64, order=torch.arange(64), augment=images().with_augment(augment).augmentation,
+                                seed=0)).x
+        assert not torch.equal(out, x)
+        middle = [r[r > 0] for r in out[:, 0, 4]]  # the middle row's pixels, padding left out
+        return sum(bool((r[1:] < r[:-1]).all()) for r in middle)
+
+    assert mirrored("crop") == 0 and 16 < mirrored("standard") < 48

@@ -26,7 +26,7 @@ DATASETS: dict[str, Callable[..., TaskData]] = {"mnist1d": load_mnist1d, "digits
 
 def load_data(name: str, *, augment: str = "none", **options) -> TaskData:
     """Load a registered dataset by name with its keyword options; ``augment``: training-time augmentation
-    (``none``, ``standard`` or a timm policy: :mod:`nas_theseus.data.augment`)."""
+    (``none``, ``standard``, ``crop`` or a timm policy: :mod:`nas_theseus.data.augment`)."""
     if name not in DATASETS:
         raise unknown_name("dataset", name, DATASETS)
     loader = DATASETS[name]

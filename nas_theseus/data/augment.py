@@ -4,6 +4,7 @@
 * ``standard``: at CIFAR sizes (below 128 px) a random crop of the image padded by an eighth of its side, and a
   horizontal flip; at ImageNet sizes a random-resized crop (area 8–100 %, aspect 3/4–4/3) back to the image's
   size, and a flip.
+* ``crop``: ``standard`` without the flip, for images whose mirror image is another class (digits, letters).
 * a timm auto-augment policy by its string (``rand-m9-mstd0.5``, ``augmix-m5-w3``, ``original``, ...:
   ``timm.data.auto_augment``) after the ``standard`` crop and flip, as timm's training transform does.
 
@@ -72,10 +73,11 @@ class Standard(Augment):
     """Pad-crop and flip (CIFAR sizes), or random-resized crop and flip (ImageNet sizes)."""
 
     name = "standard"
+    flips = True
 
     def batch(self, x, generator):
         x = random_resized_crop(x, generator) if x.shape[-1] >= LARGE else pad_crop(x, x.shape[-1] // 8, generator)
-        return flip(x, generator)
+        return flip(x, generator) if self.flips else x
 
     def image(self, img, rng: random.Random | None = None):
         from PIL import Image, ImageOps
@@ -89,7 +91,15 @@ class Standard(Augment):
             pad = w // 8
             x0, y0 = rng.randint(0, 2 * pad), rng.randint(0, 2 * pad)
             img = ImageOps.expand(img, border=pad, fill=0).crop((x0, y0, x0 + w, y0 + h))
-        return img.transpose(Image.Transpose.FLIP_LEFT_RIGHT) if rng.random() < 0.5 else img
+        return img.transpose(Image.Transpose.FLIP_LEFT_RIGHT) if self.flips and rng.random() < 0.5 else img
+
+
+@register_augment
+class Crop(Standard):
+    """``standard``'s crop without its flip: for images whose mirror image is another class (digits, text)."""
+
+    name = "crop"
+    flips = False
 
 
 class TimmPolicy(Augment):
@@ -107,7 +117,7 @@ class TimmPolicy(Augment):
         try:
             self.policy = make(spec, {"translate_const": 100, "img_mean": (128, 128, 128)})
         except Exception as e:  # noqa: BLE001 - timm's parse error, in one line
-            raise UserError(f"augment {spec!r} is neither none, standard nor a timm auto-augment policy "
+            raise UserError(f"augment {spec!r} is neither none, standard, crop nor a timm auto-augment policy "
                             f"(e.g. rand-m9-mstd0.5, augmix-m5-w3, original): {type(e).__name__}: {e}") from None
 
     def image(self, img, rng: random.Random | None = None):
@@ -118,7 +128,7 @@ def make_augment(spec: str | None) -> Augment:
     """The augmentation named by ``spec`` (see the module docstring)."""
     spec = spec or "none"
     if not isinstance(spec, str):
-        raise UserError(f"augment must be a string (none, standard or a timm policy), got {spec!r}")
+        raise UserError(f"augment must be a string (none, standard, crop or a timm policy), got {spec!r}")
     return AUGMENTS[spec](spec) if spec in AUGMENTS else TimmPolicy(spec)
 
 
@@ -137,7 +147,8 @@ def check_augment(augment: Augment, sample_shape: tuple[int, ...], *, batched: b
                         f"`augmented(i, seed, augment)` method); use augment = \"none\"")
     if batched and not augment.batched:
         raise UserError(f"{where}: augment = {augment.spec!r} transforms one decoded image at a time; these images "
-                        f"are held in memory as tensors (augmented a batch at a time): use augment = \"standard\", "
+                        f"are held in memory as tensors (augmented a batch at a time): use augment = \"standard\" "
+                        f"or \"crop\", "
                         f"or read the images from files (imagefolder with in_memory = false)")
 
 

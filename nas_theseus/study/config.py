@@ -86,7 +86,7 @@ class GuideSection:
 class DataSection:
     """name (``mnist1d`` | ``digits`` | ``npz`` | ``cifar10`` | ``imagefolder`` | ``hfimages`` | ``text`` |
     ``wikitext``), the loader's keyword options (paths relative to the study file), and augment: training-time
-    augmentation (``none``, ``standard``, or a timm auto-augment policy such as ``rand-m9-mstd0.5``;
+    augmentation (``none``, ``standard``, ``crop``, or a timm auto-augment policy such as ``rand-m9-mstd0.5``;
     :mod:`nas_theseus.data.augment`)."""
 
     name: str = "mnist1d"
