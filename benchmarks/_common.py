@@ -40,9 +40,21 @@ def commit() -> str:
     try:
         git = lambda *a: subprocess.run(["git", *a], cwd=ROOT, capture_output=True, text=True,  # noqa: E731
                                         check=True).stdout.strip()
-        return git("rev-parse", "--short=12", "HEAD") + ("+dirty" if git("status", "--porcelain", "-uno") else "")
+        # results files are what a run writes: their own changes do not make the code dirty
+        dirty = git("status", "--porcelain", "-uno", "--", ".", ":!benchmarks/results")
+        return git("rev-parse", "--short=12", "HEAD") + ("+dirty" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
         return "unknown (no git here; set NAS_THESEUS_COMMIT)"
+
+
+def run_meta(**extra) -> dict:
+    """What every results record carries: the command, machine, date, code version (``commit``, ``+dirty``
+    when tracked code had uncommitted changes) and library versions."""
+    import optuna
+
+    return {"command": command(), "machine": machine(), "date": today(), "commit": commit(),
+            "versions": {"torch": torch.__version__, "optuna": optuna.__version__,
+                         "python": platform.python_version()}, **extra}
 
 
 def command() -> str:
@@ -64,7 +76,9 @@ class ResultStore:
         return self.records.get(key)
 
     def put(self, key: str, record: dict, meta: dict) -> None:
-        self.records[key] = record
+        """Store one run's ``record``, stamped with the commit it ran at (a resumed benchmark's table can then
+        say which rows came from which code)."""
+        self.records[key] = {**record, "commit": meta.get("commit")}
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_suffix(".tmp")
         tmp.write_text(json.dumps({"meta": meta, "runs": self.records}, indent=1, sort_keys=True))
@@ -81,8 +95,9 @@ def claim(text: str, ok: bool) -> str:
 
 
 def provenance(meta: dict) -> str:
-    """The line every result block ends with: what ran, where and when."""
-    return f"Command: `{meta['command']}` — machine: {meta['machine']} — date: {meta['date']}.\n"
+    """The line every result block ends with: what ran, where, when, and at which commit."""
+    code = f" — commit: {meta['commit']}" if meta.get("commit") else ""
+    return f"Command: `{meta['command']}` — machine: {meta['machine']} — date: {meta['date']}{code}.\n"
 
 
 def publish(name: str, text: str) -> None:

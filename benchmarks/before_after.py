@@ -22,7 +22,7 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import RESULTS, ROOT, claim, command, commit, machine, provenance, today  # noqa: E402
+from _common import RESULTS, ROOT, claim, provenance, run_meta  # noqa: E402
 
 WORKLOAD = r"""
 import json, time, torch
@@ -57,7 +57,7 @@ def main() -> None:
     before = Path(args.before).resolve()
     old_commit = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=before, capture_output=True,
                                 text=True).stdout.strip()
-    meta = {"command": command(), "machine": machine(), "date": today(), "commit": commit(), "before": old_commit}
+    meta = run_meta(before=old_commit)
     with tempfile.TemporaryDirectory() as cache:
         run(ROOT, cache)  # trains and caches the guide; warms the file cache
         pairs = []

@@ -18,7 +18,7 @@ import subprocess
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import RESULTS, command, machine, provenance, publish, today  # noqa: E402
+from _common import RESULTS, provenance, publish, run_meta  # noqa: E402
 
 CHILD = r"""
 import json, resource, sys, torch
@@ -52,7 +52,7 @@ def main() -> None:
     ap.add_argument("--images", type=int, default=45000)
     ap.add_argument("--out", default="cache_memory")
     args = ap.parse_args()
-    meta = {"command": command(), "machine": machine(), "date": today()}
+    meta = run_meta()
     done = subprocess.run([sys.executable, "-c", CHILD, str(args.images)], capture_output=True, text=True,
                           check=True)
     r = json.loads(done.stdout.strip().splitlines()[-1])

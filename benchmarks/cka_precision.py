@@ -12,10 +12,8 @@ import json
 import os
 import sys
 
-import torch
-
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import RESULTS, claim, command, commit, machine, provenance, today  # noqa: E402
+from _common import RESULTS, claim, provenance, run_meta  # noqa: E402
 from gpu_check import cka_numerics  # noqa: E402
 
 
@@ -24,7 +22,7 @@ def main() -> None:
     ap.add_argument("--rows", type=int, default=1024)
     ap.add_argument("--device", default="cpu")
     args = ap.parse_args()
-    meta = {"command": command(), "machine": machine(), "date": today(), "commit": commit()}
+    meta = run_meta()
     r = cka_numerics(args.device, args.rows)
     (RESULTS / "cka_precision.json").write_text(json.dumps({"meta": meta, **r}, indent=1))
     lines = [f"1 − linear CKA on a randomly initialised timm ResNet-18's activations at 32 px ({args.rows} rows, "
@@ -41,8 +39,7 @@ def main() -> None:
     lines += ["", "Worst relative error of 1 − CKA against fp64: " +
               ", ".join(f"{p} {v:.1e}" for p, v in worst.items()) + ".", "",
               claim("the loss as the engine computes it is as accurate as the float32 formula (biased) or float64 "
-                    "(unbiased) under TF32 and bf16 settings", r["ok"]), "", provenance(meta) +
-              f"Commit: {meta['commit']}; torch {torch.__version__}."]
+                    "(unbiased) under TF32 and bf16 settings", r["ok"]), "", provenance(meta)]
     text = "\n".join(lines) + "\n"
     (RESULTS / "cka_precision.md").write_text(text)
     print(text)

@@ -32,7 +32,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import RESULTS, ResultStore, claim, command, machine, median, provenance, publish, today  # noqa: E402
+from _common import RESULTS, ResultStore, claim, median, provenance, publish, run_meta  # noqa: E402
 
 from nas_theseus.convert import (  # noqa: E402
     Candidate,
@@ -204,7 +204,7 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     store = ResultStore(Path(args.out))
-    meta = {"command": command(), "machine": machine(), "date": today()}
+    meta = run_meta()
     data = load_mnist1d()
     guides = {}
     for s in args.seeds:

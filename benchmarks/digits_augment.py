@@ -40,13 +40,10 @@ from _common import (  # noqa: E402
     ROOT,
     ResultStore,
     claim,
-    command,
-    commit,
-    machine,
     median,
     provenance,
     publish,
-    today,
+    run_meta,
 )
 
 from nas_theseus.convert import Candidate, ConvertConfig, convert, train_distilled, train_from_scratch  # noqa: E402
@@ -92,7 +89,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     os.environ.setdefault("NAS_THESEUS_PROGRESS", "0")
     store = ResultStore(Path(args.out))
-    meta = {"command": command(), "machine": machine(), "date": today(), "commit": commit()}
+    meta = run_meta()
     with tempfile.TemporaryDirectory(prefix="nas-theseus-digits-") as tmp:
         write_digits(Path(tmp) / "digits")
         for augment in AUGMENTS:
@@ -137,8 +134,7 @@ def report(store: ResultStore, seeds: list[int], meta: dict) -> str:
             "parameters) -> 3 MLP(256) stages; test accuracy in %, the targets' median over seeds "
             f"{seeds} (the guide: one run, seed 0).\n\n"
             "| augment | guide | NoT | scratch | KD | s / conversion |\n|---|---|---|---|---|---|\n"
-            + "\n".join(rows) + "\n\n" + "\n".join(claims) + "\n\n" + provenance(meta)
-            + f"Commit: {meta['commit']}.\n")
+            + "\n".join(rows) + "\n\n" + "\n".join(claims) + "\n\n" + provenance(meta))
 
 
 if __name__ == "__main__":

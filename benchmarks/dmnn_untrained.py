@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import RESULTS, ResultStore, command, machine, provenance, publish, today  # noqa: E402
+from _common import RESULTS, ResultStore, provenance, publish, run_meta  # noqa: E402
 
 from nas_theseus.convert import Candidate, ConvertConfig, convert  # noqa: E402
 from nas_theseus.data import load_mnist1d  # noqa: E402
@@ -47,7 +47,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    meta = {"command": command(), "machine": machine(), "date": today()}
+    meta = run_meta()
     store = ResultStore(RESULTS / "dmnn_untrained.json")
     data = load_mnist1d()
     guides = {"trained": builtin_guide("mnist1d_cnn", data, seed=args.seed, progress=False),

@@ -23,7 +23,7 @@ import sys
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import RESULTS, ResultStore, claim, command, machine, provenance, publish, today  # noqa: E402
+from _common import RESULTS, ResultStore, claim, provenance, publish, run_meta  # noqa: E402
 
 from nas_theseus.data import load_mnist1d  # noqa: E402
 from nas_theseus.guides import load_guide  # noqa: E402
@@ -63,7 +63,7 @@ def main() -> None:
     ap.add_argument("--block-ms", type=float, nargs="+", default=[2.0, 10.0], help="shortest timed block, ms")
     args = ap.parse_args()
     torch.set_num_threads(1)
-    meta = {"command": command(), "machine": machine(), "date": today()}
+    meta = run_meta()
     store = ResultStore(RESULTS / "latency_stability.json")
     runtimes = ["eager"] + (["onnxruntime"] if not _missing_onnx() else [])
     data = load_mnist1d()

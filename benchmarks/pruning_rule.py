@@ -19,7 +19,7 @@ import sys
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import RESULTS, command, machine, provenance, publish, today  # noqa: E402
+from _common import RESULTS, provenance, publish, run_meta  # noqa: E402
 
 from nas_theseus.study.pareto import pareto_mask  # noqa: E402
 
@@ -42,7 +42,7 @@ def main() -> None:
     args = ap.parse_args()
     path = RESULTS / "pruning_rule.json"
     if args.workdirs:
-        meta = {"command": command(), "machine": machine(), "date": today()}
+        meta = run_meta()
         studies = [curves(w) for w in args.workdirs]
         path.write_text(json.dumps({"meta": meta, "studies": studies}, indent=1))
     stored = json.loads(path.read_text())

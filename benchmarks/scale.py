@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import RESULTS, ROOT, claim, command, commit, machine, provenance, today  # noqa: E402
+from _common import RESULTS, ROOT, claim, provenance, run_meta  # noqa: E402
 
 GUIDE = '''
 import torch.nn as nn
@@ -80,7 +80,7 @@ def main() -> None:
     ap.add_argument("--sizes", type=int, nargs="+", default=[5000, 20000, 80000])
     ap.add_argument("--out", default="scale")
     args = ap.parse_args()
-    meta = {"command": command(), "machine": machine(), "date": today(), "commit": commit()}
+    meta = run_meta()
     runs = {}
     with tempfile.TemporaryDirectory(prefix="nas-theseus-scale-") as tmp:
         tmp = Path(tmp)
@@ -112,7 +112,7 @@ def main() -> None:
             lines.append(f"| {n} ({r['train']}) | {mode} | {r['peak_rss_mb']:.0f} | {r['written_mb']:.1f} | "
                          f"{r['wall_s']:.0f} | {100 * r['test_accuracy']:.1f} % |")
     lines += ["", claim(f"streamed peak memory flat in N within 10 % (spread {100 * spread:.1f} %)", spread <= 0.10),
-              "", provenance(meta) + f"Commit: {meta['commit']}."]
+              "", provenance(meta)]
     text = "\n".join(lines) + "\n"
     (RESULTS / f"{args.out}.md").write_text(text)
     print(text)

@@ -35,7 +35,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import optuna  # noqa: E402
-from _common import RESULTS, ROOT, ResultStore, claim, command, machine, provenance, publish, today  # noqa: E402
+from _common import RESULTS, ROOT, ResultStore, claim, provenance, publish, run_meta  # noqa: E402
 from _study_fronts import comparable_hypervolume, comparable_values, describe_reference, reference  # noqa: E402
 
 from nas_theseus.study import objective as study_objective  # noqa: E402
@@ -194,7 +194,7 @@ def main() -> None:
     ap.add_argument("--budget", type=float, default=240.0, help="seconds per study in the early-stop comparison")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    meta = {"command": command(), "machine": machine(), "date": today()}
+    meta = run_meta()
     store = ResultStore(RESULTS / "search_efficiency.json")
     lines = []
     if args.part in ("early-stop", "all"):

@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import RESULTS, ResultStore, claim, command, machine, provenance, publish, today  # noqa: E402
+from _common import RESULTS, ResultStore, claim, provenance, publish, run_meta  # noqa: E402
 
 from nas_theseus.align import make_alignment  # noqa: E402
 from nas_theseus.convert import (  # noqa: E402
@@ -129,7 +129,7 @@ def main() -> None:
     parser.add_argument("--device", default="cpu", help="cpu (1 thread) or cuda[:i]")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    meta = {"command": command(), "machine": machine(), "date": today()}
+    meta = run_meta()
     store = ResultStore(RESULTS / f"{args.out}.json")
     rows = []
     for name, guide, data, part, steps in cases():

@@ -30,7 +30,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import RESULTS, claim, command, commit, machine, provenance, today  # noqa: E402
+from _common import RESULTS, claim, provenance, run_meta  # noqa: E402
 from scale import GUIDE, write_folder  # noqa: E402
 from stage_loop import setup, sync, time_engine  # noqa: E402
 
@@ -86,7 +86,7 @@ def main() -> None:
     ap.add_argument("--out", default="stream_throughput")
     args = ap.parse_args()
     torch.set_num_threads(1)
-    meta = {"command": command(), "machine": machine(), "date": today(), "commit": commit()}
+    meta = run_meta()
     cfg = ConvertConfig(steps_per_stage=args.steps, stage_stop="fixed", batch_size=128, activations="stream")
     cases = {}
     with tempfile.TemporaryDirectory(prefix="nas-theseus-throughput-") as tmp:
@@ -120,7 +120,7 @@ def main() -> None:
                      f"{summary[case]['engine_images_per_s']:.0f} |")
     lines += [""] + [claim(f"{case}: streamed stage ÷ bare loop ≤ {GOAL} ({s['median_ratio']:.3f})",
                            s["median_ratio"] <= GOAL) for case, s in summary.items()]
-    lines += ["", provenance(meta) + f"Commit: {meta['commit']}."]
+    lines += ["", provenance(meta)]
     text = "\n".join(lines) + "\n"
     (RESULTS / f"{args.out}.md").write_text(text)
     print(text)

@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import RESULTS, ROOT, claim, command, machine, provenance, publish, today  # noqa: E402
+from _common import RESULTS, ROOT, claim, provenance, publish, run_meta  # noqa: E402
 from _study_fronts import comparable_hypervolume, comparable_values, dominates, reference  # noqa: E402
 
 from nas_theseus.convert import Candidate, ConvertConfig, convert  # noqa: E402
@@ -57,7 +57,7 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     out = ROOT / "benchmarks" / "out" / "study_not_vs_scratch"
-    results = {"command": command(), "machine": machine(), "date": today(), "n_trials": args.n_trials}
+    results = {**run_meta(), "n_trials": args.n_trials}
     pts = {}
     for method in METHODS:
         config, study, wall = run(method, out, args.n_trials)

@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import RESULTS, ResultStore, claim, command, machine, median, provenance, publish, today  # noqa: E402
+from _common import RESULTS, ResultStore, claim, median, provenance, publish, run_meta  # noqa: E402
 
 from nas_theseus.convert import Candidate, ConvertConfig, convert, train_from_scratch  # noqa: E402
 from nas_theseus.data import load_data  # noqa: E402
@@ -58,7 +58,7 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     store = ResultStore(Path(args.out))
-    meta = {"command": command(), "machine": machine(), "date": today()}
+    meta = run_meta()
     data = load_data("digits")
     guide = load_guide("timm:vit_tiny_patch16_224", data, fit=GUIDE_FIT, **GUIDE)
     if store.get("guide") is None:
