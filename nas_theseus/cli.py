@@ -62,8 +62,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     workdir = _workdir(args, config)
     progress = not args.no_progress
     try:
-        run_study(config, workdir, storage=args.storage, force=args.force, progress=progress,
-                  n_trials=args.n_trials, timeout=args.timeout)
+        study = run_study(config, workdir, storage=args.storage, force=args.force, progress=progress,
+                          n_trials=args.n_trials, timeout=args.timeout)
     except KeyboardInterrupt as e:
         number = getattr(e, "requeued_trial", None)
         if number is None:
@@ -74,7 +74,23 @@ def _cmd_run(args: argparse.Namespace) -> int:
                   f"its stage checkpoints (work directory {workdir})", file=sys.stderr)
         return 130
     print(f"\nwork directory: {workdir}")
-    return _print_front(workdir, "table", reuse=True)
+    status = _print_front(workdir, "table", reuse=True)
+    return status or _no_complete_trial(study)
+
+
+def _no_complete_trial(study) -> int:
+    """1, with one line saying why, when the study has no complete trial (every one failed or was pruned)."""
+    from optuna.trial import TrialState
+
+    trials = study.get_trials(deepcopy=False)
+    if any(t.state == TrialState.COMPLETE for t in trials):
+        return 0
+    failed = [t for t in trials if t.state == TrialState.FAIL]
+    pruned = sum(t.state == TrialState.PRUNED for t in trials)
+    first = next((t.user_attrs["fail_reason"] for t in failed if "fail_reason" in t.user_attrs), None)
+    print(f"no trial completed: {len(failed)} failed, {pruned} pruned"
+          + (f"; the first failure: {first}" if first else ""), file=sys.stderr)
+    return 1
 
 
 def _open(workdir: Path, artifacts: str | None = None):

@@ -165,3 +165,86 @@ def test_storage_url_mistakes_are_one_line_and_quick(tmp_path, capsys):
                  "--no-progress"]) == 2
     one_line_error(capsys, "cannot open storage")
     assert time.monotonic() - start < 60  # refused at once, not after the retry budget
+
+
+# --- no silent fallbacks ------------------------------------------------------------------------------------------
+REFUSING_SPACE = '''
+from nas_theseus.convert import Candidate
+from nas_theseus.errors import UserError
+from nas_theseus.targets import BlockSpec
+
+
+def search_space(trial, guide):
+    drop = trial.suggest_float("drop", 0.0, 1.0)
+    if drop == 1.0:  # a value no sampler draws: only an enqueued or --params table gives it
+        raise UserError("my space: drop = 1.0 drops every unit")
+    overrides = {"finetune": {"max_epoch": 3}} if drop == 0.0 else {}
+    return Candidate(tuple(BlockSpec.of("mlp", width=8) for _ in guide.part_names)), overrides
+'''
+
+
+def _study_with_space(tmp_path, text: str, **kw):
+    space = tmp_path / "space.py"
+    space.write_text(text)
+    study_file = write_study(tmp_path, **kw)
+    study_file.write_text(study_file.read_text().replace(
+        str(Path(__file__).resolve().parent.parent / "search_spaces" / "mnist1d_cnn_to_mlp.py"), str(space)))
+    return study_file
+
+
+def test_a_search_space_refusing_given_parameters_is_its_own_line_not_does_not_fit(tmp_path, capsys):
+    study_file = _study_with_space(tmp_path, REFUSING_SPACE)
+    argv = ["convert", str(study_file), "--workdir", str(tmp_path / "wd"), "--no-progress", "--params"]
+    assert main([*argv, '{"drop": 1.0}']) == 2
+    err = capsys.readouterr().err
+    assert "my space: drop = 1.0 drops every unit" in err and "does not fit" not in err and "Traceback" not in err
+    assert main([*argv, '{"drop": 0.0}']) == 2  # an unknown fine-tuning override: one line, not a TypeError
+    one_line_error(capsys, "overrides unknown fine-tuning setting(s) ['max_epoch'] (did you mean 'max_epochs'?)")
+
+
+@pytest.mark.parametrize("edit, fragment", [
+    (lambda t: t.replace('flops = "minimize"\nlatency_ms = "minimize"\n', "").replace(
+        "[constraints]\nlatency_ms = 10000.0\n", ""), "have none, so it could never prune"),
+    (lambda t: t.replace('method = "not"', 'method = "scratch"'), "method = 'scratch' has none"),
+])
+def test_pruning_that_could_never_fire_is_refused_at_load(tmp_path, capsys, edit, fragment):
+    study_file = write_study(tmp_path)
+    study_file.write_text(edit(study_file.read_text()) + "\n[pruning]\nenabled = true\n")
+    assert main(["run", str(study_file), "--workdir", str(tmp_path / "wd"), "--no-progress"]) == 2
+    one_line_error(capsys, "pruning.enabled", fragment)
+
+
+def test_a_run_in_which_no_trial_completed_exits_non_zero_saying_why(tmp_path, capsys, monkeypatch):
+    import nas_theseus.study.objective as objective
+
+    def always_nan(*args, **kwargs):
+        raise ConversionError("non-finite alignment loss (nan) at stage 1, step 3")
+
+    monkeypatch.setattr(objective, "convert", always_nan)
+    study_file = write_study(tmp_path, n_trials=2)
+    assert main(["run", str(study_file), "--workdir", str(tmp_path / "wd"), "--no-progress"]) == 1
+    assert ("no trial completed: 2 failed, 0 pruned; the first failure: ConversionError: non-finite alignment "
+            "loss (nan)") in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_single_convert_counts_flops_as_a_study_does(tmp_path, capsys, monkeypatch):
+    """An operator nothing counts fails `nas-theseus convert` in one line, as it fails a study's trial, instead
+    of a smaller figure (here fvcore is made to forget its linear layers)."""
+    import fvcore.nn
+
+    class NoLinear(fvcore.nn.FlopCountAnalysis):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            for op in ("aten::linear", "aten::addmm", "aten::matmul"):
+                self._op_handles.pop(op, None)
+
+    monkeypatch.setattr(fvcore.nn, "FlopCountAnalysis", NoLinear)
+    study_file = write_study(tmp_path)
+    params = {"conv1.width": 16, "conv2.width": 16, "conv3.width": 32, "order.0": 2, "order.1": 0}
+    assert main(["convert", str(study_file), "--workdir", str(tmp_path / "wd"), "--params", json.dumps(params),
+                 "--no-progress"]) == 2
+    err = capsys.readouterr().err  # the device line, then the error's one line
+    assert "Traceback" not in err and err.splitlines()[-1].startswith(
+        "error: convert: the network trained (its checkpoints are kept), but no FLOP count for operator(s) "
+        "aten::linear")

@@ -21,7 +21,7 @@ from ..convert.config import DEFAULT_FINETUNE
 from ..errors import UserError, did_you_mean
 from ..training import FitConfig
 from ..utils.hashing import key_content, keyed_fields, stable_hash
-from .objectives import OBJECTIVES  # the registry: one class per objective
+from .objectives import OBJECTIVES, costs  # the registry: one class per objective
 
 SAMPLERS = ("tpe", "nsga2", "random")
 METHODS = ("not", "scratch", "kd")
@@ -370,6 +370,13 @@ def _check_semantics(cfg: StudyConfig, where: str) -> None:
         bad(f"latency.block_ms must be >= 0 (milliseconds), got {cfg.latency.block_ms!r}")
     if cfg.pruning.stages not in ("last", "all"):
         bad(f"pruning.stages must be 'last' or 'all', got {cfg.pruning.stages!r}")
+    if cfg.pruning.enabled and not costs(cfg.objectives, before_training=True):
+        bad(f"pruning.enabled: the rule compares costs known before training ("
+            f"{', '.join(costs(OBJECTIVES, before_training=True))}), and this study's objectives "
+            f"({', '.join(cfg.objectives)}) have none, so it could never prune; add one or set enabled = false")
+    if cfg.pruning.enabled and cfg.study.method != "not":
+        bad(f"pruning.enabled: the rule looks at conversion stages, and method = {cfg.study.method!r} has none, "
+            f"so it could never prune; set enabled = false")
 
     if cfg.baseline.kd not in KD_VARIANTS:
         bad(f"unknown baseline.kd {cfg.baseline.kd!r}{did_you_mean(cfg.baseline.kd, KD_VARIANTS)}; valid: "

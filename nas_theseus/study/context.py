@@ -19,7 +19,7 @@ from torch import nn
 from ..convert import Candidate, ConvertConfig, Hybrid
 from ..convert.activations import choose_activations
 from ..data import TaskData, load_data
-from ..errors import UserError
+from ..errors import UserError, did_you_mean
 from ..guides import Guide, load_guide
 from ..measure.latency import prepare
 from ..search import SearchSpace, load_search_space
@@ -78,6 +78,10 @@ class StudyContext:
         if unknown:
             raise UserError(f"{self.space.path.name} overrides unknown conversion setting(s) {unknown}")
         if "finetune" in overrides:
+            wrong = [k for k in overrides["finetune"] if k not in base["finetune"]]
+            if wrong:
+                raise UserError(f"{self.space.path.name} overrides unknown fine-tuning setting(s) {wrong}"
+                                f"{did_you_mean(wrong[0], base['finetune'])}; valid: {', '.join(base['finetune'])}")
             overrides["finetune"] = FitConfig(**{**base["finetune"], **overrides["finetune"]})
         cfg = dataclasses.replace(self.config.convert, **overrides, seed=self.config.study.seed)
         return candidate, cfg
@@ -94,6 +98,8 @@ class StudyContext:
                 raise UserError(f"study.enqueue holds parameter tables, got {params!r}")
             try:
                 candidate, cfg = self.candidate(optuna.trial.FixedTrial(params))
+            except UserError:  # the search space's own one line (a UserError is a ValueError too): as it is
+                raise
             except ValueError as e:  # FixedTrial: a parameter missing or out of range
                 raise UserError(f"study.enqueue: {params} does not fit {self.space.path.name}: {e}") from None
             Hybrid(self.guide, candidate, cfg)

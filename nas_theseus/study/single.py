@@ -11,6 +11,7 @@ import torch
 from ..convert import convert
 from ..errors import UserError
 from ..export import arch_document, check_export_target, describe_verification, write_export
+from ..measure import UncountedOpsError
 from .config import StudyConfig
 from .context import build_context
 from .objective import measure, train_baseline
@@ -27,6 +28,8 @@ def convert_once(config: StudyConfig, workdir: Path, params: dict, *, out: Path 
     ctx = build_context(config, progress=progress)
     try:
         candidate, cfg = ctx.candidate(optuna.trial.FixedTrial(params))
+    except UserError:  # the search space's own one line (a UserError is a ValueError too): as it is
+        raise
     except ValueError as e:  # FixedTrial: a parameter missing or out of range
         raise UserError(f"--params does not fit {ctx.space.path.name}: {e}") from None
     wd = WorkDir(workdir)
@@ -40,7 +43,10 @@ def convert_once(config: StudyConfig, workdir: Path, params: dict, *, out: Path 
         r = convert(ctx.guide, candidate, ctx.data, cfg, checkpoint_dir=wd.checkpoints, activations=acts,
                     device=ctx.device, progress=progress, artifacts=ctx.artifacts)
         stages = [dataclasses.asdict(s) for s in r.stages]
-    measured = measure(r.model, ctx, set(config.objectives) | set(config.constraints), strict_flops=False)
+    try:  # counted as a study counts: an operator nothing counts is an error, not a smaller figure
+        measured = measure(r.model, ctx, set(config.objectives) | set(config.constraints))
+    except UncountedOpsError as e:
+        raise UserError(f"convert: the network trained (its checkpoints are kept), but {e}") from None
     summary = {"candidate": candidate.describe(ctx.guide.part_names), "params": params,
                "val_accuracy": r.val_accuracy, "test_accuracy": r.test_accuracy, **measured.values,
                "stages": [{k: s[k] for k in ("parts", "alignment", "alignment_train", "steps", "stopped",
