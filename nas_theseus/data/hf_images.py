@@ -73,17 +73,10 @@ def load_hf_images(*, path: str, image: str = "image", label: str = "label", siz
         splits[name] = ds.select_columns([image, label])
     train = splits["train"]
     labels = {name: _labels(ds, label, f"the {name} split in {folder}") for name, ds in splits.items()}
-    rows = {name: list(range(len(ds))) for name, ds in splits.items()}
-    if "test" not in splits:
-        rest, carved = stratified_indices(torch.as_tensor(labels["train"]), test_fraction, split_seed + 1)
-        rows["test"], rows["train"] = carved.tolist(), rest.tolist()
-    if "validation" not in splits:
-        kept = rows["train"]
-        rest, carved = stratified_indices(torch.as_tensor([labels["train"][r] for r in kept]), val_fraction,
-                                          split_seed)
-        rows["validation"], rows["train"] = [kept[i] for i in carved.tolist()], [kept[i] for i in rest.tolist()]
+    rows = _rows(splits, labels["train"], val_fraction=val_fraction, test_fraction=test_fraction,
+                 split_seed=split_seed)
     source = {name: splits.get(name, train) for name in SPLITS}  # carved splits read the train split's rows
-    label_of = {name: labels["train"] if name not in splits else labels[name] for name in SPLITS}
+    label_of = {name: labels.get(name, labels["train"]) for name in SPLITS}
     classes = _classes(train, label, labels)
     if size is None:
         first = train[0][image]
@@ -95,10 +88,11 @@ def load_hf_images(*, path: str, image: str = "image", label: str = "label", siz
     parts = [HFImages(source[name], image, rows[name], [label_of[name][r] for r in rows[name]],
                       f"the {name if name in splits else 'train'} split in {folder}", size=shape, channels=channels,
                       size_option=size) for name in SPLITS]
-    carving = {"split_seed": split_seed, "val_fraction": val_fraction, "test_fraction": test_fraction}
-    identities = [{"arrow": source[name]._fingerprint, "split": name, **({} if name in splits else carving),
-                   **({"carved_from_train": sorted(set(SPLITS) - set(splits))} if name == "train" else {})}
-                  for name in SPLITS]
+    carved = sorted(set(SPLITS) - set(splits))  # train's rows and the carved splits' depend on how
+    carving = {"carved": carved, "split_seed": split_seed, "val_fraction": val_fraction,
+               "test_fraction": test_fraction} if carved else {}
+    identities = [{"arrow": source[name]._fingerprint, "split": name,
+                   **(carving if name == "train" or name in carved else {})} for name in SPLITS]
     config = {"root": str(folder), "image": image, "label": label, "size": size, "channels": channels,
               "classes": classes, "splits": sorted(splits)}
     return image_task("hfimages", parts, identities, config, in_memory=in_memory, workers=workers,
@@ -135,6 +129,22 @@ def _read(datasets, folder: Path) -> dict:
         raise UserError(f"hfimages data: {folder} has splits {', '.join(splits) or 'none'}; expected train and "
                         f"optionally validation and test")
     return splits
+
+
+def _rows(splits: dict, train_labels: list[int], *, val_fraction: float, test_fraction: float,
+          split_seed: int) -> dict[str, list[int]]:
+    """Each split's rows: all of a split the dataset has; a missing test, then validation split carved out of
+    train (stratified, seeded), as image folders carve theirs."""
+    rows = {name: list(range(len(ds))) for name, ds in splits.items()}
+    if "test" not in splits:
+        rest, carved = stratified_indices(torch.as_tensor(train_labels), test_fraction, split_seed + 1)
+        rows["test"], rows["train"] = carved.tolist(), rest.tolist()
+    if "validation" not in splits:
+        kept = rows["train"]
+        rest, carved = stratified_indices(torch.as_tensor([train_labels[r] for r in kept]), val_fraction,
+                                          split_seed)
+        rows["validation"], rows["train"] = [kept[i] for i in carved.tolist()], [kept[i] for i in rest.tolist()]
+    return rows
 
 
 def _labels(ds, column: str, where: str) -> list[int]:
