@@ -8,6 +8,7 @@ its traceback.
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import sys
 from pathlib import Path
@@ -61,6 +62,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     config = _load_config(args)
     workdir = _workdir(args, config)
     progress = not args.no_progress
+    started = datetime.datetime.now()  # as Optuna stamps a trial's start
     try:
         study = run_study(config, workdir, storage=args.storage, force=args.force, progress=progress,
                           n_trials=args.n_trials, timeout=args.timeout)
@@ -75,20 +77,21 @@ def _cmd_run(args: argparse.Namespace) -> int:
         return 130
     print(f"\nwork directory: {workdir}")
     status = _print_front(workdir, "table", reuse=True)
-    return status or _no_complete_trial(study)
+    return status or _none_completed(study, started)
 
 
-def _no_complete_trial(study) -> int:
-    """1, with one line saying why, when the study has no complete trial (every one failed or was pruned)."""
+def _none_completed(study, started: datetime.datetime) -> int:
+    """1, with one line saying why, when trials started since ``started`` and none of them completed (every
+    one failed or was pruned); 0 otherwise (a run with nothing left to do included)."""
     from optuna.trial import TrialState
 
-    trials = study.get_trials(deepcopy=False)
-    if any(t.state == TrialState.COMPLETE for t in trials):
+    trials = [t for t in study.get_trials(deepcopy=False) if t.datetime_start and t.datetime_start >= started]
+    if not trials or any(t.state == TrialState.COMPLETE for t in trials):
         return 0
     failed = [t for t in trials if t.state == TrialState.FAIL]
     pruned = sum(t.state == TrialState.PRUNED for t in trials)
     first = next((t.user_attrs["fail_reason"] for t in failed if "fail_reason" in t.user_attrs), None)
-    print(f"no trial completed: {len(failed)} failed, {pruned} pruned"
+    print(f"no trial completed in this run: {len(failed)} failed, {pruned} pruned"
           + (f"; the first failure: {first}" if first else ""), file=sys.stderr)
     return 1
 

@@ -223,8 +223,10 @@ def test_a_run_in_which_no_trial_completed_exits_non_zero_saying_why(tmp_path, c
     monkeypatch.setattr(objective, "convert", always_nan)
     study_file = write_study(tmp_path, n_trials=2)
     assert main(["run", str(study_file), "--workdir", str(tmp_path / "wd"), "--no-progress"]) == 1
-    assert ("no trial completed: 2 failed, 0 pruned; the first failure: ConversionError: non-finite alignment "
-            "loss (nan)") in capsys.readouterr().err
+    assert ("no trial completed in this run: 2 failed, 0 pruned; the first failure: ConversionError: "
+            "non-finite alignment loss (nan)") in capsys.readouterr().err
+    # a run with nothing left to do is no failure
+    assert main(["run", str(study_file), "--workdir", str(tmp_path / "wd"), "--no-progress", "--n-trials", "2"]) == 0
 
 
 @pytest.mark.slow
