@@ -20,6 +20,7 @@ examples:
   nas-theseus run studies/mnist1d_cnn_to_mlp.toml            # search; run again to continue the study
   nas-theseus run studies/mnist1d_cnn_to_mlp.toml --set study.n_trials=30 --set convert.steps_per_stage=300
   nas-theseus pareto runs/mnist1d_cnn_to_mlp --format json   # the Pareto-optimal trials
+  nas-theseus trials runs/mnist1d_cnn_to_mlp                 # every trial, and why one failed or was pruned
   nas-theseus export runs/mnist1d_cnn_to_mlp --trial 7       # deployable folder, verified against the trial
   nas-theseus report runs/mnist1d_cnn_to_mlp                 # Pareto plot (PNG + HTML), alignment curves
   nas-theseus dashboard runs/mnist1d_cnn_to_mlp              # optuna-dashboard on http://127.0.0.1:8080
@@ -159,6 +160,43 @@ def _cmd_pareto(args: argparse.Namespace) -> int:
     return _print_front(Path(args.dir), args.format)
 
 
+def _cmd_trials(args: argparse.Namespace) -> int:
+    """Every trial of the study: state, objective values, and why it ended as it did."""
+    _, config, study = _open(Path(args.dir))
+    names = list(config.objectives)
+    rows = [_trial_row(t, names) for t in study.get_trials(deepcopy=False)]
+    if args.format == "json":
+        print(json.dumps(rows, indent=2))
+        return 0
+    if not rows:
+        print("no trials yet")
+        return 0
+    for r in rows:
+        values = ", ".join(f"{n} {r[n]:.4g}" for n in names if r.get(n) is not None)
+        print("  ".join(filter(None, [f"{r['trial']:>4}", f"{r['state']:<8}", values,
+                                      f"[{r['note']}]" if r["note"] else ""])))
+    return 0
+
+
+def _trial_row(t, names: list[str]) -> dict:
+    attrs = t.user_attrs
+    if "repeat_of" in attrs:
+        note = f"repeat of trial {attrs['repeat_of']}"
+    elif attrs.get("prune_reason"):
+        note = f"pruned: {attrs['prune_reason']}"
+    elif attrs.get("fail_reason"):
+        note = f"failed: {attrs['fail_reason']}"
+    elif attrs.get("worker_died"):
+        note = f"worker died: {attrs['worker_died']}"
+    elif attrs.get("requeued_as_waiting"):
+        note = "interrupted, re-enqueued"
+    else:
+        note = ""
+    values = dict(zip(names, t.values)) if t.values is not None else {}
+    return {"trial": t.number, "state": t.state.name, **values, "test_accuracy": attrs.get("test_accuracy"),
+            "note": note}
+
+
 def _cmd_report(args: argparse.Namespace) -> int:
     from .report import write_report
 
@@ -261,6 +299,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("dir", help="the study's work directory")
     p.add_argument("--format", choices=("table", "csv", "json"), default="table")
     p.set_defaults(func=_cmd_pareto)
+
+    p = sub.add_parser("trials", help="list every trial: state, objective values, why it failed or was pruned")
+    p.add_argument("dir", help="the study's work directory")
+    p.add_argument("--format", choices=("table", "json"), default="table")
+    p.set_defaults(func=_cmd_trials)
 
     p = sub.add_parser("export", help="export a trial's network (safetensors, torch.export, ONNX), verified")
     p.add_argument("dir", help="the study's work directory")

@@ -227,6 +227,13 @@ def test_a_run_in_which_no_trial_completed_exits_non_zero_saying_why(tmp_path, c
             "non-finite alignment loss (nan)") in capsys.readouterr().err
     # a run with nothing left to do is no failure
     assert main(["run", str(study_file), "--workdir", str(tmp_path / "wd"), "--no-progress", "--n-trials", "2"]) == 0
+    capsys.readouterr()
+    assert main(["trials", str(tmp_path / "wd"), "--format", "json"]) == 0  # why each trial ended so
+    rows = json.loads(capsys.readouterr().out)
+    assert [(r["trial"], r["state"]) for r in rows] == [(0, "FAIL"), (1, "FAIL")]
+    assert all(r["note"].startswith("failed: ConversionError: non-finite alignment loss") for r in rows)
+    assert main(["trials", str(tmp_path / "wd")]) == 0
+    assert "   0  FAIL      [failed: ConversionError" in capsys.readouterr().out
 
 
 @pytest.mark.slow

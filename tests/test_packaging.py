@@ -38,3 +38,23 @@ def test_every_floor_is_pinned_in_the_minimum_versions_step():
 
 def test_ci_runs_the_minimum_versions_step():
     assert "bash .ci/min-versions" in (ROOT / ".ci" / "run").read_text()
+
+
+def test_help_imports_no_torch():
+    """`nas-theseus --help` and a command's --help answer without importing torch (the package's public names
+    are imported on first use), and those names still import as before."""
+    import subprocess
+    import sys
+
+    code = ("import sys\nfrom nas_theseus.cli import main\n"
+            "for argv in (['--help'], ['run', '--help'], ['export', '--help']):\n"
+            "    try:\n        main(argv)\n    except SystemExit:\n        pass\n"
+            "assert 'torch' not in sys.modules, 'torch imported'\n"
+            "import nas_theseus.study.runner\n"  # imports the subpackage nas_theseus.convert first
+            "from nas_theseus import BlockSpec, UserError, convert, load_exported\n"
+            "assert convert.__module__ == 'nas_theseus.convert.engine' and 'torch' in sys.modules\n"
+            "from nas_theseus.convert import engine\n"
+            "assert engine.convert is convert\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "usage: nas-theseus" in proc.stdout
