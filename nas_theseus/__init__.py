@@ -21,6 +21,7 @@ _EXPORTS = {
     **dict.fromkeys(("Guide", "load_guide"), ".guides"),
     **dict.fromkeys(("BlockSpec", "create_target", "list_blocks", "register_block"), ".targets"),
     "FitConfig": ".training",
+    **dict.fromkeys(("run_study", "pareto_front"), ".study.api"),
 }
 
 
@@ -54,5 +55,5 @@ __version__ = "0.1.0"
 
 __all__ = ["BlockSpec", "Candidate", "ConversionError", "ConversionResult", "ConvertConfig", "FitConfig", "Guide",
            "GuideActivations", "TaskData", "UserError", "convert", "create_target", "list_blocks", "load_data",
-           "load_exported", "load_guide", "register_block", "stitching_penalty", "train_distilled",
-           "train_from_scratch"]
+           "load_exported", "load_guide", "pareto_front", "register_block", "run_study", "stitching_penalty",
+           "train_distilled", "train_from_scratch"]

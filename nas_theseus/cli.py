@@ -98,24 +98,9 @@ def _none_completed(study, started: datetime.datetime) -> int:
 
 
 def _open(workdir: Path, artifacts: str | None = None):
-    from .study.config import config_from_dict
-    from .study.runner import open_storage
-    from .study.workdir import WorkDir
+    from .study.api import open_study
 
-    wd = WorkDir(workdir)
-    meta = wd.require_meta()
-    import optuna
-
-    raw = meta["config"]
-    if artifacts:  # --artifacts URL: this machine's view of the study's store
-        raw = {**raw, "artifacts": {**raw.get("artifacts", {}), "store": artifacts}}
-    config = config_from_dict(raw, base_dir=meta.get("base_dir", "."))
-    storage = open_storage(config, meta["storage"], create=False)
-    try:
-        study = optuna.load_study(study_name=meta["study_name"], storage=storage)
-    except KeyError:
-        raise UserError(f"study {meta['study_name']!r} not found in {meta['storage']}") from None
-    return wd, config, study
+    return open_study(workdir, artifacts)
 
 
 def _print_front(workdir: Path, fmt: str, *, reuse: bool = False) -> int:

@@ -354,3 +354,21 @@ def test_one_merge_rule_for_partial_fine_tuning_settings(tmp_path):
     in_study = load_study_config(write_study(tmp_path)).convert.finetune  # [convert.finetune] max_epochs/patience 2
     assert in_python == in_study
     assert (in_python.lr, in_python.batch_size) == (DEFAULT_FINETUNE.lr, DEFAULT_FINETUNE.batch_size)
+
+
+@pytest.mark.slow
+def test_a_study_from_python_as_the_cli_runs_it(tmp_path, capsys):
+    """nas_theseus.run_study takes a study file and --set-style overrides and returns the Optuna study;
+    nas_theseus.pareto_front is `pareto`'s front as a DataFrame."""
+    import nas_theseus
+
+    study_file, wd = write_study(tmp_path, n_trials=3), tmp_path / "wd"
+    study = nas_theseus.run_study(study_file, wd, overrides={"study.n_trials": 1}, progress=False)
+    assert len(study.get_trials(states=(TrialState.COMPLETE,))) == 1
+    front = nas_theseus.pareto_front(wd)
+    capsys.readouterr()
+    assert main(["pareto", str(wd), "--format", "json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert list(front["trial"]) == [r["trial"] for r in rows] and list(front["flops"]) == [r["flops"] for r in rows]
+    with pytest.raises(nas_theseus.UserError, match="study.n_trials must be int"):
+        nas_theseus.run_study(study_file, wd, overrides=["study.n_trials=two"])
