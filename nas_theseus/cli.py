@@ -18,6 +18,7 @@ from .errors import UserError
 EPILOG = """\
 examples:
   nas-theseus run studies/mnist1d_cnn_to_mlp.toml            # search; run again to continue the study
+  nas-theseus run runs/mnist1d_cnn_to_mlp --n-trials 30      # continue it from its work directory alone
   nas-theseus run studies/mnist1d_cnn_to_mlp.toml --set study.n_trials=30 --set convert.steps_per_stage=300
   nas-theseus pareto runs/mnist1d_cnn_to_mlp --format json   # the Pareto-optimal trials
   nas-theseus trials runs/mnist1d_cnn_to_mlp                 # every trial, and why one failed or was pruned
@@ -50,10 +51,18 @@ def _load_config(args):
         overrides.append(f"study.device={json.dumps(args.device)}")
     if getattr(args, "artifacts", None):
         overrides.append(f"artifacts.store={json.dumps(args.artifacts)}")
+    if Path(args.study).is_dir():  # a work directory: the study as recorded there
+        from .study.api import recorded_config
+
+        if args.workdir and Path(args.workdir).resolve() != Path(args.study).resolve():
+            raise UserError(f"{args.study} is a work directory: give it alone, or the study file with --workdir")
+        return recorded_config(args.study, overrides)
     return load_study_config(args.study, overrides)
 
 
 def _workdir(args, config) -> Path:
+    if Path(args.study).is_dir():
+        return Path(args.study)
     return Path(args.workdir) if args.workdir else Path("runs") / config.study.name
 
 
@@ -255,7 +264,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     def study_args(p):
-        p.add_argument("study", help="study file (TOML), e.g. studies/mnist1d_cnn_to_mlp.toml")
+        p.add_argument("study", help="study file (TOML), e.g. studies/mnist1d_cnn_to_mlp.toml, or the work "
+                                     "directory of a study begun before (its study as recorded there)")
         p.add_argument("--workdir", help="work directory (default: runs/<study name>)")
         p.add_argument("--set", action="append", metavar="KEY=VALUE",
                        help="override a study-file key, e.g. --set convert.steps_per_stage=300 (repeatable)")

@@ -372,3 +372,8 @@ def test_a_study_from_python_as_the_cli_runs_it(tmp_path, capsys):
     assert list(front["trial"]) == [r["trial"] for r in rows] and list(front["flops"]) == [r["flops"] for r in rows]
     with pytest.raises(nas_theseus.UserError, match="study.n_trials must be int"):
         nas_theseus.run_study(study_file, wd, overrides=["study.n_trials=two"])
+    # continued from its work directory alone, as recorded there
+    assert main(["run", str(wd), "--n-trials", "2", "--no-progress"]) == 0
+    assert len(load(wd).get_trials(states=(TrialState.COMPLETE,))) == 2
+    assert main(["run", str(tmp_path), "--no-progress"]) == 2
+    assert "is not a study work directory" in capsys.readouterr().err

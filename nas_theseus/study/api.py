@@ -14,7 +14,7 @@ import optuna
 import pandas as pd
 
 from ..errors import UserError
-from .config import StudyConfig, config_from_dict, load_study_config
+from .config import StudyConfig, apply_overrides, config_from_dict, load_study_config
 from .pareto import front
 from .runner import open_storage
 from .runner import run_study as _run
@@ -50,6 +50,13 @@ def open_study(workdir: str | Path, artifacts: str | None = None) -> tuple[WorkD
     except KeyError:
         raise UserError(f"study {meta['study_name']!r} not found in {meta['storage']}") from None
     return wd, config, study
+
+
+def recorded_config(workdir: str | Path, overrides: Sequence[str] = ()) -> StudyConfig:
+    """The study configuration recorded in a work directory (as its study file was when the study began), with
+    ``--set``-style ``overrides``: what continuing a study from its work directory alone runs."""
+    meta = WorkDir(Path(workdir)).require_meta()
+    return config_from_dict(apply_overrides(meta["config"], list(overrides)), base_dir=meta.get("base_dir", "."))
 
 
 def pareto_front(workdir: str | Path) -> pd.DataFrame:
