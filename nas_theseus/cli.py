@@ -125,7 +125,7 @@ def _print_front(workdir: Path, fmt: str, *, reuse: bool = False) -> int:
         rows = [{"trial": int(r["trial"]), **{n: float(r[n]) for n in names},
                  "test_accuracy": r["test_accuracy"], **({"test_perplexity": r["test_perplexity"]}
                                                          if "test_perplexity" in r else {}),
-                 "params": r["params"]} for _, r in df.iterrows()]
+                 "candidate": r["candidate"], "params": r["params"]} for _, r in df.iterrows()]
         print(json.dumps(rows, indent=2))
     elif fmt == "csv":
         print(df.drop(columns=["feasible"]).to_csv(index=False), end="")
