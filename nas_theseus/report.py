@@ -76,6 +76,26 @@ def _panel(ax, x_name: str, y_name: str, df, pf, others, guide: dict | None, *, 
     ax.legend(fontsize=7)
 
 
+def _interactive(df, pf, names: list[str], costs: list[str]):
+    """The PNG's panels as a plotly figure: every trial, and the front as the table computes it (one definition
+    of the front for the table, the PNG and the HTML); hovering names the trial and its candidate."""
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    fig = make_subplots(rows=1, cols=len(costs), subplot_titles=[f"{_label(names[0])} vs {_label(c)}"
+                                                                 for c in costs])
+    for col, cost in enumerate(costs, start=1):
+        for rows, label, colour in ((df, "trials", "lightgray"), (pf, "Pareto front", "crimson")):
+            text = [f"trial {int(t)}: {c}" for t, c in zip(rows["trial"], rows["candidate"])]
+            fig.add_trace(go.Scatter(x=rows[cost], y=rows[names[0]], mode="markers", name=label, text=text,
+                                     marker={"color": colour, "size": 9}, showlegend=col == 1,
+                                     hovertemplate="%{text}<br>%{x:.4g}, %{y:.4g}<extra></extra>"), row=1, col=col)
+        fig.update_xaxes(title_text=_label(cost), type="log" if _log_axis(cost) else "linear", row=1, col=col)
+        fig.update_yaxes(title_text=_label(names[0]), type="log" if _log_axis(names[0]) else "linear", row=1,
+                         col=col)
+    return fig
+
+
 def compared_front(other: optuna.Study, guide: dict | None, names: list[str], directions: list[str],
                    ref: dict) -> tuple:
     """Another study's front and hypervolume on this study's reference point. Each study times its guide once
@@ -123,9 +143,8 @@ def write_report(study: optuna.Study, names: list[str], directions: list[str], o
     written.append(png)
 
     if len(names) > 1 and len(df):
-        plot = optuna.visualization.plot_pareto_front(study, target_names=names)
         htm = out / "pareto.html"
-        plot.write_html(str(htm), include_plotlyjs=True)
+        _interactive(df, pf, names, costs).write_html(str(htm), include_plotlyjs=True)
         written.append(htm)
 
     fig, ax = plt.subplots(figsize=(6, 4.2))

@@ -43,6 +43,15 @@ def test_a_panel_per_cost_and_the_front_as_points_beyond_two_objectives(tmp_path
     assert drawn == [(x, "accuracy", on_front, step_line) for x in names[1:]]  # a panel per cost
     page = (tmp_path / "index.html").read_text()
     assert "guide (reference): accuracy 0.92" in page and "flops ÷ guide" in page
+    # the interactive plot's front is the table's (one definition): its red trace holds exactly those trials
+    import json
+    import re
+
+    html = (tmp_path / "pareto.html").read_text()
+    traces = json.loads(re.search(r"Plotly\.newPlot\(\s*\"[^\"]+\",\s*(\[.*?\]),\s*\{", html, re.S).group(1))
+    fronts = [t for t in traces if t["name"] == "Pareto front"]
+    assert len(fronts) == len(names) - 1
+    assert all(sorted(int(x.split(":")[0].split()[1]) for x in t["text"]) == on_front for t in fronts)
 
 
 def test_a_compared_studys_latency_is_put_on_this_studys_guide_figure(tmp_path):
