@@ -7,7 +7,8 @@ from __future__ import annotations
 import inspect
 from collections.abc import Callable
 
-from ..errors import UserError, did_you_mean, unknown_name
+from ..errors import UserError, did_you_mean
+from ..utils.registry import Registry
 from .base import Batch, Rows, Split, TaskData, carve_validation
 from .dataset_split import DatasetSplit
 from .digits import load_digits
@@ -18,18 +19,15 @@ from .mnist1d import load_mnist1d
 from .text import ByteTokenizer, load_text
 from .wikitext import load_wikitext
 
-DATASETS: dict[str, Callable[..., TaskData]] = {"mnist1d": load_mnist1d, "digits": load_digits, "npz": load_npz,
-                                                "cifar10": load_cifar10, "imagefolder": load_image_folder,
-                                                "hfimages": load_hf_images, "text": load_text,
-                                                "wikitext": load_wikitext}
+DATASETS: Registry = Registry("dataset", {
+    "mnist1d": load_mnist1d, "digits": load_digits, "npz": load_npz, "cifar10": load_cifar10,
+    "imagefolder": load_image_folder, "hfimages": load_hf_images, "text": load_text, "wikitext": load_wikitext})
 
 
 def load_data(name: str, *, augment: str = "none", **options) -> TaskData:
     """Load a registered dataset by name with its keyword options; ``augment``: training-time augmentation
     (``none``, ``standard``, ``crop`` or a timm policy: :mod:`nas_theseus.data.augment`)."""
-    if name not in DATASETS:
-        raise unknown_name("dataset", name, DATASETS)
-    loader = DATASETS[name]
+    loader: Callable[..., TaskData] = DATASETS.lookup(name)
     params = inspect.signature(loader).parameters
     unknown = [k for k in options if k not in params]
     missing = [k for k, p in params.items() if p.default is inspect.Parameter.empty and k not in options]

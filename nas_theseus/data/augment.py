@@ -28,14 +28,14 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import UserError
+from ..utils.registry import Registry
 
-AUGMENTS: dict[str, type[Augment]] = {}
+AUGMENTS: Registry = Registry("augmentation")
 LARGE = 128  # px: from this size on, ``standard`` is a random-resized crop
 
 
 def register_augment(cls: type[Augment]) -> type[Augment]:
-    AUGMENTS[cls.name] = cls
-    return cls
+    return AUGMENTS.add(cls.name, cls)
 
 
 class Augment:

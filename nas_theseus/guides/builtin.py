@@ -13,8 +13,9 @@ import torch
 from torch import nn
 
 from ..data import TaskData
-from ..errors import UserError, unknown_name
+from ..errors import UserError
 from ..training import FitConfig
+from ..utils.registry import Registry
 from .guide import Guide
 from .weights import cached_training, check_weights, describe_weights, load_weights_file, metrics_path
 
@@ -67,12 +68,12 @@ class _BuiltinSpec:
     fit: FitConfig
 
 
-BUILTIN_GUIDES: dict[str, _BuiltinSpec] = {
+BUILTIN_GUIDES: Registry = Registry("built-in guide", {
     # MNIST-1D reference recipe: Adam, lr 1e-2, batch 100 (here with cosine decay and early stopping).
     "mnist1d_cnn": _BuiltinSpec(MNIST1DCNN, "mnist1d", "stem",
                                 FitConfig(max_epochs=150, patience=40, lr=1e-2, batch_size=100)),
     "digits_cnn": _BuiltinSpec(DigitsCNN, "digits", None, FitConfig(max_epochs=60, patience=15, lr=3e-3)),
-}
+})
 
 
 def builtin_guide(name: str, data: TaskData, *, weights: str = "train", seed: int = 0,
@@ -84,9 +85,7 @@ def builtin_guide(name: str, data: TaskData, *, weights: str = "train", seed: in
     ``arch`` overrides the architecture (``channels=...``); ``fit`` overrides the training options.
     The trained guide's validation and test accuracy are stored beside it (see :func:`guide_metrics`).
     """
-    if name not in BUILTIN_GUIDES:
-        raise unknown_name("built-in guide", name, BUILTIN_GUIDES)
-    spec = BUILTIN_GUIDES[name]
+    spec = BUILTIN_GUIDES.lookup(name)
     if data.name != spec.data:
         raise UserError(f"built-in guide {name!r} is made for the {spec.data!r} data, not {data.name!r}")
     check_weights(weights)

@@ -3,17 +3,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 from ..data import TaskData
 from ..errors import UserError, did_you_mean
+from ..utils.registry import Registry
 from .builtin import BUILTIN_GUIDES, builtin_guide
 from .external import rebuild_external, timm_guide, torch_guide
 from .guide import Guide
 from .hf import hf_guide, rebuild_hf
 
-GUIDE_SOURCES: dict[str, Callable[..., Guide]] = {"builtin": builtin_guide, "timm": timm_guide,
-                                                  "torch": torch_guide, "hf": hf_guide}
+GUIDE_SOURCES: Registry = Registry("guide source", {"builtin": builtin_guide, "timm": timm_guide,
+                                                    "torch": torch_guide, "hf": hf_guide})
 
 
 def rebuild_guide_module(source: dict, folder=None):

@@ -21,20 +21,18 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..errors import UserError, unknown_name
+from ..errors import UserError
+from ..utils.registry import Registry
 
-RUNTIMES: dict[str, type[Runtime]] = {}
+RUNTIMES: Registry = Registry("latency runtime")
 
 
 def register_runtime(cls: type[Runtime]) -> type[Runtime]:
-    RUNTIMES[cls.name] = cls
-    return cls
+    return RUNTIMES.add(cls.name, cls)
 
 
 def get_runtime(name: str) -> Runtime:
-    if name not in RUNTIMES:
-        raise unknown_name("latency runtime", name, RUNTIMES)
-    return RUNTIMES[name]()
+    return RUNTIMES.lookup(name)()
 
 
 class Runtime:

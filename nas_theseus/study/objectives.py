@@ -30,6 +30,7 @@ from ..measure import (
 )
 from ..measure.latency import example_input
 from ..utils.locks import machine_lock
+from ..utils.registry import Registry
 
 if TYPE_CHECKING:
     from .context import StudyContext
@@ -72,11 +73,11 @@ class Objective:
         raise NotImplementedError
 
 
-OBJECTIVES: dict[str, Objective] = {}
+OBJECTIVES: Registry = Registry("objective")
 
 
 def register(cls: type[Objective]) -> type[Objective]:
-    OBJECTIVES[cls.name] = cls()
+    OBJECTIVES.add(cls.name, cls())
     return cls
 
 

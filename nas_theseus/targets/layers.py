@@ -7,15 +7,15 @@ import math
 from torch import nn
 
 from ..errors import unknown_name
+from ..utils.registry import Registry
 
-ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU, "tanh": nn.Tanh, "silu": nn.SiLU, "identity": nn.Identity}
+ACTIVATIONS = Registry("activation", {"relu": nn.ReLU, "gelu": nn.GELU, "tanh": nn.Tanh, "silu": nn.SiLU,
+                                       "identity": nn.Identity})
 NORMS = ("batch", "layer")
 
 
 def activation(name: str) -> nn.Module:
-    if name not in ACTIVATIONS:
-        raise unknown_name("activation", name, ACTIVATIONS)
-    return ACTIVATIONS[name]()
+    return ACTIVATIONS.lookup(name)()
 
 
 def check_norm(norm: str | None) -> None:

@@ -19,22 +19,20 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from ..errors import UserError, did_you_mean, unknown_name
+from ..errors import UserError, did_you_mean
+from ..utils.registry import Registry
 from .spec import BlockSpec
 
 Shape = tuple[int, ...]
-BLOCKS: dict[str, type] = {}
+BLOCKS: Registry = Registry("block")
 
 
 def register_block(name: str) -> Callable[[type], type]:
     def deco(cls: type) -> type:
-        if name in BLOCKS:
-            raise ValueError(f"block {name!r} is registered twice")
         if not (dataclasses.is_dataclass(getattr(cls, "Options", None)) and hasattr(cls, "build")):
             raise TypeError(f"block {cls.__name__} needs an Options dataclass and a build() method")
         cls.kind = name
-        BLOCKS[name] = cls
-        return cls
+        return BLOCKS.add(name, cls)
     return deco
 
 
@@ -71,9 +69,7 @@ def validate_spec(spec: BlockSpec) -> tuple:
 
     Raises :class:`UserError` for an unknown kind, an unknown option or an option of the wrong type.
     """
-    if spec.kind not in BLOCKS:
-        raise unknown_name("block", spec.kind, BLOCKS)
-    cls = BLOCKS[spec.kind]
+    cls = BLOCKS.lookup(spec.kind)
     hints = typing.get_type_hints(cls.Options)
     options = []
     for name, value in spec.options:
