@@ -100,11 +100,17 @@ def provenance(meta: dict) -> str:
     return f"Command: `{meta['command']}` — machine: {meta['machine']} — date: {meta['date']}{code}.\n"
 
 
+def save_table(name: str, text: str) -> None:
+    """Write ``results/NAME.md`` and print it."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / f"{name}.md").write_text(text)
+    print(text)
+
+
 def publish(name: str, text: str) -> None:
     """Write ``results/NAME.md``, copy it into the README's bench block, and print it."""
-    (RESULTS / f"{name}.md").write_text(text)
+    save_table(name, text)
     replace_between_markers(ROOT / "README.md", name, text)
-    print(text)
 
 
 def replace_between_markers(path: Path, name: str, text: str) -> None:

@@ -22,7 +22,7 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import RESULTS, ROOT, claim, provenance, run_meta  # noqa: E402
+from _common import RESULTS, ROOT, claim, provenance, run_meta, save_table  # noqa: E402
 
 WORKLOAD = r"""
 import json, time, torch
@@ -79,9 +79,7 @@ def main() -> None:
                      f"{p['before']['test_accuracy']:.4f} |")
     lines += ["", claim("no slower (ratio ≤ 1.05)", ratio <= 1.05),
               claim("the same result (test accuracy and steps per stage identical)", same), "", provenance(meta)]
-    text = "\n".join(lines) + "\n"
-    (RESULTS / f"{args.out}.md").write_text(text)
-    print(text)
+    save_table(args.out, "\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import RESULTS, ROOT, claim, provenance, run_meta  # noqa: E402
+from _common import RESULTS, ROOT, claim, provenance, run_meta, save_table  # noqa: E402
 
 GUIDE = '''
 import torch.nn as nn
@@ -113,9 +113,7 @@ def main() -> None:
                          f"{r['wall_s']:.0f} | {100 * r['test_accuracy']:.1f} % |")
     lines += ["", claim(f"streamed peak memory flat in N within 10 % (spread {100 * spread:.1f} %)", spread <= 0.10),
               "", provenance(meta)]
-    text = "\n".join(lines) + "\n"
-    (RESULTS / f"{args.out}.md").write_text(text)
-    print(text)
+    save_table(args.out, "\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":

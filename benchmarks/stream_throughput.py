@@ -30,7 +30,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import RESULTS, claim, provenance, run_meta  # noqa: E402
+from _common import RESULTS, claim, provenance, run_meta, save_table  # noqa: E402
 from scale import GUIDE, write_folder  # noqa: E402
 from stage_loop import setup, sync, time_engine  # noqa: E402
 
@@ -121,9 +121,7 @@ def main() -> None:
     lines += [""] + [claim(f"{case}: streamed stage ÷ bare loop ≤ {GOAL} ({s['median_ratio']:.3f})",
                            s["median_ratio"] <= GOAL) for case, s in summary.items()]
     lines += ["", provenance(meta)]
-    text = "\n".join(lines) + "\n"
-    (RESULTS / f"{args.out}.md").write_text(text)
-    print(text)
+    save_table(args.out, "\n".join(lines) + "\n")
 
 
 def pairs(guide, data, cfg: ConvertConfig, n: int, case: str) -> list[dict]:

@@ -200,14 +200,19 @@ def _train_epoch(forward, teacher, data: TaskData, config: FitConfig, opt, sched
                 loss = task_loss(forward(xb).float(), yb)
             else:
                 loss = _taught_loss(forward, teacher, xb, yb, config, mix)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        if sched is not None:
-            sched.step()
+        optimizer_step(loss, opt, sched)
         losses.add(loss, len(yb), report.steps)
         report.steps += 1
     return losses.total()
+
+
+def optimizer_step(loss: torch.Tensor, opt: torch.optim.Optimizer, sched=None) -> None:
+    """One step of ``opt`` (and of its schedule, if any) on ``loss``'s gradients."""
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    if sched is not None:
+        sched.step()
 
 
 def _improves(report: FitReport, monitor: str, val_acc: float, val_loss: float) -> bool:

@@ -17,7 +17,7 @@ from torch import nn
 from ..align import linear_cka, token_rows
 from ..data import TaskData
 from ..guides import Guide
-from ..training import autocast_context
+from ..training import autocast_context, optimizer_step
 from ..utils import testhooks
 from ..utils.hashing import seed_from_key
 from ..utils.progress import progress_bar
@@ -212,11 +212,7 @@ def _step(hybrid: Hybrid, losses: nn.ModuleDict, stage: Stage, batch: tuple, opt
         outs = _forward_outputs(hybrid, stage, x, acts)
     # the similarity in float32 whatever the forward ran in (bf16 Gram matrices lose the CKA ≈ 1 regime)
     loss = sum(losses[str(k)](outs[k].float(), acts[k + 1]) for k in stage.loss)
-    opt.zero_grad(set_to_none=True)
-    loss.backward()
-    opt.step()
-    if sched is not None:
-        sched.step()
+    optimizer_step(loss, opt, sched)
     return loss
 
 

@@ -88,7 +88,7 @@ class Split(Rows):
 
     def take(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         idx = torch.as_tensor(idx, dtype=torch.long)
-        return self.x[idx], self.y[idx]
+        return self._rows(self.x[idx]), self.y[idx]
 
     def batches(self, batch_size: int, *, order: torch.Tensor | None = None, device: torch.device | str = "cpu",
                 augment: Augment | None = None, seed: int = 0) -> Iterator[Batch]:
@@ -106,8 +106,12 @@ class Split(Rows):
             else:
                 idx = order[i:i + batch_size]
                 xb, yb = x[idx], y[idx]
-            xb = upload(xb, device)
+            xb = self._rows(upload(xb, device))
             yield Batch(idx, xb if generator is None else augment.batch(xb, generator), upload(yb, device))
+
+    def _rows(self, xb: torch.Tensor) -> torch.Tensor:
+        """Gathered rows of ``x`` as the split hands them out (as held, here; see ByteImages)."""
+        return xb
 
     def _resident(self, device) -> tuple[torch.Tensor, torch.Tensor]:
         """x and y on ``device`` when they fit there (a copy made once per device), else where they are."""

@@ -4,13 +4,11 @@ of the float32 tensor they would be, and a batch is augmented on the device like
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
 
-from .augment import Augment
-from .base import Batch, Split
+from .base import Split
 
 
 @dataclass(frozen=True)
@@ -26,8 +24,8 @@ class ByteImages(Split):
         """Rows ``x``, ``y`` with ``like``'s statistics, or their own (per channel, in float64 chunks)."""
         if like is not None:
             return cls(x, y, like.mean, like.std)
-        total, squares, n = torch.zeros(x.shape[1], dtype=torch.float64), torch.zeros(x.shape[1],
-                                                                                        dtype=torch.float64), 0
+        total = torch.zeros(x.shape[1], dtype=torch.float64)
+        squares, n = torch.zeros_like(total), 0
         for i in range(0, len(x), 4096):
             chunk = x[i:i + 4096].double().div_(255).transpose(0, 1).flatten(1)
             total += chunk.sum(1)
@@ -41,20 +39,8 @@ class ByteImages(Split):
     def dtype(self) -> torch.dtype:
         return torch.float32
 
-    def _float(self, xb: torch.Tensor) -> torch.Tensor:
+    def _rows(self, xb: torch.Tensor) -> torch.Tensor:
+        """Bytes to float32, standardised, on the device they were gathered to."""
         mean = self.mean.to(xb.device).view(1, -1, 1, 1)
         std = self.std.to(xb.device).view(1, -1, 1, 1)
         return (xb.float() / 255.0 - mean) / std
-
-    def take(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        xb, yb = super().take(idx)
-        return self._float(xb), yb
-
-    def batches(self, batch_size: int, *, order: torch.Tensor | None = None, device: torch.device | str = "cpu",
-                augment: Augment | None = None, seed: int = 0) -> Iterator[Batch]:
-        generator = None
-        if augment is not None and augment.name != "none":
-            generator = torch.Generator(device=torch.device(device)).manual_seed(seed)
-        for b in super().batches(batch_size, order=order, device=device):  # bytes gathered and uploaded
-            xb = self._float(b.x)
-            yield Batch(b.idx, xb if generator is None else augment.batch(xb, generator), b.y)

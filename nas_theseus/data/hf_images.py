@@ -28,11 +28,10 @@ import torch
 
 from ..errors import UserError
 from .base import TaskData, stratified_indices
-from .hub import hf_offline, import_datasets
+from .hub import hf_offline, import_datasets, parquet_files
 from .images import Images, image_task
 
 SPLITS = ("train", "validation", "test")
-_PARQUET = ("{}-*.parquet", "{}.parquet", "{}/*.parquet")
 
 
 class HFImages(Images):
@@ -104,13 +103,7 @@ def _read(datasets, folder: Path) -> dict:
     if not folder.is_dir():
         raise UserError(f"hfimages data: no such folder {folder} (path is a dataset saved with save_to_disk or "
                         "a folder of parquet files)")
-    parquet = {}
-    for split in SPLITS:
-        for pattern in _PARQUET:
-            files = sorted(folder.glob(pattern.format(split)))
-            if files:
-                parquet[split] = [str(f) for f in files]
-                break
+    parquet = {split: [str(f) for f in files] for split, files in parquet_files(folder, SPLITS).items()}
     saved = (folder / "dataset_dict.json").is_file() or (folder / "state.json").is_file()
     if not saved and "train" not in parquet:
         raise UserError(f"hfimages data: {folder} holds neither a dataset saved with save_to_disk "

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 from ..errors import UserError
 
@@ -30,3 +31,19 @@ def hf_offline(datasets) -> Iterator[None]:
     finally:
         for k, v in saved.items():
             setattr(cfg, k, v)
+
+
+PARQUET_PATTERNS = ("{}-*.parquet", "{}.parquet", "{}/*.parquet")  # the Hub's layouts of a split's files
+
+
+def parquet_files(folder: Path, splits) -> dict[str, list[Path]]:
+    """The parquet files of each of ``splits`` found in ``folder`` (``<split>-*.parquet``, ``<split>.parquet``
+    or ``<split>/*.parquet``, the first that matches); splits without any are left out."""
+    found = {}
+    for split in splits:
+        for pattern in PARQUET_PATTERNS:
+            files = sorted(folder.glob(pattern.format(split)))
+            if files:
+                found[split] = files
+                break
+    return found

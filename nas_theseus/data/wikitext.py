@@ -39,23 +39,16 @@ from ..errors import UserError
 from ..utils.files import atomic_write, cache_dir
 from ..utils.hashing import stable_hash
 from .base import TaskData
-from .hub import hf_offline, import_datasets
+from .hub import hf_offline, import_datasets, parquet_files
 from .text import VOCAB, TokenWindows, _windows, fits_in_memory
 
 WIKITEXT_SPLITS = ("train", "validation", "test")
 WIKITEXT_REPOS = ("Salesforce/wikitext", "wikitext")  # the Hub repository, and its old name (a redirect)
-_PARQUET_PATTERNS = ("{}-*.parquet", "{}.parquet", "{}/*.parquet")
 
 
 def _parquet_files(folder: Path) -> dict[str, list[Path]] | None:
     """The Hub's parquet files per split in ``folder``; None when there are none, an error when a split lacks them."""
-    found = {}
-    for split in WIKITEXT_SPLITS:
-        for pattern in _PARQUET_PATTERNS:
-            files = sorted(folder.glob(pattern.format(split)))
-            if files:
-                found[split] = files
-                break
+    found = parquet_files(folder, WIKITEXT_SPLITS)
     if not found:
         return None
     missing = [s for s in WIKITEXT_SPLITS if s not in found]
