@@ -1,4 +1,4 @@
-"""Helpers shared by the benchmark scripts: machine description, resumable JSON results, README tables."""
+"""Helpers shared by the benchmark scripts: machine description, resumable JSON results, the docs' tables."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
+BENCHMARKS_PAGE = ROOT / "docs" / "benchmarks.md"  # the benchmark log of the docs site
 
 
 def machine() -> str:
@@ -90,7 +91,7 @@ def median(values: list[float]) -> float:
 
 
 def claim(text: str, ok: bool) -> str:
-    """A README line for a claim under test: holds, or (bold) does not hold."""
+    """A line for a claim under test: holds, or (bold) does not hold."""
     return f"- {'holds' if ok else '**does not hold**'}: {text}"
 
 
@@ -108,17 +109,17 @@ def save_table(name: str, text: str) -> None:
 
 
 def publish(name: str, text: str) -> None:
-    """Write ``results/NAME.md``, copy it into the README's bench block, and print it."""
+    """Write ``results/NAME.md``, copy it into the benchmarks page's block ``bench:NAME``, and print it."""
     save_table(name, text)
-    replace_between_markers(ROOT / "README.md", name, text)
+    replace_between_markers(BENCHMARKS_PAGE, name, text)
 
 
 def replace_between_markers(path: Path, name: str, text: str) -> None:
-    """Replace the README block between <!-- bench:NAME --> and <!-- /bench:NAME --> with ``text``."""
+    """Replace the block between <!-- bench:NAME --> and <!-- /bench:NAME --> in ``path`` with ``text``."""
     start, end = f"<!-- bench:{name} -->", f"<!-- /bench:{name} -->"
     content = path.read_text()
     if start not in content or end not in content:
-        print(f"(README has no {start} block; table not copied there)")
+        print(f"({path.relative_to(ROOT)} has no {start} block; table not copied there)")
         return
     head, rest = content.split(start, 1)
     _, tail = rest.split(end, 1)

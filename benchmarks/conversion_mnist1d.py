@@ -14,7 +14,7 @@ small grid written down here; the table reports the **test** accuracy of the cho
 * the stitching penalty per part boundary of NoT's network, beside its floor (a second guide of the same
   architecture, seed + 100, stitched into the guide at that boundary); steps used per stage; s / conversion.
 
-Results go to benchmarks/results/conversion_mnist1d.{json,md} and the table into the README. Runs are
+Results go to benchmarks/results/conversion_mnist1d.{json,md} and the table into docs/benchmarks.md. Runs are
 resumable: finished (width, seed, condition) records are kept and skipped.
 
     python benchmarks/conversion_mnist1d.py                 # W = 256 and 64, seeds 0 1 2 (about 1.5 h, 2 cores)

@@ -17,7 +17,7 @@ Setting (fixed before running):
   training, the alignment stages (the guide streamed on the augmented batches), fine-tuning and both baselines.
 * seeds 0 1 2 of the target; the medians are reported, test accuracy; nothing was chosen on the test split.
 
-Results: benchmarks/results/digits_augment.{json,md} and the README block ``bench:digits_augment``. Resumable
+Results: benchmarks/results/digits_augment.{json,md} and the docs block ``bench:digits_augment``. Resumable
 (finished runs are kept and skipped).
 
     python benchmarks/digits_augment.py          # ~15 min on 2 cores

@@ -22,7 +22,7 @@ Setting (fixed before running, not tuned until it agreed):
 
 Reported: validation and test loss (nats per byte), median over seeds; the share of the scratch -> guide gap
 that NoT closes; steps per stage and held-out CKA; seconds per conversion; per-token FLOPs in incremental
-decoding next to the guide's. Results: benchmarks/results/lm_gpt2_to_rnn.{json,md} and the README block
+decoding next to the guide's. Results: benchmarks/results/lm_gpt2_to_rnn.{json,md} and the docs block
 ``bench:lm_gpt2_to_rnn`` (the previous recipe, 300 fixed steps per part: lm_gpt2_to_rnn_fixed300.*).
 Resumable: finished runs are kept and skipped, stage checkpoints live in --workdir.
 

@@ -8,7 +8,7 @@ same conversion called directly.
     python benchmarks/study_not_vs_scratch.py               # ~15 min on 2 CPU cores
     python benchmarks/study_not_vs_scratch.py --overhead-trials 3
 
-Results: benchmarks/results/study_not_vs_scratch.{json,md} and the README block. Work directories go to
+Results: benchmarks/results/study_not_vs_scratch.{json,md} and the docs block. Work directories go to
 benchmarks/out/ (ignored); delete them to run from scratch, keep them to reuse finished studies.
 """
 

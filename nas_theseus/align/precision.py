@@ -1,6 +1,6 @@
 """Similarity losses in full float32 on a GPU, whatever the process's precision settings.
 
-Keeping the guide's accuracy needs 1 − CKA below about 0.005 (the README), and TF32 matmuls (a 10-bit mantissa)
+Keeping the guide's accuracy needs 1 − CKA below about 0.006 (docs/method.md), and TF32 matmuls (a 10-bit mantissa)
 or a bf16 autocast blur the Gram matrices in exactly that regime (the unbiased CKA, a difference of large terms,
 most). So on CUDA a loss's forward **and** backward run with TF32 off and autocast disabled
 (:class:`_FullFloat32`): the similarity is computed on its own small autograd graph, and the gradient of its

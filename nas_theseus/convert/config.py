@@ -33,38 +33,42 @@ DEFAULT_FINETUNE = FitConfig(max_epochs=100, patience=20, lr=1e-3)
 class ConvertConfig:
     """How a conversion trains. Every field is a primitive (or a FitConfig), so configs hash and round-trip.
 
-    schedule: ``progressive`` (default) | ``sequential`` | ``independent`` | ``joint`` (see the README).
-    alignment: ``cka`` | ``cka_unbiased`` | ``dmnn`` | ``mse``.
-    steps_per_stage: optimizer steps per swapped part: the most a stage trains (exactly this many with
-        ``stage_stop = "fixed"``); ``joint`` runs K x steps in its single stage, so all schedules have the
-        same alignment budget.
-    stage_stop: ``plateau`` (the alignment loss on held-out rows, mean over the loss's parts, is evaluated
-        every ``eval_every`` steps; after ``stop_patience`` evaluations without an improvement of more than
-        ``stop_tolerance`` the learning rate is cut by ``lr_drop_factor``, and at the plateau after
-        ``lr_drops`` cuts the stage ends, never before ``min_steps``; the best evaluated state is kept) or
-        ``fixed`` (``steps_per_stage`` steps with a cosine decay to lr / 10).
-    heldout_size: validation rows on which stages are stopped and alignment is reported (the guide's own
-        activations on them are computed once per conversion).
-    autocast: None, or ``"bf16"``: the stage forward under ``torch.autocast`` in bfloat16 (the similarity
-        itself stays float32); opt-in, for GPUs; its accuracy effect is measured in benchmarks/gpu_check.sh.
-    activations: where a stage's guide activations come from: ``cache`` (computed once over the training split
-        and read per batch), ``stream`` (the guide run on each batch the targets see, augmented as they are, up
-        to the deepest level the stage reads) or ``auto`` (the default: the cache when augmentation is off and
-        it fits the memory budget, else the stream; the choice and why are printed once and recorded).
-    channels_last: the streamed guide's convolutions and its image batches in ``channels_last`` memory format
-        on CUDA (no effect on the CPU or with the cache; the values are the same, only kernels change). Off by
-        default until benchmarks/gpu_check.sh's stream step has measured whether it pays.
-    tf32: allow TF32 matmuls and convolutions on CUDA in the networks' forward and backward during the
-        conversion (no effect on the CPU; the similarity losses always run in full float32, and the process's
-        own setting comes back afterwards). compile: ``torch.compile`` the trained targets in place
-        (``nn.Module.compile``) and the fine-tuned network's training forward (worth it for long stages on a
-        GPU). Both are in the stage keys where they change results (:meth:`stage_settings`).
-    bridge / bridge_rank: adapters between targets and guide parts (``lowrank`` | ``stitch``; rank None = full).
-    refit_every: steps between closed-form refits of the adapters that feed guide parts (0: stage ends only).
-    bn_recalibrate: recompute BatchNorm statistics of the targets on the training data after each stage.
-    probe_size: fixed training rows used to fit adapters and to report alignment (same for every stage).
-    finetune: the end-to-end task training after the last stage (early stopping on validation, best state
-        kept; :data:`DEFAULT_FINETUNE`); with ``distill`` / ``mixup`` set the guide is its teacher.
+    Attributes:
+        schedule: ``progressive`` (default) | ``sequential`` | ``independent`` | ``joint`` (docs/method.md).
+        alignment: ``cka`` | ``cka_unbiased`` | ``dmnn`` | ``mse``.
+        steps_per_stage: optimizer steps per swapped part: the most a stage trains (exactly this many with
+            ``stage_stop = "fixed"``); ``joint`` runs K x steps in its single stage, so all schedules have the
+            same alignment budget.
+        stage_stop: ``plateau`` (the alignment loss on held-out rows, mean over the loss's parts, is evaluated
+            every ``eval_every`` steps; after ``stop_patience`` evaluations without an improvement of more than
+            ``stop_tolerance`` the learning rate is cut by ``lr_drop_factor``, and at the plateau after
+            ``lr_drops`` cuts the stage ends, never before ``min_steps``; the best evaluated state is kept) or
+            ``fixed`` (``steps_per_stage`` steps with a cosine decay to lr / 10).
+        heldout_size: validation rows on which stages are stopped and alignment is reported (the guide's own
+            activations on them are computed once per conversion).
+        autocast: None, or ``"bf16"``: the stage forward under ``torch.autocast`` in bfloat16 (the similarity
+            itself stays float32); opt-in, for GPUs; its accuracy effect is measured in benchmarks/gpu_check.sh.
+        activations: where a stage's guide activations come from: ``cache`` (computed once over the training split
+            and read per batch), ``stream`` (the guide run on each batch the targets see, augmented as they are, up
+            to the deepest level the stage reads) or ``auto`` (the default: the cache when augmentation is off and
+            it fits the memory budget, else the stream; the choice and why are printed once and recorded).
+        channels_last: the streamed guide's convolutions and its image batches in ``channels_last`` memory format
+            on CUDA (no effect on the CPU or with the cache; the values are the same, only kernels change). Off by
+            default until benchmarks/gpu_check.sh's stream step has measured whether it pays.
+        tf32: allow TF32 matmuls and convolutions on CUDA in the networks' forward and backward during the
+            conversion (no effect on the CPU; the similarity losses always run in full float32, and the process's
+            own setting comes back afterwards).
+        compile: ``torch.compile`` the trained targets in place (``nn.Module.compile``) and the fine-tuned
+            network's training forward (worth it for long stages on a GPU). ``tf32`` and ``compile`` are in the
+            stage keys where they change results (:meth:`stage_settings`).
+        bridge: adapters between targets and guide parts (``lowrank`` | ``stitch``); ``bridge_rank``: their rank
+            (None = full).
+        refit_every: steps between closed-form refits of the adapters that feed guide parts (0: stage ends
+            only).
+        bn_recalibrate: recompute BatchNorm statistics of the targets on the training data after each stage.
+        probe_size: fixed training rows used to fit adapters and to report alignment (same for every stage).
+        finetune: the end-to-end task training after the last stage (early stopping on validation, best state
+            kept; :data:`DEFAULT_FINETUNE`); with ``distill`` / ``mixup`` set the guide is its teacher.
     """
 
     schedule: str = "progressive"

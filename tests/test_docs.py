@@ -1,0 +1,41 @@
+"""The README's links and the docs' files: what `mkdocs build --strict` (in `.ci/run`) cannot see, since the
+README is not a page of the site."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_every_relative_link_and_image_in_the_readme_exists():
+    text = (ROOT / "README.md").read_text()
+    targets = [t for t in re.findall(r"\]\(([^)\s]+)\)", text) if not re.match(r"[a-z]+:", t)]
+    assert targets, "the README links to its docs"
+    missing = [t for t in targets if not (ROOT / t.split("#")[0]).exists()]
+    assert not missing, f"README links to missing files: {missing}"
+
+
+def test_the_readme_stays_a_front_door():
+    """Reference and history live in docs/: the README stays short enough to read (issue 24: about 300 lines)."""
+    assert len((ROOT / "README.md").read_text().splitlines()) <= 300
+
+
+def test_the_bring_your_own_page_includes_the_readme_recipe():
+    """One source for the recipe that tests/test_readme_byo.py runs: the docs page includes the README's section."""
+    readme = (ROOT / "README.md").read_text()
+    assert readme.count("--8<-- [start:byo]") == 1 and readme.count("--8<-- [end:byo]") == 1
+    assert '--8<-- "README.md:byo"' in (ROOT / "docs" / "bring-your-own.md").read_text()
+
+
+def test_every_benchmark_block_in_the_docs_has_its_results_file():
+    """A table on the benchmarks page is the copy of a results file a script wrote (benchmarks/_common.publish)."""
+    page = (ROOT / "docs" / "benchmarks.md").read_text()
+    names = re.findall(r"^<!-- bench:(\w+) -->$", page, flags=re.M)
+    assert names
+    for name in names:
+        result = ROOT / "benchmarks" / "results" / f"{name}.md"
+        assert result.exists(), name
+        block = page.split(f"<!-- bench:{name} -->", 1)[1].split(f"<!-- /bench:{name} -->", 1)[0].strip()
+        assert block == result.read_text().strip(), f"docs/benchmarks.md's block {name} differs from {result.name}"
