@@ -18,8 +18,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..errors import unknown_name
 from ..targets.bridges import LowRankBridge
+from ..utils.registry import Registry
 from .cka import linear_cka, unbiased_linear_cka
 from .mnn import dmnn
 from .precision import in_full_float32
@@ -114,21 +114,19 @@ class MSELoss(AlignmentLoss):
         return 1.0 - err / (len(a) * torch.maximum(var, self.running_var)).clamp_min(1e-12)
 
 
-ALIGNMENTS = ("cka", "cka_unbiased", "dmnn", "mse")
+# name -> a factory (h_shape, a_shape, options) -> the loss; options: dmnn_k, dmnn_tau, bridge_rank, tokens
+ALIGNMENTS: Registry = Registry("alignment loss", {
+    "cka": lambda h_shape, a_shape, o: CKALoss(),
+    "cka_unbiased": lambda h_shape, a_shape, o: UnbiasedCKALoss(),
+    "dmnn": lambda h_shape, a_shape, o: DMNNLoss(o["dmnn_k"], o["dmnn_tau"]),
+    "mse": lambda h_shape, a_shape, o: MSELoss(h_shape, a_shape, o["bridge_rank"], o["tokens"]),
+})
 
 
 def make_alignment(name: str, h_shape, a_shape, *, dmnn_k: int = 10, dmnn_tau: float = 0.05,
                    bridge_rank: int | None = None, tokens: bool = False) -> AlignmentLoss:
     """The loss ``name`` between per-sample shapes ``h_shape`` and ``a_shape``; ``tokens``: compare token rows."""
-    if name == "cka":
-        loss = CKALoss()
-    elif name == "cka_unbiased":
-        loss = UnbiasedCKALoss()
-    elif name == "dmnn":
-        loss = DMNNLoss(dmnn_k, dmnn_tau)
-    elif name == "mse":
-        loss = MSELoss(h_shape, a_shape, bridge_rank, tokens)
-    else:
-        raise unknown_name("alignment loss", name, ALIGNMENTS)
+    loss = ALIGNMENTS.lookup(name)(h_shape, a_shape, {"dmnn_k": dmnn_k, "dmnn_tau": dmnn_tau,
+                                                      "bridge_rank": bridge_rank, "tokens": tokens})
     loss.tokens = tokens
     return loss

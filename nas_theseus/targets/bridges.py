@@ -22,7 +22,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..errors import UserError, unknown_name
+from ..errors import UserError
+from ..utils.registry import Registry
 from .layers import Reshape, numel
 
 Shape = tuple[int, ...]
@@ -141,7 +142,7 @@ class TokenwiseBridge(nn.Module):
         super().__init__()
         self.in_shape, self.out_shape = tuple(in_shape), tuple(out_shape)
         inner = (in_shape[-1],), (out_shape[-1],)
-        self.inner = LowRankBridge(*inner, rank) if kind == "lowrank" else StitchBridge(*inner)
+        self.inner = BRIDGES.lookup(kind)(*inner, rank)
         self.train()
 
     def forward(self, x):
@@ -159,7 +160,11 @@ class TokenwiseBridge(nn.Module):
         self.inner.fit(x.reshape(-1, x.shape[-1]), y.reshape(-1, y.shape[-1]), ridge)
 
 
-BRIDGES = ("lowrank", "stitch")
+# name -> a factory (in_shape, out_shape, rank) -> the bridge
+BRIDGES: Registry = Registry("bridge", {
+    "lowrank": lambda in_shape, out_shape, rank: LowRankBridge(in_shape, out_shape, rank),
+    "stitch": lambda in_shape, out_shape, rank: StitchBridge(in_shape, out_shape),
+})
 
 
 def make_bridge(kind: str, in_shape: Shape, out_shape: Shape, *, rank: int | None = None,
@@ -168,8 +173,7 @@ def make_bridge(kind: str, in_shape: Shape, out_shape: Shape, *, rank: int | Non
 
     ``tokenwise``: both shapes are (T, D) sequences of equal T and the bridge maps each position alone.
     """
-    if kind not in BRIDGES:
-        raise unknown_name("bridge", kind, BRIDGES)
+    factory = BRIDGES.lookup(kind)
     if not in_shape or not out_shape or numel(in_shape) == 0 or numel(out_shape) == 0:
         raise UserError(f"no bridge can join shape {tuple(in_shape)} to {tuple(out_shape)}")
     if tokenwise:
@@ -177,6 +181,4 @@ def make_bridge(kind: str, in_shape: Shape, out_shape: Shape, *, rank: int | Non
             raise UserError(f"a token-wise bridge joins (T, D) sequences of equal length, not {tuple(in_shape)} "
                             f"to {tuple(out_shape)}")
         return TokenwiseBridge(kind, in_shape, out_shape, rank)
-    if kind == "lowrank":
-        return LowRankBridge(in_shape, out_shape, rank)
-    return StitchBridge(in_shape, out_shape)
+    return factory(in_shape, out_shape, rank)

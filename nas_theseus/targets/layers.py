@@ -6,12 +6,29 @@ import math
 
 from torch import nn
 
-from ..errors import unknown_name
 from ..utils.registry import Registry
 
 ACTIVATIONS = Registry("activation", {"relu": nn.ReLU, "gelu": nn.GELU, "tanh": nn.Tanh, "silu": nn.SiLU,
                                        "identity": nn.Identity})
-NORMS = ("batch", "layer")
+
+
+class _BatchNorm:
+    vector = staticmethod(nn.BatchNorm1d)
+
+    @staticmethod
+    def channel(channels: int, dims: int) -> nn.Module:
+        return (nn.BatchNorm1d if dims == 1 else nn.BatchNorm2d)(channels)
+
+
+class _LayerNorm:
+    vector = staticmethod(nn.LayerNorm)
+
+    @staticmethod
+    def channel(channels: int, dims: int) -> nn.Module:
+        return nn.GroupNorm(1, channels)  # normalises over channels and positions, as LayerNorm over features
+
+
+NORMS: Registry = Registry("norm", {"batch": _BatchNorm, "layer": _LayerNorm})
 
 
 def activation(name: str) -> nn.Module:
@@ -19,26 +36,18 @@ def activation(name: str) -> nn.Module:
 
 
 def check_norm(norm: str | None) -> None:
-    if norm is not None and norm not in NORMS:
-        raise unknown_name("norm", norm, NORMS)
+    if norm is not None:
+        NORMS.lookup(norm)
 
 
 def vector_norm(norm: str | None, width: int) -> list[nn.Module]:
     """The norm layer for (B, width) features, as a list (empty for no norm) to splice into a Sequential."""
-    if norm == "batch":
-        return [nn.BatchNorm1d(width)]
-    if norm == "layer":
-        return [nn.LayerNorm(width)]
-    return []
+    return [] if norm is None else [NORMS.lookup(norm).vector(width)]
 
 
 def channel_norm(norm: str | None, channels: int, dims: int) -> list[nn.Module]:
     """The norm layer for (B, C, *spatial) features, as a list (empty for no norm)."""
-    if norm == "batch":
-        return [(nn.BatchNorm1d if dims == 1 else nn.BatchNorm2d)(channels)]
-    if norm == "layer":
-        return [nn.GroupNorm(1, channels)]
-    return []
+    return [] if norm is None else [NORMS.lookup(norm).channel(channels, dims)]
 
 
 def numel(shape: tuple[int, ...]) -> int:

@@ -1,6 +1,6 @@
 """One helper for every registry of named kinds (blocks, data sets, guide sources, built-in guides, latency
-runtimes, augmentations, objectives, activations): a name is registered once, an unknown name is one line with
-the valid names and the closest one, and a registry lists itself."""
+runtimes, augmentations, objectives, activations, alignment losses, bridges, norms): a name is registered once,
+an unknown name is one line with the valid names and the closest one, and a registry lists itself."""
 
 from __future__ import annotations
 
