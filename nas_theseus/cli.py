@@ -122,18 +122,14 @@ def _print_front(workdir: Path, fmt: str, *, reuse: bool = False) -> int:
     names, directions = list(config.objectives), list(config.objectives.values())
     df, hv, ref = front(study, names, directions, config.hypervolume_reference)
     if fmt == "json":
-        rows = [{"trial": int(r["trial"]), **{n: float(r[n]) for n in names},
-                 "test_accuracy": r["test_accuracy"], **({"test_perplexity": r["test_perplexity"]}
-                                                         if "test_perplexity" in r else {}),
-                 "candidate": r["candidate"], "params": r["params"]} for _, r in df.iterrows()]
-        print(json.dumps(rows, indent=2))
+        print(json.dumps(df.to_dict(orient="records"), indent=2))
     elif fmt == "csv":
-        print(df.drop(columns=["feasible"]).to_csv(index=False), end="")
+        print(df.assign(params=df["params"].map(json.dumps)).to_csv(index=False), end="")  # the same columns
     else:
         if df.empty:
             print("no complete trials yet")
             return 0
-        show = df.drop(columns=["params", "feasible"])
+        show = df.assign(params=df["params"].map(lambda p: json.dumps(p, separators=(",", ":"))))
         print(show.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
         print(f"\nPareto front: {len(df)} of {len(study.trials)} trials; hypervolume {hv:.6g} (reference {ref})")
         guide = describe_guide(study.user_attrs.get("guide_reference"), names)

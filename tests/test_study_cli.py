@@ -95,7 +95,13 @@ def test_run_interrupt_resume_pareto_export(tmp_path, monkeypatch, capsys):
     assert front and {"trial", "accuracy", "flops", "latency_ms", "params"} <= set(front[0])
     assert all(isinstance(r["params"]["conv1.width"], int) for r in front)
     assert main(["pareto", str(wd)]) == 0
-    assert "hypervolume" in capsys.readouterr().out
+    table = capsys.readouterr().out
+    assert "hypervolume" in table
+    assert main(["pareto", str(wd), "--format", "csv"]) == 0
+    csv_lines = capsys.readouterr().out.splitlines()
+    # the three formats show the same columns, params included (what `convert --params` takes)
+    assert csv_lines[0].split(",") == list(front[0]) == table.splitlines()[0].split()
+    assert len(csv_lines) == len(front) + 1 and '""conv1.width"": ' in csv_lines[1]
 
     n = front[0]["trial"]
     assert main(["export", str(wd), "--trial", str(n)]) == 0

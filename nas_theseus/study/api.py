@@ -61,8 +61,7 @@ def recorded_config(workdir: str | Path, overrides: Sequence[str] = ()) -> Study
 
 def pareto_front(workdir: str | Path) -> pd.DataFrame:
     """The study's Pareto-optimal feasible trials as ``nas-theseus pareto`` lists them: one row per trial
-    (``trial``, the objectives, test accuracy, ``feasible``, the candidate, its parameters), sorted by the
-    first objective."""
+    (``trial``, the objectives, test accuracy, the candidate, its parameters), sorted by the first objective."""
     _, config, study = open_study(workdir)
     return front(study, list(config.objectives), list(config.objectives.values()), config.hypervolume_reference)[0]
 

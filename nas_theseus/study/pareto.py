@@ -93,7 +93,9 @@ def trials_frame(study: optuna.Study, names: list[str]) -> pd.DataFrame:
 
 def front(study: optuna.Study, names: list[str], directions: list[str], reference: dict | None = None
           ) -> tuple[pd.DataFrame, float, dict]:
-    """(Pareto-optimal feasible trials sorted by the first objective, hypervolume, reference used)."""
+    """(Pareto-optimal feasible trials sorted by the first objective, hypervolume, reference used). The one
+    definition of the front: ``pareto`` (every format), ``report`` (PNG and HTML) and ``pareto_front`` read it.
+    Its rows are the columns of :func:`trials_frame` less ``feasible`` (every front trial is)."""
     df = trials_frame(study, names)
     feasible = df[df["feasible"]] if len(df) else df
     values = feasible[names].to_numpy(dtype=float) if len(feasible) else np.zeros((0, len(names)))
@@ -101,7 +103,8 @@ def front(study: optuna.Study, names: list[str], directions: list[str], referenc
     ref = default_reference(trials_frame(study, names)[names].to_numpy(dtype=float) if len(df) else values,
                             directions, names, reference or {})
     hv = hypervolume(values[mask], directions, ref) if mask.any() else 0.0
-    out = feasible[mask].sort_values(names[0], ascending=directions[0] == "minimize").reset_index(drop=True)
+    out = (feasible[mask].drop(columns=["feasible"])
+           .sort_values(names[0], ascending=directions[0] == "minimize").reset_index(drop=True))
     return out, hv, dict(zip(names, ref.tolist()))
 
 
