@@ -45,3 +45,20 @@ def test_optuna_still_reports_a_failed_trial_as_our_log_filter_reads_it(caplog):
         optuna.logging.disable_propagation()
     assert any(r.name == "optuna.study._optimize" and r.getMessage().startswith("Trial 0 failed")
                for r in caplog.records), [(r.name, r.getMessage()) for r in caplog.records]
+
+
+def test_optimize_still_asks_through_the_study_instance():
+    """The runner records which worker runs which trial by replacing ``study.ask`` on the instance
+    (``owners.wrap_ask``): that only works while ``Study.optimize`` asks through ``self.ask``."""
+    study = optuna.create_study()
+    asked = []
+    ask = study.ask
+
+    def recording_ask(*args, **kwargs):
+        trial = ask(*args, **kwargs)
+        asked.append(trial.number)
+        return trial
+
+    study.ask = recording_ask
+    study.optimize(lambda trial: trial.suggest_float("x", 0, 1), n_trials=2)
+    assert asked == [0, 1]
