@@ -10,6 +10,8 @@ import importlib
 import sys
 import types
 
+from . import logging  # noqa: F401 - the nas_theseus logger's default stderr handler (see nas_theseus.logging)
+
 # the public names and the modules that define them, imported on first use: `nas-theseus --help` (and any
 # command's --help) runs without importing torch
 _EXPORTS = {

@@ -207,12 +207,15 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
+    from .export import describe_verification
     from .study.context import open_artifacts
     from .study.export_trial import export_trial
 
     wd, config, study = _open(Path(args.dir), args.artifacts)
     out = Path(args.out) if args.out else wd.root / "exports" / f"trial-{args.trial}"
-    export_trial(wd, study, args.trial, out, artifacts=open_artifacts(config, create=False))
+    report = export_trial(wd, study, args.trial, out, artifacts=open_artifacts(config, create=False))
+    print(f"exported trial {args.trial} to {out}")
+    print(describe_verification(report))
     return 0
 
 

@@ -233,7 +233,7 @@ def test_two_work_directories_share_networks_checkpoints_and_guide(tmp_path, cap
             out = tmp_path / f"export-{wd.name}-{t.number}"
             assert main(["export", str(wd), "--trial", str(t.number), "--out", str(out)]) == 0
             assert json.loads((out / "verification.json").read_text())["max_abs_diff_rebuilt"] <= 1e-5
-    assert "network fetched from artifact store" in capsys.readouterr().out
+    assert "network fetched from artifact store" in capsys.readouterr().err
 
     # a damaged network in the store, seen from a work directory that does not hold that trial
     theirs = next(t for t in done if t.user_attrs["worker"] == "B")

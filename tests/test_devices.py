@@ -156,3 +156,37 @@ def test_the_staging_buffers_gather_the_asked_rows_from_tensors_and_memory_maps(
     assert torch.equal(first[0], a[[7, 2, 9]]) and torch.equal(third[0], a[[4, 4, 4, 3]])
     assert np.array_equal(first[1].numpy(), mapped[[7, 2, 9]].astype(np.float32)) and second[1] is None
     assert torch.equal(second[0], a[[1, 0]])
+
+
+def test_the_device_line_is_a_log_record_a_user_can_silence_or_route(monkeypatch, capsys):
+    """The line goes through the ``nas_theseus`` logger: ``set_verbosity`` hides it, and after
+    ``disable_default_handler`` it reaches the application's own logging (the root logger) instead of stderr."""
+    import logging
+
+    from nas_theseus import logging as nt_logging
+
+    root = logging.getLogger("nas_theseus")
+    monkeypatch.setattr(root, "handlers", list(root.handlers))  # restored after the test
+    monkeypatch.setattr(root, "propagate", root.propagate)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr("nas_theseus.utils.devices._announced", set())
+    nt_logging.set_verbosity("WARNING")
+    try:
+        resolve_device("auto", announce=True)
+    finally:
+        nt_logging.set_verbosity(logging.INFO)
+    assert "device:" not in capsys.readouterr().err
+
+    monkeypatch.setattr("nas_theseus.utils.devices._announced", set())
+    nt_logging.disable_default_handler()
+    records = []
+    application = logging.Handler()  # the application's own handler, on the root logger
+    application.emit = records.append
+    logging.getLogger().addHandler(application)
+    try:
+        resolve_device("auto", announce=True)
+    finally:
+        logging.getLogger().removeHandler(application)
+    assert capsys.readouterr().err == ""
+    assert [(r.name, r.levelname, r.getMessage()) for r in records] == [
+        ("nas_theseus.utils.devices", "INFO", "device: cpu (auto)")]

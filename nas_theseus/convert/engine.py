@@ -19,7 +19,7 @@ end on the task with early stopping on the validation split (best state kept).
 
 from __future__ import annotations
 
-import sys
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import asdict
@@ -204,14 +204,15 @@ class _Conversion:
         return report, False
 
 
+logger = logging.getLogger(__name__)
 _said: set[str] = set()
 
 
 def _announce(line: str, progress: bool) -> None:
-    """Print ``line`` on stderr once per process (with progress on)."""
+    """Log ``line`` (INFO) once per process (with progress on)."""
     if progress_enabled(progress) and line not in _said:
         _said.add(line)
-        print(line, file=sys.stderr)
+        logger.info(line)
 
 
 class _TimedStore:

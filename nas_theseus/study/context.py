@@ -7,8 +7,8 @@ config object).
 from __future__ import annotations
 
 import dataclasses
+import logging
 import socket
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +27,8 @@ from ..training import FitConfig
 from ..utils.artifacts import ArtifactStore
 from ..utils.devices import describe_device, resolve_device
 from .config import StudyConfig
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -60,9 +62,9 @@ class StudyContext:
         return self._runners[key]
 
     def say_device(self) -> None:
-        """One line on stderr, when work starts (also with --no-progress): where the trials train."""
+        """One line (INFO), when work starts (also with --no-progress): where the trials train."""
         auto = " (auto)" if self.config.study.device == "auto" else ""
-        print(f"device: {describe_device(self.device)}{auto}", file=sys.stderr)
+        logger.info("device: %s%s", describe_device(self.device), auto)
 
     def caches_activations(self) -> bool:
         """Whether the study's conversions read a cache of the guide's activations (``convert.activations``),

@@ -8,6 +8,7 @@ write_export` assembles the folder, verifies every format against those outputs,
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import optuna
@@ -15,10 +16,12 @@ import torch
 from optuna.trial import TrialState
 
 from ..errors import UserError
-from ..export import TOLERANCE, check_export_target, describe_verification, load_exported, read_arch, write_export
+from ..export import TOLERANCE, check_export_target, load_exported, read_arch, write_export
 from ..utils.artifacts import ArtifactStore
 from .objective import NETWORK_ARTIFACT
 from .workdir import WorkDir, load_reference
+
+logger = logging.getLogger(__name__)
 
 
 def trial_folder(wd: WorkDir, trial, artifacts: ArtifactStore | None) -> Path:
@@ -40,12 +43,14 @@ def trial_folder(wd: WorkDir, trial, artifacts: ArtifactStore | None) -> Path:
     store.download_folder(info, folder, what=f"the network of trial {trial.number} (uploaded by {ran})",
                           fix="check that this machine sees the store the study uploads to (--artifacts URL), or "
                               "export the trial from that machine's work directory")
-    print(f"trial {trial.number}: network fetched from artifact store {store.url}")
+    logger.info("trial %d: network fetched from artifact store %s", trial.number, store.url)
     return folder
 
 
 def export_trial(wd: WorkDir, study: optuna.Study, number: int, out: Path,
                  artifacts: ArtifactStore | None = None) -> dict:
+    """Export the complete trial ``number``'s network to the folder ``out``; returns the verification report
+    (:func:`~nas_theseus.export.write_export`)."""
     check_export_target(out)
     trials = {t.number: t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))}
     if number not in trials:
@@ -66,6 +71,4 @@ def export_trial(wd: WorkDir, study: optuna.Study, number: int, out: Path,
         raise UserError(f"{folder}/metrics.json is missing or corrupted ({type(e).__name__})") from None
     report = write_export(model, read_arch(folder), x, y_ref, out, metrics=metrics, extra_report={"trial": number},
                           code_from=folder)
-    print(f"exported trial {number} to {out}")
-    print(describe_verification(report))
     return report

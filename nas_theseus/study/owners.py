@@ -17,7 +17,6 @@ started after it began asking.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import os
 import socket
@@ -27,6 +26,7 @@ from datetime import datetime
 from pathlib import Path
 
 import optuna
+from filelock import lock_descriptor, unlock_descriptor
 from optuna.trial import TrialState
 
 from ..utils.files import atomic_write_text
@@ -120,15 +120,13 @@ def _held_if_free(path: Path):
         yield False
         return
     with open(path, "a+") as f:
-        try:
-            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+        if not lock_descriptor(f.fileno(), blocking=False):
             yield False
             return
         try:
             yield True
         finally:
-            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+            unlock_descriptor(f.fileno())
 
 
 def _read(path: Path) -> dict:

@@ -42,6 +42,8 @@ from .owners import LocalOwners
 from .storage import ResilientRDBStorage, make_storage
 from .workdir import WorkDir
 
+logger = logging.getLogger(__name__)
+
 REQUEUED = "requeued_as_waiting"
 MAX_REPEATS_IN_A_ROW = 25
 
@@ -213,8 +215,8 @@ def _run(config: StudyConfig, ctx: StudyContext, wd: WorkDir, identity: str, wor
     done = finished_trials(study)
     remaining = target - done
     if remaining <= 0:
-        print(f"study {config.study.name!r} already has {done} finished trials (budget {target}); raise "
-              f"study.n_trials (--n-trials) to run more", file=sys.stderr)
+        logger.warning("study %r already has %d finished trials (budget %d); raise study.n_trials (--n-trials) to "
+                       "run more", config.study.name, done, target)
         return study
     ctx.say_device()
     activations = wd.activations(ctx.guide, ctx.data, device=ctx.device, progress=progress) \

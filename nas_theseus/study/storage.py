@@ -3,7 +3,8 @@
 * Every storage call is retried with exponential backoff (0.5 s doubling to 10 s) while the error is a lost
   or refused connection or a locked SQLite database (:func:`is_transient`: by the driver's error code or
   SQLSTATE, never by the message), for up to ``retry_s`` seconds (``study.storage_retry``);
-  the first failure and the recovery are one line each on stderr, naming the trial this worker is running.
+  the first failure and the recovery are one line each (WARNING, logger ``nas_theseus.study.storage``), naming
+  the trial this worker is running.
   Heartbeats go through the same retries, so a database restart never kills the heartbeat thread (which would
   let another worker declare a live trial stale).
 * PostgreSQL/MySQL engines use ``pool_pre_ping`` so connections broken by a restart are replaced on checkout.
@@ -18,9 +19,8 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import logging
 import sqlite3
-import sys
-import threading
 import time
 import warnings
 import weakref
@@ -33,6 +33,8 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import make_url
 
 from ..errors import UserError
+
+logger = logging.getLogger(__name__)
 
 # calls that only read or that are safe to repeat; everything the study and its trials do goes through these
 _RETRIED = (
@@ -118,7 +120,6 @@ class ResilientRDBStorage(optuna.storages.RDBStorage):
     retry_s: float = 300.0
     running_trial: int | None = None  # set by the runner, named in the log lines
     local_owners = None  # set by the runner: a LocalOwners whose dead workers' trials count as stale
-    _log_lock = threading.Lock()
 
     def _get_stale_trial_ids(self, study_id: int) -> list[int]:
         """Heartbeat-stale trials (Optuna's rule), and the RUNNING trials of dead workers of this machine (whose
@@ -171,8 +172,7 @@ class ResilientRDBStorage(optuna.storages.RDBStorage):
         return f"; trial {self.running_trial} is still running here" if self.running_trial is not None else ""
 
     def _log(self, line: str) -> None:
-        with self._log_lock:
-            print(f"nas-theseus: {line}", file=sys.stderr, flush=True)
+        logger.warning("nas-theseus: %s", line)
 
 
 def _wrap(name: str):

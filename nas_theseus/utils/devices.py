@@ -8,13 +8,15 @@ Every function that runs a module on data takes the module's own device (:func:`
 from __future__ import annotations
 
 import copy
+import logging
 import platform
-import sys
 
 import torch
 from torch import nn
 
 from ..errors import UserError
+
+logger = logging.getLogger(__name__)
 
 AUTO = "auto"
 _announced: set[str] = set()
@@ -23,7 +25,8 @@ _announced: set[str] = set()
 def resolve_device(spec: str | torch.device | None = AUTO, *, announce: bool = False) -> str:
     """The device a run uses, as a string: ``auto`` (or None) is ``cuda`` where a CUDA GPU is visible, else
     ``cpu``; an explicit ``cuda``/``cuda:i`` that this machine lacks is refused in one line. With ``announce``,
-    the choice is printed once per process (on stderr), so a GPU user never trains on the CPU untold."""
+    the choice is logged once per process (``device: cpu (auto)``, INFO; see :mod:`nas_theseus.logging`),
+    so a GPU user never trains on the CPU untold."""
     text = AUTO if spec is None else str(spec)
     if text == AUTO:
         device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -42,7 +45,7 @@ def resolve_device(spec: str | torch.device | None = AUTO, *, announce: bool = F
         device = text
     if announce and device not in _announced:
         _announced.add(device)
-        print(f"device: {describe_device(device)}" + (" (auto)" if text == AUTO else ""), file=sys.stderr)
+        logger.info("device: %s%s", describe_device(device), " (auto)" if text == AUTO else "")
     return device
 
 

@@ -1,13 +1,19 @@
-"""Inter-process locks on files (``fcntl.flock``): released by the kernel when the holder dies, even by SIGKILL."""
+"""Inter-process locks on files, released by the operating system when the holder dies, even by SIGKILL.
+
+Each lock is the native lock of one open file (``flock`` on POSIX, ``LockFileEx`` on Windows) taken with
+:func:`filelock.lock_descriptor`: it belongs to that open file, not to the process, so two opens of the same lock file
+in one process contend like two processes do, and a lock file is never deleted (records are kept beside them).
+"""
 
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
 import socket
 from collections.abc import Iterator
 from pathlib import Path
+
+from filelock import lock_descriptor, unlock_descriptor
 
 from .files import cache_dir
 
@@ -18,11 +24,11 @@ def file_lock(path: str | os.PathLike) -> Iterator[None]:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a+") as f:
-        fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+        lock_descriptor(f.fileno())
         try:
             yield
         finally:
-            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+            unlock_descriptor(f.fileno())
 
 
 def machine_lock(name: str) -> contextlib.AbstractContextManager[None]:
@@ -40,9 +46,7 @@ class Slot:
         folder.mkdir(parents=True, exist_ok=True)
         for i in range(limit):
             f = open(folder / f"slot-{i}.lock", "a+")  # noqa: SIM115 - held open for the slot's lifetime
-            try:
-                fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
+            if not lock_descriptor(f.fileno(), blocking=False):
                 f.close()
                 continue
             self.number, self._file = i, f
@@ -51,7 +55,7 @@ class Slot:
 
     def release(self) -> None:
         if self._file is not None:
-            fcntl.flock(self._file.fileno(), fcntl.LOCK_UN)
+            unlock_descriptor(self._file.fileno())
             self._file.close()
             self._file = None
 
@@ -61,12 +65,10 @@ def held_slots(folder: str | os.PathLike) -> int:
     held = 0
     for path in Path(folder).glob("slot-*.lock"):
         with open(path, "a+") as f:
-            try:
-                fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
+            if not lock_descriptor(f.fileno(), blocking=False):
                 held += 1
                 continue
-            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+            unlock_descriptor(f.fileno())
     return held
 
 
