@@ -119,8 +119,12 @@ def report(store: ResultStore, seeds: list[int], meta: dict) -> str:
             return store.get(f"{augment}-guide")[field]
         return median([store.get(f"{augment}-s{s}-{method}")[field] for s in seeds])
 
+    def commits(augment):
+        return ", ".join(sorted({str(r.get("commit")) for key, r in store.records.items()
+                                 if key.startswith(f"{augment}-")}))
+
     rows = [f"| {a} | {100 * med(a, 'guide'):.1f} | {100 * med(a, 'not'):.1f} | {100 * med(a, 'scratch'):.1f} | "
-            f"{100 * med(a, 'kd'):.1f} | {med(a, 'not', 'wall_s'):.0f} |" for a in AUGMENTS]
+            f"{100 * med(a, 'kd'):.1f} | {med(a, 'not', 'wall_s'):.0f} | {commits(a)} |" for a in AUGMENTS]
     claims = [claim(f"{a} raises {name}'s test accuracy ({100 * med('none', m):.1f} -> "
                     f"{100 * med(a, m):.1f})", med(a, m) > med("none", m))
               for a in AUGMENTS[1:]
@@ -133,7 +137,7 @@ def report(store: ResultStore, seeds: list[int], meta: dict) -> str:
             f"validation / {guide['rows'][2]} test), a small CNN guide (3 stages, width 16, {guide['params']:,} "
             "parameters) -> 3 MLP(256) stages; test accuracy in %, the targets' median over seeds "
             f"{seeds} (the guide: one run, seed 0).\n\n"
-            "| augment | guide | NoT | scratch | KD | s / conversion |\n|---|---|---|---|---|---|\n"
+            "| augment | guide | NoT | scratch | KD | s / conversion | commit |\n|---|---|---|---|---|---|---|\n"
             + "\n".join(rows) + "\n\n" + "\n".join(claims) + "\n\n" + provenance(meta))
 
 
