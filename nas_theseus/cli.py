@@ -115,6 +115,7 @@ def _open(workdir: Path, artifacts: str | None = None):
 def _print_front(workdir: Path, fmt: str, *, reuse: bool = False) -> int:
     from .measure import CONVENTION, CONVENTION_PER_TOKEN
     from .study.guide_reference import describe as describe_guide
+    from .study.guide_reference import describe_wins
     from .study.pareto import front
     from .study.reuse import describe, study_reuse
 
@@ -132,9 +133,9 @@ def _print_front(workdir: Path, fmt: str, *, reuse: bool = False) -> int:
         show = df.assign(params=df["params"].map(lambda p: json.dumps(p, separators=(",", ":"))))
         print(show.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
         print(f"\nPareto front: {len(df)} of {len(study.trials)} trials; hypervolume {hv:.6g} (reference {ref})")
-        guide = describe_guide(study.user_attrs.get("guide_reference"), names)
-        if guide:
-            print(guide)
+        for line in (describe_guide(study.user_attrs.get("guide_reference"), names), describe_wins(df, names)):
+            if line:
+                print(line)
         per_token = any("flops_decode" in t.user_attrs or "latency_full_sequence" in t.user_attrs
                         for t in study.trials)
         if "flops" in names:

@@ -3,7 +3,8 @@ per cost; interactive HTML with plotly, 3-D for three objectives) and per-stage 
 study's stored trials. Computes nothing new: reads what the trials recorded.
 
 For a deployer: the guide is drawn as a reference point (its figures from the study's ``guide_reference``),
-cost axes are logarithmic, the front table gives each trial's share of the guide's figures, and other studies
+cost axes are logarithmic, the front table gives each trial's share of the guide's figures, front points that
+beat the guide (cheaper at no more than 1 point below its accuracy: "deploy wins") are ringed, and other studies
 of the same objectives (the scratch and KD baselines, say) can be drawn on the same plot (``compare``)."""
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from optuna.trial import TrialState  # noqa: E402
 from .measure import CONVENTION  # noqa: E402
 from .study.guide_reference import ATTR as GUIDE_REFERENCE  # noqa: E402
 from .study.guide_reference import describe as describe_guide  # noqa: E402
+from .study.guide_reference import describe_wins  # noqa: E402
 from .study.objectives import OBJECTIVES  # noqa: E402
 from .study.pareto import front, hypervolume, trials_frame  # noqa: E402
 from .study.reuse import describe, study_reuse  # noqa: E402
@@ -62,6 +64,10 @@ def _panel(ax, x_name: str, y_name: str, df, pf, others, guide: dict | None, *, 
         for _, row in pts.iterrows():
             ax.annotate(str(row["trial"]), (row[x_name], row[y_name]), textcoords="offset points", xytext=(4, 4),
                         fontsize=7)
+        wins = pts[pts["deploy_win"] != ""] if "deploy_win" in pts else pts.iloc[:0]
+        if len(wins):
+            ax.scatter(wins[x_name], wins[y_name], s=130, facecolors="none", edgecolors="C2", linewidths=1.6,
+                       zorder=4, label="deploy win (beats the guide)")
     for i, (label, opf, ohv) in enumerate(others):
         if len(opf):
             pts = opf.sort_values(x_name)
@@ -86,7 +92,9 @@ def _interactive(df, pf, names: list[str], costs: list[str]):
                                                                  for c in costs])
     for col, cost in enumerate(costs, start=1):
         for rows, label, colour in ((df, "trials", "lightgray"), (pf, "Pareto front", "crimson")):
-            text = [f"trial {int(t)}: {c}" for t, c in zip(rows["trial"], rows["candidate"])]
+            wins = rows["deploy_win"] if "deploy_win" in rows else [""] * len(rows)
+            text = [f"trial {int(t)}: {c}" + (f"<br>deploy win: {w}" if w else "")
+                    for t, c, w in zip(rows["trial"], rows["candidate"], wins)]
             fig.add_trace(go.Scatter(x=rows[cost], y=rows[names[0]], mode="markers", name=label, text=text,
                                      marker={"color": colour, "size": 9}, showlegend=col == 1,
                                      hovertemplate="%{text}<br>%{x:.4g}, %{y:.4g}<extra></extra>"), row=1, col=col)
@@ -168,12 +176,14 @@ def write_report(study: optuna.Study, names: list[str], directions: list[str], o
     rows = shown.drop(columns=["params"]).to_html(index=False, float_format=lambda v: f"{v:.4g}") if len(pf) else ""
     link = "<p><a href='pareto.html'>interactive plot</a></p>" if (out / "pareto.html").exists() else ""
     guide_line = describe_guide(guide, names)
+    wins_line = describe_wins(pf, names)
     compared = "".join(f"<li>{html.escape(label)}: {len(opf)} front trials, hypervolume {ohv:.6g}</li>"
                        for label, opf, ohv in others)
     page = (f"<html><head><meta charset='utf-8'><title>{html.escape(study.study_name)}</title></head><body>"
             f"<h1>{html.escape(study.study_name)}</h1><p>{len(df)} complete trials; hypervolume {hv:.6g} "
             f"(reference {html.escape(str(ref))}). {html.escape(CONVENTION)}.</p>"
             + (f"<p>{html.escape(guide_line)}</p>" if guide_line else "")
+            + (f"<p>{html.escape(wins_line)}</p>" if wins_line else "")
             + (f"<p>Compared on the same reference point:</p><ul>{compared}</ul>" if compare else "")
             + f"<p>{html.escape(counts(study))}.</p>"
             f"<h2>Pareto front</h2>{rows}<img src='pareto.png'>"

@@ -71,3 +71,35 @@ def test_a_compared_studys_latency_is_put_on_this_studys_guide_figure(tmp_path):
     report_module.write_report(study, names, ["maximize", "minimize", "minimize"], tmp_path,
                                compare=[("slower guide", other)])
     assert f"hypervolume {hv:.6g}</li>" in (tmp_path / "index.html").read_text()
+
+
+def test_deploy_wins_are_front_points_cheaper_than_the_guide_at_its_accuracy(tmp_path, capsys):
+    """A front trial beats the guide for a deployer when it costs less on some objective at no more than 1 point
+    below the guide's validation accuracy; `pareto` and `report` say which, with the factors."""
+    from nas_theseus.study.guide_reference import describe_wins
+    from nas_theseus.study.pareto import deploy_win
+
+    names = ["accuracy", "flops", "latency_ms"]
+    guide = {"accuracy": 0.80, "flops": 500.0, "latency_ms": 0.4}
+    row = {"accuracy": 0.796, "flops": 210.0, "latency_ms": 0.244}
+    assert deploy_win(row, names, guide) == "0.42x FLOPs, 0.61x latency, -0.4 points"
+    assert deploy_win({**row, "accuracy": 0.789}, names, guide) == ""  # 1.1 points below
+    assert deploy_win({**row, "flops": 600.0, "latency_ms": 0.5}, names, guide) == ""  # costs no less
+    assert deploy_win(row, names, None) == "" and deploy_win(row, names, {"error": "x"}) == ""
+    assert deploy_win({"perplexity": 3.02, "flops": 100.0}, ["perplexity", "flops"],
+                      {"perplexity": 3.0, "flops": 400.0}) == "0.25x FLOPs, 1.007x perplexity"
+
+    study = _study(names)
+    study.set_user_attr(GUIDE_REFERENCE, {"accuracy": 0.905, "test_accuracy": 0.9, "flops": 1100.0,
+                                          "latency_ms": 0.55})
+    pf, _, _ = report_module.front(study, names, ["maximize", "minimize", "minimize"], None)
+    wins = dict(zip(pf["trial"], pf["deploy_win"]))
+    assert wins[0] == "0.91x FLOPs, 0.91x latency, -0.5 points" and wins[1] == wins[2] == wins[4] == ""
+    line = describe_wins(pf, names)
+    assert line.startswith("deploy wins (cheaper than the guide on a cost, accuracy at most 1 point below its): "
+                           "1 of 4 front trials; trial 0: 0.91x FLOPs")
+    report_module.write_report(study, names, ["maximize", "minimize", "minimize"], tmp_path)
+    assert "deploy wins (" in (tmp_path / "index.html").read_text()
+    study.set_user_attr(GUIDE_REFERENCE, {"accuracy": 0.95, "flops": 1100.0, "latency_ms": 0.55})
+    pf, _, _ = report_module.front(study, names, ["maximize", "minimize", "minimize"], None)
+    assert describe_wins(pf, names).endswith(": none on this front")

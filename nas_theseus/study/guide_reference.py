@@ -14,9 +14,10 @@ from ..errors import UserError
 from ..training import evaluate
 from .context import StudyContext
 from .objective import measure
-from .objectives import costs, perplexity
+from .objectives import OBJECTIVES, costs, perplexity
+from .pareto import GUIDE_REFERENCE
 
-ATTR = "guide_reference"
+ATTR = GUIDE_REFERENCE
 ATTEMPTS = 2  # a measurement that fails twice stops the run: latency ratios would otherwise be absolute figures
 
 
@@ -64,3 +65,18 @@ def describe(ref: dict | None, names: list[str]) -> str | None:
     shown = ", ".join(f"{n} {ref[n]:.4g}" for n in names if n in ref)
     tail = f", test accuracy {ref['test_accuracy']:.4g}" if "accuracy" in names else ""
     return f"guide (reference): {shown}{tail}"
+
+
+def describe_wins(front, names: list[str]) -> str | None:
+    """One line for ``pareto`` and ``report``: the front trials that beat the guide for a deployer, if any cost
+    and score objective can be compared with it."""
+    if "deploy_win" not in front or not any(OBJECTIVES[n].cost for n in names) or \
+            all(OBJECTIVES[n].cost for n in names):
+        return None
+    rule = ("cheaper than the guide on a cost, "
+            + ("accuracy at most 1 point below its" if "accuracy" in names else "perplexity at most 1 % above its"))
+    wins = front[front["deploy_win"] != ""]
+    if wins.empty:
+        return f"deploy wins ({rule}): none on this front"
+    listed = "; ".join(f"trial {int(r['trial'])}: {r['deploy_win']}" for _, r in wins.iterrows())
+    return f"deploy wins ({rule}): {len(wins)} of {len(front)} front trials; {listed}"

@@ -63,6 +63,15 @@ class Objective:
     cost: ClassVar[bool] = True  # measured on the deploy network (log axis); else a score of the trained network
     before_training: ClassVar[bool] = False  # a cost known from the architecture alone (the pruning rule)
     hv_reference: ClassVar[float | None] = None  # default hypervolume reference; None: 1.1 x the worst seen
+    short: ClassVar[str] = ""  # a cost's name in a factor of the guide's ("0.42x FLOPs")
+
+    def keeps(self, value: float, guide: float) -> bool:
+        """A score objective: whether ``value`` keeps the guide's ``guide`` for a deployer (a deploy win must)."""
+        raise NotImplementedError
+
+    def versus(self, value: float, guide: float) -> str:
+        """A score objective's ``value`` against the guide's, in words ("-0.4 points")."""
+        raise NotImplementedError
 
     def measure(self, model, probe: Probe) -> tuple[float, dict]:
         """A cost objective's value for ``model`` and what the trial records beside it."""
@@ -96,9 +105,16 @@ class Accuracy(Objective):
     """Validation accuracy (per token for language models); test accuracy is recorded beside it."""
 
     name, direction, label, cost, hv_reference = "accuracy", "maximize", "validation accuracy", False, 0.0
+    margin = 0.01  # a deploy win keeps the guide's accuracy within 1 point
 
     def score(self, result) -> float:
         return result.val_accuracy
+
+    def keeps(self, value: float, guide: float) -> bool:
+        return value >= guide - self.margin - 1e-12
+
+    def versus(self, value: float, guide: float) -> str:
+        return f"{100 * (value - guide):+.1f} points"
 
 
 @register
@@ -106,16 +122,23 @@ class Perplexity(Objective):
     """exp of the validation cross-entropy (per byte with the byte tokenizer); test perplexity beside it."""
 
     name, direction, label, cost = "perplexity", "minimize", "validation perplexity", False
+    margin = 0.01  # a deploy win keeps the guide's perplexity within 1 %
 
     def score(self, result) -> float:
         return perplexity(result.val_loss)
+
+    def keeps(self, value: float, guide: float) -> bool:
+        return value <= guide * (1 + self.margin) + 1e-12
+
+    def versus(self, value: float, guide: float) -> str:
+        return f"{value / guide:.3f}x perplexity"
 
 
 @register
 class Flops(Objective):
     """Multiply-adds per sample (fvcore convention), per generated token for language models."""
 
-    name, direction, before_training = "flops", "minimize", True
+    name, direction, before_training, short = "flops", "minimize", True, "FLOPs"
     label = "FLOPs per sample, per token for LMs (multiply-adds)"
 
     def measure(self, model, probe: Probe) -> tuple[float, dict]:
@@ -131,7 +154,7 @@ class Flops(Objective):
 class Params(Objective):
     """Parameters of the deploy network."""
 
-    name, direction, label, before_training = "params", "minimize", "parameters", True
+    name, direction, label, before_training, short = "params", "minimize", "parameters", True, "params"
 
     def measure(self, model, probe: Probe) -> tuple[float, dict]:
         return count_params(model), {}
@@ -147,7 +170,7 @@ class Latency(Objective):
     guide, the two timed side by side, times the guide's own figure: ratios taken side by side rank networks
     where the machine's speed drifts (see :mod:`nas_theseus.measure.latency`)."""
 
-    name, direction, label = "latency_ms", "minimize", "latency (ms, median; per token for LMs)"
+    name, direction, label, short = "latency_ms", "minimize", "latency (ms, median; per token for LMs)", "latency"
     before_training = True  # a network's time does not depend on its weights: the pruning rule times it untrained
 
     def measure(self, model, probe: Probe) -> tuple[float, dict]:

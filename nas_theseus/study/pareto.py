@@ -9,6 +9,8 @@ from optuna.trial import TrialState
 
 from .objectives import OBJECTIVES
 
+GUIDE_REFERENCE = "guide_reference"  # the study attribute guide_reference.py writes: the guide's own figures
+
 
 def _feasible(t) -> bool:
     """All constraint values ≤ 0 (Optuna's convention); a trial without constraints is feasible."""
@@ -95,7 +97,8 @@ def front(study: optuna.Study, names: list[str], directions: list[str], referenc
           ) -> tuple[pd.DataFrame, float, dict]:
     """(Pareto-optimal feasible trials sorted by the first objective, hypervolume, reference used). The one
     definition of the front: ``pareto`` (every format), ``report`` (PNG and HTML) and ``pareto_front`` read it.
-    Its rows are the columns of :func:`trials_frame` less ``feasible`` (every front trial is)."""
+    Its rows are the columns of :func:`trials_frame` less ``feasible`` (every front trial is), and
+    ``deploy_win``: how a trial beats the guide, where it does (:func:`deploy_win`), else empty."""
     df = trials_frame(study, names)
     feasible = df[df["feasible"]] if len(df) else df
     values = feasible[names].to_numpy(dtype=float) if len(feasible) else np.zeros((0, len(names)))
@@ -105,7 +108,26 @@ def front(study: optuna.Study, names: list[str], directions: list[str], referenc
     hv = hypervolume(values[mask], directions, ref) if mask.any() else 0.0
     out = (feasible[mask].drop(columns=["feasible"])
            .sort_values(names[0], ascending=directions[0] == "minimize").reset_index(drop=True))
+    guide = study.user_attrs.get(GUIDE_REFERENCE)
+    out["deploy_win"] = [deploy_win(row, names, guide) for _, row in out.iterrows()]
     return out, hv, dict(zip(names, ref.tolist()))
 
 
-__all__ = ["OBJECTIVES", "front", "hypervolume", "pareto_mask", "trials_frame"]
+def deploy_win(row, names: list[str], guide: dict | None) -> str:
+    """How a trial beats the guide for a deployer, or "": cheaper than the guide on at least one cost objective
+    while every score objective keeps the guide's (accuracy at most 1 point below it, perplexity at most 1 %
+    above), e.g. "0.42x FLOPs, 0.61x latency, -0.4 points". Empty when the guide was not measured."""
+    if not guide or "error" in guide:
+        return ""
+    scores = [n for n in names if not OBJECTIVES[n].cost and guide.get(n) is not None]
+    costs = [n for n in names if OBJECTIVES[n].cost and guide.get(n)]
+    if not scores or not all(OBJECTIVES[n].keeps(float(row[n]), float(guide[n])) for n in scores):
+        return ""
+    factors = {n: float(row[n]) / float(guide[n]) for n in costs}
+    if not any(f < 1.0 for f in factors.values()):
+        return ""
+    return ", ".join([f"{f:.2f}x {OBJECTIVES[n].short}" for n, f in factors.items()]
+                     + [OBJECTIVES[n].versus(float(row[n]), float(guide[n])) for n in scores])
+
+
+__all__ = ["OBJECTIVES", "deploy_win", "front", "hypervolume", "pareto_mask", "trials_frame"]
