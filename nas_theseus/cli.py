@@ -199,7 +199,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
         if other_config.objectives != config.objectives:
             raise UserError(f"--compare {other_dir}: its objectives {dict(other_config.objectives)} differ from "
                             f"{dict(config.objectives)}")
-        compare.append((f"{other_config.study.method} ({other_dir})", other))
+        compare.append((f"{'+'.join(other_config.methods)} ({other_dir})", other))
     paths = write_report(study, list(config.objectives), list(config.objectives.values()), out,
                          config.hypervolume_reference, compare=compare)
     for p in paths:

@@ -166,6 +166,33 @@ def test_scratch_method_and_single_convert(tmp_path, capsys):
     assert "does not fit" in capsys.readouterr().err
 
 
+def test_the_method_as_a_choice_per_trial(tmp_path, capsys):
+    """`study.method = ["not", "kd"]`: each trial's `method` parameter says how it trains (NoT stages, or KD with
+    none), the front says which method made each point, and `convert --params` rebuilds either."""
+    study_file = write_study(tmp_path, n_trials=4)
+    study_file.write_text(study_file.read_text().replace('method = "not"', 'method = ["not", "kd"]'))
+    wd = tmp_path / "wd"
+    assert main(["run", str(study_file), "--workdir", str(wd), "--no-progress"]) == 0
+    complete = load(wd).get_trials(states=(TrialState.COMPLETE,))
+    assert {t.params["method"] for t in complete} == {"not", "kd"}  # the random sampler's seed 0 draws both
+    for t in complete:
+        assert t.user_attrs["method"] == t.params["method"]
+        assert (len(t.user_attrs["stages"]) == 3) == (t.params["method"] == "not")
+    capsys.readouterr()
+    assert main(["pareto", str(wd), "--format", "json"]) == 0
+    front = json.loads(capsys.readouterr().out)
+    assert all(r["method"] == r["params"]["method"] for r in front)
+    kd = next(t for t in complete if t.params["method"] == "kd")
+    assert main(["convert", str(study_file), "--workdir", str(wd), "--params", json.dumps(kd.params),
+                 "--no-progress"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["stages"] == [] and summary["val_accuracy"] == pytest.approx(kd.values[0])
+    bad = write_study(tmp_path, name="bad.toml")
+    bad.write_text(bad.read_text().replace('method = "not"', 'method = ["not", "kdd"]'))
+    assert main(["run", str(bad), "--workdir", str(tmp_path / "w3")]) == 2
+    assert "unknown method 'kdd' (did you mean 'kd'?)" in capsys.readouterr().err
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("variant", ["function_matching", "hinton"])
 def test_knowledge_distillation_as_a_study_method(tmp_path, variant):

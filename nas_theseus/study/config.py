@@ -34,17 +34,18 @@ RESUMABLE_KEYS = ("study.n_trials", "study.timeout", "study.device", "study.thre
               "device", "threads", "heartbeat_interval", "grace_period", "max_retry", "storage_retry")
 @dataclass(frozen=True)
 class StudySection:
-    """name; search_space (path, relative to the study file); n_trials (finished trials the study aims for,
-    over all runs and workers); timeout (seconds per run); sampler (tpe | nsga2 | random) and startup_trials
-    (random trials before TPE models); seed; method (``not`` converts from the guide, ``scratch`` trains the
-    same targets from scratch); device (``auto``: the GPU where there is one, else the CPU; ``cpu``, ``cuda``,
-    ``cuda:i``; the device used is printed once and recorded on every trial); threads (torch CPU threads;
-    None = the cores this process may use divided by the workers running on this machine, re-read before every
-    trial); heartbeat_interval and
-    grace_period (seconds; a RUNNING trial whose heartbeat is older than the grace period, default 2 x the
-    interval, belongs to a dead worker and is retried, at most max_retry times); storage_retry (seconds a
-    worker keeps retrying an unreachable or locked database before it gives up); enqueue (parameter sets, as
-    `pareto` prints them, that the study tries first: Optuna's ``enqueue_trial``, skipped if already tried)."""
+    """name; search_space (path, relative to the study file); n_trials (finished trials the study aims for, over all
+    runs and workers); timeout (seconds per run); sampler (tpe | nsga2 | random) and startup_trials (random trials
+    before TPE models); seed; method (``not`` converts from the guide, ``scratch`` trains the same targets from
+    scratch, ``kd`` distils the guide into them; a list such as ``["not", "kd"]`` makes the method a choice per
+    trial, the categorical parameter ``method``); device (``auto``: the GPU where there is one, else the CPU;
+    ``cpu``, ``cuda``, ``cuda:i``; the device used is printed once and recorded on every trial); threads (torch CPU
+    threads; None = the cores this process may use divided by the workers running on this machine, re-read before
+    every trial); heartbeat_interval and grace_period (seconds; a RUNNING trial whose heartbeat is older than the
+    grace period, default 2 x the interval, belongs to a dead worker and is retried, at most max_retry times);
+    storage_retry (seconds a worker keeps retrying an unreachable or locked database before it gives up); enqueue
+    (parameter sets, as `pareto` prints them, that the study tries first: Optuna's ``enqueue_trial``, skipped if
+    already tried)."""
 
     name: str
     search_space: str
@@ -53,7 +54,7 @@ class StudySection:
     sampler: str = "tpe"
     startup_trials: int = 5
     seed: int = 0
-    method: str = "not"
+    method: str | list[str] = "not"
     device: str = "auto"
     threads: int | None = None
     heartbeat_interval: int = 60
@@ -181,15 +182,21 @@ class StudyConfig:
         d.pop("base_dir")
         return d
 
-    def baseline_fit(self):
-        """The training rule of ``study.method`` when it is a baseline (scratch, kd), with ``baseline.fit``."""
+    def baseline_fit(self, method: str):
+        """The training rule of the baseline ``method`` (scratch, kd), with ``baseline.fit``."""
         from ..convert import KD_VARIANTS, SCRATCH_FIT
 
-        rule = KD_VARIANTS[self.baseline.kd] if self.study.method == "kd" else SCRATCH_FIT
+        rule = KD_VARIANTS[self.baseline.kd] if method == "kd" else SCRATCH_FIT
         unknown = set(self.baseline.fit) - {f.name for f in dataclasses.fields(FitConfig)}
         if unknown:
             raise UserError(f"unknown training setting(s) {sorted(unknown)}")
         return dataclasses.replace(rule, **self.baseline.fit)
+
+    @property
+    def methods(self) -> tuple[str, ...]:
+        """The methods a trial may use: one, or the choices of the ``method`` parameter (``study.method`` a list)."""
+        m = self.study.method
+        return (m,) if isinstance(m, str) else tuple(m)
 
     @property
     def search_space_path(self) -> Path:
@@ -332,8 +339,12 @@ def _check_semantics(cfg: StudyConfig, where: str) -> None:
     if cfg.study.sampler not in SAMPLERS:
         bad(f"unknown sampler {cfg.study.sampler!r}{did_you_mean(cfg.study.sampler, SAMPLERS)}; "
             f"valid: {', '.join(SAMPLERS)}")
-    if cfg.study.method not in METHODS:
-        bad(f"unknown method {cfg.study.method!r}; valid: {', '.join(METHODS)}")
+    methods = cfg.methods
+    if not methods or len(set(methods)) != len(methods) or not all(isinstance(m, str) for m in methods):
+        bad(f"study.method must be a method or a list of distinct methods, got {cfg.study.method!r}")
+    for m in methods:
+        if m not in METHODS:
+            bad(f"unknown method {m!r}{did_you_mean(m, METHODS)}; valid: {', '.join(METHODS)}")
     if not cfg.objectives:
         bad("objectives is empty: name at least one of " + ", ".join(OBJECTIVES))
     for name, direction in cfg.objectives.items():
@@ -374,7 +385,7 @@ def _check_semantics(cfg: StudyConfig, where: str) -> None:
         bad(f"pruning.enabled: the rule compares costs known before training ("
             f"{', '.join(costs(OBJECTIVES, before_training=True))}), and this study's objectives "
             f"({', '.join(cfg.objectives)}) have none, so it could never prune; add one or set enabled = false")
-    if cfg.pruning.enabled and cfg.study.method != "not":
+    if cfg.pruning.enabled and "not" not in methods:
         bad(f"pruning.enabled: the rule looks at conversion stages, and method = {cfg.study.method!r} has none, "
             f"so it could never prune; set enabled = false")
 
@@ -382,7 +393,7 @@ def _check_semantics(cfg: StudyConfig, where: str) -> None:
         bad(f"unknown baseline.kd {cfg.baseline.kd!r}{did_you_mean(cfg.baseline.kd, KD_VARIANTS)}; valid: "
             f"{', '.join(KD_VARIANTS)}")
     try:
-        cfg.baseline_fit()
+        cfg.baseline_fit(next((m for m in methods if m != "not"), "scratch"))
     except (TypeError, UserError) as e:
         bad(f"baseline.fit: {e}")
     if cfg.study.n_trials < 1:

@@ -69,8 +69,14 @@ class StudyContext:
     def caches_activations(self) -> bool:
         """Whether the study's conversions read a cache of the guide's activations (``convert.activations``),
         which the work directory then keeps for every worker; else they run the guide on the fly."""
-        return self.config.study.method == "not" and \
+        return "not" in self.config.methods and \
             choose_activations(self.config.convert.activations, self.data, self.guide)[0] == "cache"
+
+    def method(self, trial) -> str:
+        """How a trial trains its candidate: the study's method, or its ``method`` parameter when the study
+        lists several (a categorical choice, so ``FixedTrial`` rebuilds it from the trial's parameters)."""
+        methods = self.config.methods
+        return methods[0] if len(methods) == 1 else trial.suggest_categorical("method", list(methods))
 
     def candidate(self, trial) -> tuple[Candidate, ConvertConfig]:
         """Ask the search space for a trial's candidate and its conversion settings."""

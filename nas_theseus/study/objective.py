@@ -59,12 +59,13 @@ def pre_training_costs(ctx: StudyContext, candidate, conv_cfg) -> dict:
     return measure(model, ctx, set(names), strict_flops=False).values
 
 
-def train_baseline(cfg, ctx: StudyContext, candidate, conv_cfg, *, progress: bool):
-    """``method = "scratch"`` or ``"kd"``: the candidate's network from random weights, by that method's rule."""
-    if cfg.study.method == "kd":
+def train_baseline(cfg, ctx: StudyContext, candidate, conv_cfg, method: str, *, progress: bool):
+    """``method`` ``scratch`` or ``kd``: the candidate's network from random weights, by that method's rule and
+    the conversion's budget (the most its stages may take)."""
+    if method == "kd":
         return train_distilled(ctx.guide, candidate, ctx.data, conv_cfg, variant=cfg.baseline.kd,
-                               fit=cfg.baseline_fit(), device=ctx.device, progress=progress)
-    return train_from_scratch(ctx.guide, candidate, ctx.data, conv_cfg, fit=cfg.baseline_fit(),
+                               fit=cfg.baseline_fit(method), device=ctx.device, progress=progress)
+    return train_from_scratch(ctx.guide, candidate, ctx.data, conv_cfg, fit=cfg.baseline_fit(method),
                               device=ctx.device, progress=progress)
 
 
@@ -73,14 +74,15 @@ def run_trial(trial: optuna.Trial, ctx: StudyContext, wd: WorkDir, activations, 
     cfg = ctx.config
     start = time.perf_counter()
     candidate, conv_cfg = ctx.candidate(trial)
+    method = ctx.method(trial)
     names = ctx.guide.part_names
     trial.set_user_attr("candidate", candidate.describe(names))
-    key = candidate_key(candidate, conv_cfg, cfg.study.method)
+    key = candidate_key(candidate, conv_cfg, method)
     trial.set_user_attr(CANDIDATE_KEY, key)
     earlier = _finished_with(trial, key)
     if earlier is not None:  # a repeated proposal: the earlier trial's answer, no work (and no budget) spent
         return _answer_from(trial, earlier, cfg)
-    trial.set_user_attr("method", cfg.study.method)
+    trial.set_user_attr("method", method)
     trial.set_user_attr("device", describe_device(ctx.device))
     trial.set_user_attr("versions", versions(ctx.device))
     trial.set_user_attr("threads", torch.get_num_threads())
@@ -112,12 +114,12 @@ def run_trial(trial: optuna.Trial, ctx: StudyContext, wd: WorkDir, activations, 
             costs.update(pre_training_costs(ctx, candidate, conv_cfg))
             if costs:
                 trial.set_user_attr("pre_training_costs", costs)
-        if cfg.study.method == "not":
+        if method == "not":
             result = convert(ctx.guide, candidate, ctx.data, conv_cfg, checkpoint_dir=wd.checkpoints,
                              activations=activations, device=ctx.device, progress=progress,
                              on_stage=on_stage, artifacts=ctx.artifacts)
         else:
-            result = train_baseline(cfg, ctx, candidate, conv_cfg, progress=progress)
+            result = train_baseline(cfg, ctx, candidate, conv_cfg, method, progress=progress)
         model, val_acc, test_acc = result.model, result.val_accuracy, result.test_accuracy
         if getattr(result, "activations", None):
             trial.set_user_attr("activations", result.activations)  # cache or stream, and why

@@ -76,7 +76,8 @@ def default_reference(values: np.ndarray, directions: list[str], names: list[str
 
 def trials_frame(study: optuna.Study, names: list[str]) -> pd.DataFrame:
     """One row per COMPLETE trial (repeats of an earlier candidate left out): number, objectives by name, test
-    accuracy (and test perplexity when perplexity is an objective), feasibility, params."""
+    accuracy (and test perplexity when perplexity is an objective), feasibility, the method that trained it
+    (``not``, ``scratch``, ``kd``), the candidate, params."""
     rows = []
     for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
         if "repeat_of" in t.user_attrs:  # answered from an earlier trial, which is in the frame itself
@@ -86,11 +87,13 @@ def trials_frame(study: optuna.Study, names: list[str]) -> pd.DataFrame:
         if "perplexity" in names:
             row["test_perplexity"] = t.user_attrs.get("test_perplexity")
         row["feasible"] = _feasible(t)
+        row["method"] = t.user_attrs.get("method", "")
         row["candidate"] = t.user_attrs.get("candidate", "")
         row["params"] = dict(t.params)
         rows.append(row)
     extra = ["test_perplexity"] if "perplexity" in names else []
-    return pd.DataFrame(rows, columns=["trial", *names, "test_accuracy", *extra, "feasible", "candidate", "params"])
+    return pd.DataFrame(rows, columns=["trial", *names, "test_accuracy", *extra, "feasible", "method", "candidate",
+                                       "params"])
 
 
 def front(study: optuna.Study, names: list[str], directions: list[str], reference: dict | None = None

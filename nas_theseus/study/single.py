@@ -27,15 +27,17 @@ def convert_once(config: StudyConfig, workdir: Path, params: dict, *, out: Path 
         check_export_target(out)
     ctx = build_context(config, progress=progress)
     try:
-        candidate, cfg = ctx.candidate(optuna.trial.FixedTrial(params))
+        fixed = optuna.trial.FixedTrial(params)
+        candidate, cfg = ctx.candidate(fixed)
+        method = ctx.method(fixed)
     except UserError:  # the search space's own one line (a UserError is a ValueError too): as it is
         raise
     except ValueError as e:  # FixedTrial: a parameter missing or out of range
         raise UserError(f"--params does not fit {ctx.space.path.name}: {e}") from None
     wd = WorkDir(workdir)
     ctx.say_device()
-    if config.study.method != "not":
-        r = train_baseline(config, ctx, candidate, cfg, progress=progress)
+    if method != "not":
+        r = train_baseline(config, ctx, candidate, cfg, method, progress=progress)
         stages = []
     else:
         acts = wd.activations(ctx.guide, ctx.data, device=ctx.device, progress=progress) \
