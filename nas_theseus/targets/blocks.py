@@ -1,4 +1,4 @@
-"""The built-in target blocks: MLP, 1-D / 2-D conv, low-rank linear, identity.
+"""The built-in target blocks: MLP, 1-D / 2-D conv, depthwise-separable conv, low-rank linear, identity.
 
 Each is one registered class; its ``Options`` fields are the spec's options and their defaults, and
 ``examples`` lists option sets the contract tests (:mod:`nas_theseus.testing`) build and run.
@@ -82,15 +82,20 @@ class _ConvBlock:
         if len(in_shape) != cls.dims + 1:
             want = "(C, L)" if cls.dims == 1 else "(C, H, W)"
             raise UserError(f"{cls.kind} reads {want} inputs, but this part's input has shape {tuple(in_shape)}")
-        conv = nn.Conv1d if cls.dims == 1 else nn.Conv2d
         channels = o.channels or (guide_out_shape[0] if len(guide_out_shape) == cls.dims + 1 else in_shape[0])
         layers: list[nn.Module] = []
         c_in = in_shape[0]
         for i in range(o.depth):
-            layers += [conv(c_in, channels, o.kernel, stride=o.stride if i == 0 else 1, padding=o.kernel // 2),
+            layers += [*cls.convs(c_in, channels, o.kernel, o.stride if i == 0 else 1),
                        *channel_norm(o.norm, channels, cls.dims), activation(o.activation)]
             c_in = channels
         return nn.Sequential(*layers)
+
+    @classmethod
+    def convs(cls, c_in: int, c_out: int, kernel: int, stride: int) -> list[nn.Module]:
+        """One layer's convolutions: a full convolution."""
+        conv = nn.Conv1d if cls.dims == 1 else nn.Conv2d
+        return [conv(c_in, c_out, kernel, stride=stride, padding=kernel // 2)]
 
 
 @register_block("conv1d")
@@ -106,6 +111,30 @@ class Conv1dBlock(_ConvBlock):
 @register_block("conv2d")
 class Conv2dBlock(_ConvBlock):
     """``depth`` x (Conv2d -> norm -> activation) on (C, H, W); the first conv has the stride, padding k//2."""
+
+    dims = 2
+
+
+class _SeparableConvBlock(_ConvBlock):
+    @classmethod
+    def convs(cls, c_in: int, c_out: int, kernel: int, stride: int) -> list[nn.Module]:
+        """A depthwise convolution (one filter per input channel, with the stride) then a pointwise 1x1 one."""
+        conv = nn.Conv1d if cls.dims == 1 else nn.Conv2d
+        return [conv(c_in, c_in, kernel, stride=stride, padding=kernel // 2, groups=c_in, bias=False),
+                conv(c_in, c_out, 1)]
+
+
+@register_block("sepconv1d")
+class SeparableConv1dBlock(_SeparableConvBlock):
+    """``depth`` x (depthwise Conv1d -> pointwise Conv1d -> norm -> activation) on (C, L): a conv1d's receptive
+    field at about 1/kernel + 1/channels of its multiply-adds (MobileNet's factorisation)."""
+
+    dims = 1
+
+
+@register_block("sepconv2d")
+class SeparableConv2dBlock(_SeparableConvBlock):
+    """``depth`` x (depthwise Conv2d -> pointwise Conv2d -> norm -> activation) on (C, H, W)."""
 
     dims = 2
 
