@@ -22,7 +22,8 @@ LM_TINY = ["data.options.max_bytes=30000", "data.options.context=16", "guide.opt
 
 @pytest.mark.slow
 @pytest.mark.parametrize("study", ["mnist1d_cnn_to_mlp.toml", "mnist1d_cnn_to_mlp_partitions.toml",
-                                   "digits_vit_to_mlp.toml", "cifar10_resnet18_to_mlp.toml", "pydoc_gpt2_to_rnn.toml",
+                                   "mnist1d_deploy.toml", "digits_vit_to_mlp.toml", "cifar10_resnet18_to_mlp.toml",
+                                   "pydoc_gpt2_to_rnn.toml",
                                    "imagefolder_cnn_to_mlp.toml"])
 def test_shipped_study_runs(study, tmp_path, capsys):
     args = ["run", str(STUDIES / study), "--workdir", str(tmp_path / "wd"), "--no-progress"]
