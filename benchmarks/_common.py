@@ -71,7 +71,15 @@ class ResultStore:
 
     def __init__(self, path: Path):
         self.path = path
-        self.records: dict[str, dict] = json.loads(path.read_text())["runs"] if path.exists() else {}
+        stored = json.loads(path.read_text()) if path.exists() else {}
+        self.records: dict[str, dict] = stored.get("runs", {})
+        self.stored_meta: dict | None = stored.get("meta")  # the provenance of the last run that stored a result
+        self.ran = False  # whether this process stored a result
+
+    def provenance_meta(self, meta: dict) -> dict:
+        """The provenance a table made now should name: this run's, or, when it only republished stored
+        results, that of the run that made them."""
+        return meta if self.ran or not self.stored_meta else self.stored_meta
 
     def get(self, key: str) -> dict | None:
         return self.records.get(key)
@@ -80,6 +88,7 @@ class ResultStore:
         """Store one run's ``record``, stamped with the commit it ran at (a resumed benchmark's table can then
         say which rows came from which code)."""
         self.records[key] = {**record, "commit": meta.get("commit")}
+        self.ran = True
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_suffix(".tmp")
         tmp.write_text(json.dumps({"meta": meta, "runs": self.records}, indent=1, sort_keys=True))

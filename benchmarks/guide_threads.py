@@ -65,7 +65,7 @@ def main() -> None:
               for threads in (1, 2)]
     claims.append(claim("1 and 2 threads give the same weights", by_threads[1] == by_threads[2]))
     text = ("The built-in MNIST-1D guide (seed 0) trained in a fresh process with an empty cache, CPU.\n\n"
-            + "\n".join(rows) + "\n\n" + "\n".join(claims) + "\n\n" + provenance(meta))
+            + "\n".join(rows) + "\n\n" + "\n".join(claims) + "\n\n" + provenance(store.provenance_meta(meta)))
     publish("guide_threads", text)
 
 

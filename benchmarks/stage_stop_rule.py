@@ -78,7 +78,7 @@ def main() -> None:
                     d_steps < summary["fixed 4,000, cosine"][1])]
     text = (f"MNIST-1D, W = 256, NoT progressive, seeds {args.seeds} (guide seed = conversion seed); accuracy of "
             f"the converted MLP after fine-tuning; alignment steps summed over the 3 stages.\n\n"
-            + "\n".join(rows) + "\n\n" + "\n".join(claims) + "\n\n" + provenance(meta))
+            + "\n".join(rows) + "\n\n" + "\n".join(claims) + "\n\n" + provenance(store.provenance_meta(meta)))
     publish("stage_stop_rule", text)
 
 
