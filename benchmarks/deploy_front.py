@@ -1,0 +1,133 @@
+"""Study benchmark: does a deployer's study find networks cheaper than the guide at its accuracy?
+
+Four studies at equal trial counts, per study seed: the deployer's study (``studies/mnist1d_deploy.toml``: a
+64-channel guide whose runs of parts are kept or made cheaper, converted by NoT), its KD-only twin
+(``method = "kd"``: the same candidates distilled from the guide, function matching, same budget), its
+method-choice twin (``method = ["not", "kd"]``: each trial converts or distils), and the paper's CNN -> MLP
+study (``studies/mnist1d_cnn_to_mlp.toml``, its own 25-channel guide). Per study: the hypervolume (latency as the
+ratio to the guide, each study on its own reference), the deploy wins (front points cheaper than the guide on a
+cost at no more than 1 point below its validation accuracy), and the cheapest point within 1 point of the
+guide (its FLOPs and latency as factors of the guide's).
+
+Goals (issue 25), per seed, for the deployer's study: a point at <= 0.5x the guide's FLOPs or latency within 1
+point of its accuracy; and ahead of the KD-only twin's best point at no more cost (a point with at least its
+validation accuracy at no more FLOPs and latency).
+
+    python benchmarks/deploy_front.py --seeds 0 1 2      # ~20 min per seed on 2 CPU cores
+
+Results: benchmarks/results/deploy_front.{json,md} and the docs block. Work directories go to benchmarks/out/
+(ignored); a finished study there is reused.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _common import RESULTS, ROOT, ResultStore, claim, median, provenance, publish, run_meta  # noqa: E402
+from _study_fronts import comparable_hypervolume, comparable_values  # noqa: E402
+
+from nas_theseus.study.config import load_study_config  # noqa: E402
+from nas_theseus.study.pareto import GUIDE_REFERENCE, front  # noqa: E402
+from nas_theseus.study.runner import run_study  # noqa: E402
+
+DEPLOY, PAPER = ROOT / "studies" / "mnist1d_deploy.toml", ROOT / "studies" / "mnist1d_cnn_to_mlp.toml"
+STUDIES = {  # name: (study file, method)
+    "deploy (NoT)": (DEPLOY, '"not"'),
+    "deploy, KD only": (DEPLOY, '"kd"'),
+    "deploy, NoT or KD per trial": (DEPLOY, '["not", "kd"]'),
+    "CNN -> MLP (NoT)": (PAPER, '"not"'),
+}
+MARGIN = 0.01  # within 1 point of the guide's validation accuracy
+
+
+def measure(name: str, seed: int, n_trials: int) -> dict:
+    path, method = STUDIES[name]
+    config = load_study_config(path, [f"study.method={method}", f"study.n_trials={n_trials}", f"study.seed={seed}"])
+    slug = "-".join(config.methods)
+    study = run_study(config, ROOT / "benchmarks" / "out" / "deploy_front" / f"{path.stem}-{slug}-s{seed}",
+                      progress=False)
+    names, directions = list(config.objectives), list(config.objectives.values())
+    done = [t for t in study.get_trials(deepcopy=False)
+            if t.state.name == "COMPLETE" and "repeat_of" not in t.user_attrs]
+    guide = study.user_attrs[GUIDE_REFERENCE]
+    pf = front(study, names, directions, config.hypervolume_reference)[0]
+    values = comparable_values(done, names)  # latency as the ratio to the guide
+    i_acc, i_flops, i_lat = names.index("accuracy"), names.index("flops"), names.index("latency_ms")
+    kept = [(t, v) for t, v in zip(done, values) if v[i_acc] >= guide["accuracy"] - MARGIN]
+    cheapest = min(kept, key=lambda tv: tv[1][i_flops], default=None)
+    best = max(zip(done, values), key=lambda tv: tv[1][i_acc])
+    return {"hypervolume": comparable_hypervolume(done, config), "trials": len(done),
+            "guide": {k: guide[k] for k in ("accuracy", "test_accuracy", "flops")},
+            "deploy_wins": [{"trial": int(r["trial"]), "win": r["deploy_win"], "method": r["method"]}
+                            for _, r in pf.iterrows() if r["deploy_win"]],
+            "cheapest_within_1_point": None if cheapest is None else {
+                "trial": cheapest[0].number, "flops_x": cheapest[1][i_flops] / guide["flops"],
+                "latency_x": float(cheapest[1][i_lat]), "accuracy": float(cheapest[1][i_acc]),
+                "test_accuracy": cheapest[0].user_attrs["test_accuracy"],
+                "method": cheapest[0].user_attrs["method"], "candidate": cheapest[0].user_attrs["candidate"]},
+            "min_latency_x_within_1_point": min((float(v[i_lat]) for _, v in kept), default=None),
+            "best": {"trial": best[0].number, "accuracy": float(best[1][i_acc]), "flops": float(best[1][i_flops]),
+                     "latency_x": float(best[1][i_lat])},
+            "points": [[float(x) for x in v] for v in values]}
+
+
+def ahead_of(not_points: list, kd_best: dict) -> bool:
+    """Some point of the NoT study with at least the KD twin's best validation accuracy at no more FLOPs and no
+    more latency (both as the studies score them; latency as the ratio to the guide)."""
+    return any(a >= kd_best["accuracy"] and f <= kd_best["flops"] and lat <= kd_best["latency_x"]
+               for a, f, lat in not_points)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--n-trials", type=int, default=12)
+    ap.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    meta = run_meta(n_trials=args.n_trials)
+    store = ResultStore(RESULTS / "deploy_front.json")
+    for seed in args.seeds:
+        for name in STUDIES:
+            key = f"{name} / seed {seed}"
+            if store.get(key) is None:
+                print(f"== {key}", flush=True)
+                store.put(key, measure(name, seed, args.n_trials), meta)
+    rows = ["| study | seed | hypervolume | deploy wins | cheapest within 1 point of the guide: FLOPs × guide, "
+            "latency × guide, val % (test %), method | guide val % | commit |", "|---|---|---|---|---|---|---|"]
+    for name in STUDIES:
+        for seed in args.seeds:
+            r = store.get(f"{name} / seed {seed}")
+            c = r["cheapest_within_1_point"]
+            cheap = "none" if c is None else (f"{c['flops_x']:.2f}×, {c['latency_x']:.2f}×, "
+                                              f"{100 * c['accuracy']:.1f} ({100 * c['test_accuracy']:.1f}), "
+                                              f"{c['method']}")
+            rows.append(f"| {name} | {seed} | {r['hypervolume']:.4g} | {len(r['deploy_wins'])} | {cheap} | "
+                        f"{100 * r['guide']['accuracy']:.1f} | {r['commit']} |")
+    claims = []
+    for seed in args.seeds:
+        r, kd = store.get(f"deploy (NoT) / seed {seed}"), store.get(f"deploy, KD only / seed {seed}")
+        c, lat = r["cheapest_within_1_point"], r["min_latency_x_within_1_point"]
+        half = c is not None and (c["flops_x"] <= 0.5 or lat <= 0.5)
+        cheapest = "" if c is None else f" (least FLOPs {c['flops_x']:.2f}×, least latency {lat:.2f}×)"
+        claims.append(claim(f"seed {seed}: the deployer's study has a point at ≤ 0.5× the guide's FLOPs or latency "
+                            f"within 1 point of its accuracy{cheapest}", half))
+        claims.append(claim(f"seed {seed}: the deployer's study is ahead of its KD-only twin's best point at no more "
+                            f"cost (KD's best: {100 * kd['best']['accuracy']:.1f} % at {kd['best']['flops']:,.0f} "
+                            f"FLOPs, {kd['best']['latency_x']:.2f}× latency)", ahead_of(r["points"], kd["best"])))
+    hv = {name: median([store.get(f"{name} / seed {s}")["hypervolume"] for s in args.seeds]) for name in STUDIES}
+    text = (f"MNIST-1D, {args.n_trials} trials per study, study seeds {args.seeds}; hypervolume on each study's own "
+            f"reference (latency as the ratio to its guide; the deploy studies share a reference, the CNN -> MLP "
+            f"study has its own guide and reference); median hypervolume: "
+            + ", ".join(f"{n} {v:.4g}" for n, v in hv.items()) + ".\n\n"
+            + "\n".join(rows) + "\n\n" + "\n".join(claims) + "\n\n" + provenance(store.provenance_meta(meta)))
+    publish("deploy_front", text)
+
+
+if __name__ == "__main__":
+    main()
