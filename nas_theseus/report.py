@@ -64,7 +64,7 @@ def _panel(ax, x_name: str, y_name: str, df, pf, others, guide: dict | None, *, 
         for _, row in pts.iterrows():
             ax.annotate(str(row["trial"]), (row[x_name], row[y_name]), textcoords="offset points", xytext=(4, 4),
                         fontsize=7)
-        wins = pts[pts["deploy_win"] != ""] if "deploy_win" in pts else pts.iloc[:0]
+        wins = pts[pts["deploy_win"] != ""]
         if len(wins):
             ax.scatter(wins[x_name], wins[y_name], s=130, facecolors="none", edgecolors="C2", linewidths=1.6,
                        zorder=4, label="deploy win (beats the guide)")

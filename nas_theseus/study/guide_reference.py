@@ -70,8 +70,7 @@ def describe(ref: dict | None, names: list[str]) -> str | None:
 def describe_wins(front, names: list[str]) -> str | None:
     """One line for ``pareto`` and ``report``: the front trials that beat the guide for a deployer, if any cost
     and score objective can be compared with it."""
-    if "deploy_win" not in front or not any(OBJECTIVES[n].cost for n in names) or \
-            all(OBJECTIVES[n].cost for n in names):
+    if not any(OBJECTIVES[n].cost for n in names) or all(OBJECTIVES[n].cost for n in names):
         return None
     rule = ("cheaper than the guide on a cost, "
             + ("accuracy at most 1 point below its" if "accuracy" in names else "perplexity at most 1 % above its"))
