@@ -16,7 +16,8 @@ validation accuracy at no more FLOPs and latency).
     python benchmarks/deploy_front.py --seeds 0 1 2      # ~20 min per seed on 2 CPU cores
 
 Results: benchmarks/results/deploy_front.{json,md} and the docs block. Work directories go to benchmarks/out/
-(ignored); a finished study there is reused.
+(ignored), named by the study's identity; a stored result is reused only for the same identity (a changed study
+file or search space runs again).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from _common import RESULTS, ROOT, ResultStore, claim, median, provenance, publi
 from _study_fronts import comparable_hypervolume, comparable_values  # noqa: E402
 
 from nas_theseus.study.config import load_study_config  # noqa: E402
+from nas_theseus.study.context import build_context  # noqa: E402
 from nas_theseus.study.objectives import OBJECTIVES  # noqa: E402
 from nas_theseus.study.pareto import GUIDE_REFERENCE, front  # noqa: E402
 from nas_theseus.study.runner import run_study  # noqa: E402
@@ -45,12 +47,18 @@ STUDIES = {  # name: (study file, method)
 }
 
 
-def measure(name: str, seed: int, n_trials: int) -> dict:
+def prepare(name: str, seed: int, n_trials: int):
+    """The study's config, its context (guide, data, search space) and its identity (what it searches, the
+    search-space file included: a changed space is a new study, not a stored result)."""
     path, method = STUDIES[name]
     config = load_study_config(path, [f"study.method={method}", f"study.n_trials={n_trials}", f"study.seed={seed}"])
-    slug = "-".join(config.methods)
-    study = run_study(config, ROOT / "benchmarks" / "out" / "deploy_front" / f"{path.stem}-{slug}-s{seed}",
-                      progress=False)
+    ctx = build_context(config, progress=False)
+    return config, ctx, config.identity(ctx.space.sha256)
+
+
+def measure(name: str, seed: int, config, ctx, identity: str) -> dict:
+    slug = f"{STUDIES[name][0].stem}-{'-'.join(config.methods)}-s{seed}-{identity[:8]}"
+    study = run_study(config, ROOT / "benchmarks" / "out" / "deploy_front" / slug, progress=False, ctx=ctx)
     names, directions = list(config.objectives), list(config.objectives.values())
     done = [t for t in study.get_trials(deepcopy=False)
             if t.state.name == "COMPLETE" and "repeat_of" not in t.user_attrs]
@@ -62,7 +70,7 @@ def measure(name: str, seed: int, n_trials: int) -> dict:
     kept = [(t, v) for t, v in zip(done, values) if OBJECTIVES["accuracy"].keeps(float(v[i_acc]), guide["accuracy"])]
     cheapest = min(kept, key=lambda tv: tv[1][i_flops], default=None)
     best = max(zip(done, values), key=lambda tv: tv[1][i_acc])
-    return {"hypervolume": comparable_hypervolume(done, config), "trials": len(done),
+    return {"identity": identity, "hypervolume": comparable_hypervolume(done, config), "trials": len(done),
             "guide": {k: guide[k] for k in ("accuracy", "test_accuracy", "flops")},
             "deploy_wins": [{"trial": int(r["trial"]), "win": r["deploy_win"], "method": r["method"]}
                             for _, r in pf.iterrows() if r["deploy_win"]],
@@ -96,9 +104,10 @@ def main() -> None:
     for seed in args.seeds:
         for name in STUDIES:
             key = f"{name} / seed {seed}"
-            if store.get(key) is None:
+            config, ctx, identity = prepare(name, seed, args.n_trials)
+            if (store.get(key) or {}).get("identity") != identity:
                 print(f"== {key}", flush=True)
-                store.put(key, measure(name, seed, args.n_trials), meta)
+                store.put(key, measure(name, seed, config, ctx, identity), meta)
     rows = ["| study | seed | hypervolume | deploy wins | cheapest within 1 point of the guide: FLOPs × guide, "
             "latency × guide, val % (test %), method | guide val % | commit |", "|---|---|---|---|---|---|---|"]
     for name in STUDIES:
