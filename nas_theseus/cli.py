@@ -27,6 +27,7 @@ examples:
   nas-theseus dashboard runs/mnist1d_cnn_to_mlp              # optuna-dashboard on http://127.0.0.1:8080
   nas-theseus convert studies/mnist1d_cnn_to_mlp.toml \
       --params '{"conv1.width": 64, "conv2.width": 32, "conv3.width": 32, "order.0": 0, "order.1": 0}'
+  nas-theseus run studies/mnist1d_cnn_to_mlp.toml --workers 8   # 8 workers: one per GPU on an 8-GPU node
   NAS_THESEUS_WORKER=3 nas-theseus run STUDY --storage postgresql://user@host/db \
       --artifacts s3://bucket/nas                            # one of many workers on many machines
 """
@@ -72,6 +73,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     config = _load_config(args)
     workdir = _workdir(args, config)
     progress = not args.no_progress
+    if args.workers is not None or args.devices is not None:
+        return _run_workers(args, config, workdir)
     started = datetime.datetime.now()  # as Optuna stamps a trial's start
     try:
         study = run_study(config, workdir, storage=args.storage, force=args.force, progress=progress,
@@ -85,9 +88,42 @@ def _cmd_run(args: argparse.Namespace) -> int:
             print(f"\ninterrupted: trial {number} was re-enqueued; run the same command again to resume it from "
                   f"its stage checkpoints (work directory {workdir})", file=sys.stderr)
         return 130
+    if args.as_worker:  # one of --workers' processes: the launcher prints the front once
+        return 0
     print(f"\nwork directory: {workdir}")
     status = _print_front(workdir, "table", reuse=True)
     return status or _none_completed(study, started)
+
+
+def _run_workers(args: argparse.Namespace, config, workdir: Path) -> int:
+    """``run --workers N --devices ...``: prepare the study once, then N worker processes (study/launcher.py)."""
+    from .study.launcher import assign, default_devices, launch, parse_devices
+    from .study.runner import prepare_study
+    from .study.storage import close_storages
+
+    if args.device:
+        raise UserError("--device binds one process; with --workers, list the devices with --devices")
+    devices = assign(args.workers, parse_devices(args.devices) if args.devices else default_devices())
+    started = datetime.datetime.now()
+    prepare_study(config, workdir, storage=args.storage, force=args.force, progress=not args.no_progress)
+    close_storages()  # the workers write to it; this process reads it again at the end
+    worker_args = [str(workdir)] if Path(args.study).is_dir() else [args.study, "--workdir", str(workdir)]
+    for item in args.set or []:
+        worker_args += ["--set", item]
+    for flag, value in (("--storage", args.storage), ("--artifacts", args.artifacts), ("--n-trials", args.n_trials),
+                        ("--timeout", args.timeout)):
+        if value is not None:
+            worker_args += [flag, str(value)]
+    if args.force:
+        worker_args.append("--force")
+    status = launch(worker_args, devices, threads=config.study.threads)
+    if status == 130:
+        print(f"interrupted: every running trial was re-enqueued; run the same command again to resume them from "
+              f"their stage checkpoints (work directory {workdir})", file=sys.stderr)
+        return status
+    print(f"\nwork directory: {workdir}")
+    _, _, study = _open(workdir)
+    return _print_front(workdir, "table", reuse=True) or status or _none_completed(study, started)
 
 
 def _none_completed(study, started: datetime.datetime) -> int:
@@ -288,6 +324,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float, help="stop starting trials after this many seconds")
     p.add_argument("--storage", help="Optuna storage URL (default: SQLite in the work directory)")
     p.add_argument("--force", action="store_true", help="continue even though the study file or search space changed")
+    p.add_argument("--workers", type=int, metavar="N",
+                   help="run N worker processes on this machine, sharing the study, each bound to one device of "
+                        "--devices (round robin) with the CPU cores split among them (default: one per device)")
+    p.add_argument("--devices", metavar="LIST",
+                   help="with --workers: comma-separated devices, e.g. cuda:0,cuda:1 or cuda:0,cuda:0 (two workers "
+                        "on one GPU); default: every visible GPU, else the CPU")
+    p.add_argument("--as-worker", action="store_true", help=argparse.SUPPRESS)  # set by --workers for its processes
     p.set_defaults(func=_cmd_run)
 
     p = sub.add_parser("pareto", help="print the Pareto front of a study")

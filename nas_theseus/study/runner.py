@@ -169,14 +169,7 @@ def run_study(config: StudyConfig, workdir: str | Path, *, storage: str | None =
               ctx: StudyContext | None = None) -> optuna.Study:
     """Run (or continue) a study until its trial budget is reached; returns the Optuna study."""
     wd = WorkDir(Path(workdir))
-    ctx = ctx or build_context(config, progress=progress)
-    identity = config.identity(ctx.space.sha256)
-    meta = wd.read_meta()
-    if meta is not None and meta.get("identity") != identity and not force:
-        raise UserError(f"the study file or search space changed since {wd.root} was started; run with --force "
-                        f"to continue this study with the new settings, or give a new --workdir")
-    ctx.dry_run()
-    wd.root.mkdir(parents=True, exist_ok=True)
+    ctx, identity = _checked_context(config, wd, ctx or build_context(config, progress=progress), force)
     slot = Slot(wd.root / "workers")  # a small stable number per concurrent worker of this work directory
     machine = Slot(machine_workers_dir())  # counts the workers of this machine, of any study (see set_threads)
     try:
@@ -187,6 +180,31 @@ def run_study(config: StudyConfig, workdir: str | Path, *, storage: str | None =
     finally:
         slot.release()
         machine.release()
+
+
+def _checked_context(config: StudyConfig, wd: WorkDir, ctx: StudyContext, force: bool) -> tuple[StudyContext, str]:
+    """The context and the study's identity, once the work directory agrees with it and the search space has
+    built a candidate (``dry_run``); the work directory is made."""
+    identity = config.identity(ctx.space.sha256)
+    meta = wd.read_meta()
+    if meta is not None and meta.get("identity") != identity and not force:
+        raise UserError(f"the study file or search space changed since {wd.root} was started; run with --force "
+                        f"to continue this study with the new settings, or give a new --workdir")
+    ctx.dry_run()
+    wd.root.mkdir(parents=True, exist_ok=True)
+    return ctx, identity
+
+
+def prepare_study(config: StudyConfig, workdir: str | Path, *, storage: str | None = None, force: bool = False,
+                  progress: bool = True) -> optuna.Study:
+    """Everything a worker would do before its first trial, once: the guide trained (or read from its cache),
+    the search space checked, the study created and the guide's own figures recorded. Workers started after
+    it find all of it done (``nas-theseus run --workers`` calls it before starting them)."""
+    wd = WorkDir(Path(workdir))
+    ctx, identity = _checked_context(config, wd, build_context(config, progress=progress), force)
+    study, _ = open_study(config, wd, storage=storage, force=force, identity=identity)
+    record_guide_reference(study, ctx)
+    return study
 
 
 def machine_workers_dir() -> Path:

@@ -1,0 +1,131 @@
+"""``nas-theseus run --workers N --devices ...``: N worker processes of one study on this machine."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+from optuna.trial import TrialState
+from workers import finished, load_study, worker_env, write_study
+
+from nas_theseus.cli import main
+from nas_theseus.errors import UserError
+from nas_theseus.study.launcher import assign, parse_devices
+
+
+def test_devices_are_assigned_round_robin():
+    assert assign(None, ["cuda:0", "cuda:1"]) == ["cuda:0", "cuda:1"]
+    assert assign(5, ["cuda:0", "cuda:1"]) == ["cuda:0", "cuda:1", "cuda:0", "cuda:1", "cuda:0"]
+    assert assign(2, ["cpu"]) == ["cpu", "cpu"]
+    with pytest.raises(UserError, match="at least 1"):
+        assign(0, ["cpu"])
+
+
+def test_devices_are_checked_once_before_any_worker_starts(monkeypatch):
+    monkeypatch.setattr("torch.cuda.is_available", lambda: False)
+    assert parse_devices("cpu, cpu") == ["cpu", "cpu"]
+    for text, message in (("cuda:0,cpu", "CUDA is not available"), ("gpu0", "unknown device"),
+                          (",", "names no device"), ("auto", "leave it out")):
+        with pytest.raises(UserError, match=message):
+            parse_devices(text)
+
+
+def test_device_and_workers_together_are_one_line(tmp_path, capsys):
+    study = write_study(tmp_path, 2)
+    assert main(["run", str(study), "--workdir", str(tmp_path / "wd"), "--workers", "2", "--device", "cpu"]) == 2
+    assert "--devices" in capsys.readouterr().err
+
+
+def launcher(study, wd, *args: str) -> subprocess.Popen:
+    cmd = [sys.executable, "-m", "nas_theseus", "run", str(study), "--workdir", str(wd), "--no-progress", *args]
+    return subprocess.Popen(cmd, env=worker_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+@pytest.mark.slow
+def test_two_workers_share_the_study_and_the_front_is_printed_once(tmp_path):
+    n = 4
+    study_file, wd = write_study(tmp_path, n), tmp_path / "wd"
+    proc = launcher(study_file, wd, "--workers", "2", "--devices", "cpu")
+    out, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, err
+    assert "started 2 workers (cpu, cpu" in err and "Traceback" not in err, err
+    lines = out.splitlines() + err.splitlines()
+    assert any(line.startswith("[0 cpu] ") for line in lines) and any(line.startswith("[1 cpu] ") for line in lines)
+    assert out.count("Pareto front:") == 1, out  # the launcher's, not one per worker
+    study = load_study(wd)
+    done = finished(study)
+    assert n <= len(done) <= n + 1  # each worker stops once the budget is met: at most one trial more
+    host = socket.gethostname()
+    assert {t.user_attrs["worker"] for t in done} == {f"{host}/0", f"{host}/1"}  # both ran trials
+    assert all(t.state != TrialState.RUNNING for t in study.get_trials())
+
+
+def _running_slots(wd) -> set[int]:
+    numbers = set()
+    for path in (wd / "workers").glob("slot-*.json"):
+        try:
+            record = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        if "trial" in record:
+            numbers.add(int(path.stem.split("-")[1]))
+    return numbers
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_every_worker_and_their_trials_come_back(tmp_path):
+    study_file, wd = write_study(tmp_path, 40), tmp_path / "wd"
+    proc = launcher(study_file, wd, "--workers", "2", "--devices", "cpu,cpu")
+    deadline = time.monotonic() + 300
+    while _running_slots(wd) != {0, 1}:  # both workers in a trial
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    t0 = time.monotonic()
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert time.monotonic() - t0 < 60, err  # within seconds (a stage step, a checkpoint), not a whole trial
+    assert "stopping 2 workers" in err and "re-enqueued" in err, err
+    study = load_study(wd)
+    trials = study.get_trials()
+    assert not [t for t in trials if t.state == TrialState.RUNNING]
+    interrupted = [t for t in trials if t.user_attrs.get("requeued_as_waiting")]
+    assert len(interrupted) == 2, [(t.number, t.state, t.user_attrs) for t in trials]
+    waiting = {t.user_attrs.get("resumes_trial") for t in trials if t.state == TrialState.WAITING}
+    assert waiting == {t.number for t in interrupted}  # each comes back in the next run
+    kept = {t.number: t.values for t in finished(study)}
+    proc = launcher(study_file, wd, "--workers", "2", "--devices", "cpu", "--n-trials", str(len(kept) + 2))
+    _, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, err
+    study = load_study(wd)
+    assert {t.number: t.values for t in finished(study) if t.number in kept} == kept  # nothing finished is lost
+    assert not [t for t in study.get_trials() if t.state == TrialState.WAITING]  # the re-enqueued ones ran
+
+
+@pytest.mark.slow
+def test_a_worker_that_dies_is_reported_and_its_trial_is_taken_over(tmp_path):
+    n = 6
+    study_file, wd = write_study(tmp_path, n), tmp_path / "wd"
+    proc = launcher(study_file, wd, "--workers", "2", "--devices", "cpu")
+    deadline = time.monotonic() + 300
+    while _running_slots(wd) != {0, 1}:
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.05)
+    record = json.loads((wd / "workers" / "slot-1.json").read_text())
+    victim = record["trial"]
+    os.kill(record["pid"], signal.SIGKILL)
+    out, err = proc.communicate(timeout=600)
+    assert proc.returncode == 1, err
+    assert "was killed by SIGKILL; its trial is taken over" in err, err
+    study = load_study(wd)
+    assert len(finished(study)) >= n  # the other worker filled the budget
+    assert not [t for t in study.get_trials() if t.state == TrialState.RUNNING]
+    retried = [t for t in study.get_trials() if t.system_attrs.get("failed_trial") == victim
+               or t.user_attrs.get("resumes_trial") == victim]
+    assert retried and retried[0].state == TrialState.COMPLETE  # the killed worker's trial ran again
