@@ -13,7 +13,8 @@ Goals (issue 25), per seed, for the deployer's study: a point at <= 0.5x the gui
 point of its accuracy; and ahead of the KD-only twin's best point at no more cost (a point with at least its
 validation accuracy at no more FLOPs and latency).
 
-    python benchmarks/deploy_front.py --seeds 0 1 2      # ~20 min per seed on 2 CPU cores
+    python benchmarks/deploy_front.py --seeds 0 1 2   # the deployer's study and its KD twin first, then the others
+    python benchmarks/deploy_front.py --publish       # the table from the stored results alone (a stopped run)
 
 Results: benchmarks/results/deploy_front.{json,md} and the docs block. Work directories go to benchmarks/out/
 (ignored), named by the study's identity; a stored result is reused only for the same identity (a changed study
@@ -97,22 +98,34 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--n-trials", type=int, default=12)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--publish", action="store_true",
+                    help="run nothing: publish the stored results of the current studies (the others: not run)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     meta = run_meta(n_trials=args.n_trials)
     store = ResultStore(RESULTS / "deploy_front.json")
-    for seed in args.seeds:
-        for name in STUDIES:
+    results = {}  # (name, seed): the stored result of the current study, or None
+    # the goals need the deployer's study and its KD twin on every seed: those first, then the other twins
+    for name in STUDIES:
+        for seed in args.seeds:
             key = f"{name} / seed {seed}"
             config, ctx, identity = prepare(name, seed, args.n_trials)
-            if (store.get(key) or {}).get("identity") != identity:
-                print(f"== {key}", flush=True)
-                store.put(key, measure(name, seed, config, ctx, identity), meta)
+            stored = store.get(key)
+            if (stored or {}).get("identity") != identity:
+                stored = None
+                if not args.publish:
+                    print(f"== {key}", flush=True)
+                    store.put(key, measure(name, seed, config, ctx, identity), meta)
+                    stored = store.get(key)
+            results[name, seed] = stored
     rows = ["| study | seed | hypervolume | deploy wins | cheapest within 1 point of the guide: FLOPs × guide, "
             "latency × guide, val % (test %), method | guide val % | commit |", "|---|---|---|---|---|---|---|"]
     for name in STUDIES:
         for seed in args.seeds:
-            r = store.get(f"{name} / seed {seed}")
+            r = results[name, seed]
+            if r is None:
+                rows.append(f"| {name} | {seed} | not run | | | | |")
+                continue
             c = r["cheapest_within_1_point"]
             cheap = "none" if c is None else (f"{c['flops_x']:.2f}×, {c['latency_x']:.2f}×, "
                                               f"{100 * c['accuracy']:.1f} ({100 * c['test_accuracy']:.1f}), "
@@ -121,7 +134,10 @@ def main() -> None:
                         f"{100 * r['guide']['accuracy']:.1f} | {r['commit']} |")
     claims = []
     for seed in args.seeds:
-        r, kd = store.get(f"deploy (NoT) / seed {seed}"), store.get(f"deploy, KD only / seed {seed}")
+        r, kd = results["deploy (NoT)", seed], results["deploy, KD only", seed]
+        if r is None or kd is None:
+            claims.append(f"- not measured: seed {seed} (its deployer's study or KD twin was not run)")
+            continue
         c, lat = r["cheapest_within_1_point"], r["min_latency_x_within_1_point"]
         half = c is not None and (c["flops_x"] <= 0.5 or lat <= 0.5)
         cheapest = "" if c is None else f" (least FLOPs {c['flops_x']:.2f}×, least latency {lat:.2f}×)"
@@ -130,11 +146,11 @@ def main() -> None:
         claims.append(claim(f"seed {seed}: the deployer's study is ahead of its KD-only twin's best point at no more "
                             f"cost (KD's best: {100 * kd['best']['accuracy']:.1f} % at {kd['best']['flops']:,.0f} "
                             f"FLOPs, {kd['best']['latency_x']:.2f}× latency)", ahead_of(r["points"], kd["best"])))
-    hv = {name: median([store.get(f"{name} / seed {s}")["hypervolume"] for s in args.seeds]) for name in STUDIES}
+    hv = {name: [results[name, s]["hypervolume"] for s in args.seeds if results[name, s]] for name in STUDIES}
     text = (f"MNIST-1D, {args.n_trials} trials per study, study seeds {args.seeds}; hypervolume on each study's own "
             f"reference (latency as the ratio to its guide; the deploy studies share a reference, the CNN -> MLP "
-            f"study has its own guide and reference); median hypervolume: "
-            + ", ".join(f"{n} {v:.4g}" for n, v in hv.items()) + ".\n\n"
+            f"study has its own guide and reference); median hypervolume over the seeds run: "
+            + ", ".join(f"{n} {median(v):.4g} ({len(v)} seeds)" for n, v in hv.items()) + ".\n\n"
             + "\n".join(rows) + "\n\n" + "\n".join(claims) + "\n\n" + provenance(store.provenance_meta(meta)))
     publish("deploy_front", text)
 
