@@ -17,6 +17,7 @@ from workers import finished, load_study, worker_env, write_study
 from nas_theseus.cli import main
 from nas_theseus.errors import UserError
 from nas_theseus.study.launcher import assign, parse_devices
+from nas_theseus.study.launcher import worker_env as launched_env
 
 
 def test_devices_are_assigned_round_robin():
@@ -25,6 +26,13 @@ def test_devices_are_assigned_round_robin():
     assert assign(2, ["cpu"]) == ["cpu", "cpu"]
     with pytest.raises(UserError, match="at least 1"):
         assign(0, ["cpu"])
+
+
+def test_workers_named_by_the_environment_get_a_name_each(monkeypatch):
+    monkeypatch.setenv("NAS_THESEUS_WORKER", "7")  # e.g. a job array's task id
+    assert [launched_env(i)["NAS_THESEUS_WORKER"] for i in range(2)] == ["7/0", "7/1"]
+    monkeypatch.delenv("NAS_THESEUS_WORKER")
+    assert "NAS_THESEUS_WORKER" not in launched_env(0)  # then <host>/<slot>, as for any worker
 
 
 def test_devices_are_checked_once_before_any_worker_starts(monkeypatch):

@@ -15,6 +15,7 @@ when interrupted, else 1, with one line per worker that did not.
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -66,6 +67,16 @@ class Worker:
         return f"worker {self.index} ({self.device})"
 
 
+def worker_env(index: int) -> dict[str, str]:
+    """The environment of worker ``index``: this one's, with ``$NAS_THESEUS_WORKER`` (when set, e.g. a job
+    array's task id) made ``<it>/<index>`` so the workers' names, and the sampler seeds drawn from them, differ.
+    Unset, each worker is named ``<host>/<slot>`` as usual."""
+    env = dict(os.environ)
+    if env.get("NAS_THESEUS_WORKER"):
+        env["NAS_THESEUS_WORKER"] = f"{env['NAS_THESEUS_WORKER']}/{index}"
+    return env
+
+
 def _pump(stream, prefix: str, out) -> None:
     for line in stream:
         out.write(prefix + line)
@@ -92,7 +103,7 @@ def launch(worker_args: list[str], devices: list[str], *, threads: int | None) -
                "--set", f"study.threads={threads}", "--as-worker"]
         # a session of its own: a terminal's Ctrl-C reaches this process only, which passes it on once
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, bufsize=1,
-                                start_new_session=True)
+                                start_new_session=True, env=worker_env(i))
         w = Worker(i, device, proc)
         workers.append(w)
         for stream, out in ((proc.stdout, sys.stdout), (proc.stderr, sys.stderr)):
