@@ -2,14 +2,15 @@
 them by something cheaper, and in which order to swap.
 
 Parameters (stable names, primitives only, so FixedTrial(params) rebuilds any trial; conditional ones are asked
-only for the kind that reads them, and named by it):
+only where they apply, and named by the run of parts they replace, so a name means the same choice in every
+trial whatever the partition: `conv2.kind` is always conv2 alone, `conv2+conv3.kind` the two merged):
   partition.cut0, partition.cut1   whether a new run starts after conv1 / conv2 (suggest_partition)
-  run{i}.kind             keep | conv | sepconv | mlp | lowrank
-  run{i}.conv.channels    in CHANNELS: a conv1d with the run's stride and kernel 2 * stride - 1 (3, as the
+  <run>.kind              keep | conv | sepconv | mlp | lowrank, <run> the run's parts, e.g. conv1 or conv2+conv3
+  <run>.conv.channels     in CHANNELS: a conv1d with the run's stride and kernel 2 * stride - 1 (3, as the
                           guide's, for one part)
-  run{i}.sepconv.channels in CHANNELS: a depthwise-separable conv1d, same stride and kernel
-  run{i}.mlp.width        in WIDTHS: one Linear+ReLU layer on the flattened input
-  run{i}.lowrank.rank     in RANKS: Linear(in, rank) -> Linear(rank, out), out the run's own shape
+  <run>.sepconv.channels  in CHANNELS: a depthwise-separable conv1d, same stride and kernel
+  <run>.mlp.width         in WIDTHS: one Linear+ReLU layer on the flattened input
+  <run>.lowrank.rank      in RANKS: Linear(in, rank) -> Linear(rank, out), out the run's own shape
   order{n}.{i}            the swap order over the n runs as a Lehmer code
 The head is the guide's own where the last run is kept, else a new linear one.
 A run is never dropped (the identity block): every part of this guide halves the length, so no run keeps its
@@ -43,7 +44,8 @@ def _block(trial, run: str, in_shape, out_shape):
 def search_space(trial, guide):
     partition = suggest_partition(trial, len(guide.parts))
     starts = [sum(partition[:i]) for i in range(len(partition) + 1)]  # run i covers parts starts[i]..starts[i+1]
-    blocks = tuple(_block(trial, f"run{i}", guide.shapes[starts[i]], guide.shapes[starts[i + 1]])
-                   for i in range(len(partition)))
+    names = [part.name for part in guide.parts]
+    blocks = tuple(_block(trial, "+".join(names[starts[i]:starts[i + 1]]), guide.shapes[starts[i]],
+                          guide.shapes[starts[i + 1]]) for i in range(len(partition)))
     order = suggest_swap_order(trial, len(blocks), prefix=f"order{len(blocks)}")
     return Candidate(blocks, tuple(order), head="guide" if blocks[-1] is None else "linear", partition=partition)
