@@ -105,7 +105,12 @@ def _run_workers(args: argparse.Namespace, config, workdir: Path) -> int:
         raise UserError("--device binds one process; with --workers, list the devices with --devices")
     devices = assign(args.workers, parse_devices(args.devices) if args.devices else default_devices())
     started = datetime.datetime.now()
-    prepare_study(config, workdir, storage=args.storage, force=args.force, progress=not args.no_progress)
+    try:
+        prepare_study(config, workdir, storage=args.storage, force=args.force, progress=not args.no_progress)
+    except KeyboardInterrupt:
+        print(f"\ninterrupted before any worker started; run the same command again (work directory {workdir})",
+              file=sys.stderr)
+        return 130
     close_storages()  # the workers write to it; this process reads it again at the end
     worker_args = [str(workdir)] if Path(args.study).is_dir() else [args.study, "--workdir", str(workdir)]
     for item in args.set or []:
