@@ -20,6 +20,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from dataclasses import dataclass
 
 from ..errors import UserError
@@ -145,12 +146,10 @@ def _wait(workers: list[Worker]) -> dict[int, int]:
     """Wait for every worker, reporting each one that ends badly as it ends."""
     codes: dict[int, int] = {}
     while len(codes) < len(workers):
+        time.sleep(0.2)
         for w in workers:
-            if w.index in codes:
-                continue
-            try:
-                code = w.process.wait(timeout=0.2)
-            except subprocess.TimeoutExpired:
+            code = None if w.index in codes else w.process.poll()
+            if code is None:
                 continue
             codes[w.index] = code
             if code not in (0, 130):
