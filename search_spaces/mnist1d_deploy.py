@@ -6,6 +6,9 @@ only where they apply, and named by the run of parts they replace, so a name mea
 trial whatever the partition: `conv2.kind` is always conv2 alone, `conv2+conv3.kind` the two merged):
   partition.cut0, partition.cut1   whether a new run starts after conv1 / conv2 (suggest_partition)
   <run>.kind              keep | conv | sepconv | mlp | lowrank, <run> the run's parts, e.g. conv1 or conv2+conv3
+  <run>.kind_flat         keep | mlp | lowrank: the same choice for a run right after an MLP run, whose output
+                          is flat (width,), which no convolution reads (a separate name: a categorical parameter
+                          must offer the same choices in every trial)
   <run>.conv.channels     in CHANNELS: a conv1d with the run's stride and kernel 2 * stride - 1 (3, as the
                           guide's, for one part)
   <run>.sepconv.channels  in CHANNELS: a depthwise-separable conv1d, same stride and kernel
@@ -28,8 +31,9 @@ WIDTHS = [32, 64, 128, 256]
 RANKS = [4, 8, 16, 32]
 
 
-def _block(trial, run: str, in_shape, out_shape):
-    kind = trial.suggest_categorical(f"{run}.kind", ["keep", "conv", "sepconv", "mlp", "lowrank"])
+def _block(trial, run: str, in_shape, out_shape, flat: bool):
+    kind = (trial.suggest_categorical(f"{run}.kind_flat", ["keep", "mlp", "lowrank"]) if flat else
+            trial.suggest_categorical(f"{run}.kind", ["keep", "conv", "sepconv", "mlp", "lowrank"]))
     if kind == "keep":
         return None
     if kind in ("conv", "sepconv"):
@@ -45,7 +49,10 @@ def search_space(trial, guide):
     partition = suggest_partition(trial, len(guide.parts))
     starts = [sum(partition[:i]) for i in range(len(partition) + 1)]  # run i covers parts starts[i]..starts[i+1]
     names = [part.name for part in guide.parts]
-    blocks = tuple(_block(trial, "+".join(names[starts[i]:starts[i + 1]]), guide.shapes[starts[i]],
-                          guide.shapes[starts[i + 1]]) for i in range(len(partition)))
+    blocks: list = []
+    for i in range(len(partition)):
+        flat = bool(blocks) and blocks[-1] is not None and blocks[-1].kind == "mlp"
+        blocks.append(_block(trial, "+".join(names[starts[i]:starts[i + 1]]), guide.shapes[starts[i]],
+                             guide.shapes[starts[i + 1]], flat))
     order = suggest_swap_order(trial, len(blocks), prefix=f"order{len(blocks)}")
-    return Candidate(blocks, tuple(order), head="guide" if blocks[-1] is None else "linear", partition=partition)
+    return Candidate(tuple(blocks), tuple(order), head="guide" if blocks[-1] is None else "linear", partition=partition)
