@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -67,9 +68,22 @@ def _workdir(args, config) -> Path:
     return Path(args.workdir) if args.workdir else Path("runs") / config.study.name
 
 
+def _not_under_torchrun(command: str) -> None:
+    """`run` and `convert` are one process each: under torchrun every rank would be a separate worker (and each
+    would join the others' conversions), so they refuse in one line."""
+    from .utils.distributed import launched
+
+    if launched():
+        raise UserError(f"`nas-theseus {command}` does not run under torchrun yet (WORLD_SIZE="
+                        f"{os.environ['WORLD_SIZE']}): one trial per process on every GPU is `nas-theseus run STUDY "
+                        f"--workers N`; one conversion across GPUs is the Python API's convert() under torchrun "
+                        f"(docs/scaling-out.md)")
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
     from .study.runner import run_study
 
+    _not_under_torchrun("run")
     config = _load_config(args)
     workdir = _workdir(args, config)
     progress = not args.no_progress
@@ -283,6 +297,7 @@ def _cmd_dashboard(args: argparse.Namespace) -> int:
 def _cmd_convert(args: argparse.Namespace) -> int:
     from .study.single import convert_once
 
+    _not_under_torchrun("convert")
     config = _load_config(args)
     try:
         params = json.loads(args.params)

@@ -21,6 +21,7 @@ from torch import nn
 from .data import Split, TaskData
 from .errors import UserError
 from .utils.devices import canonical_device, module_device
+from .utils.distributed import all_sum, shard, sync_grads, world
 from .utils.hashing import keyed_fields
 from .utils.progress import progress_bar
 from .utils.transfer import upload
@@ -191,25 +192,47 @@ def _train_epoch(forward, teacher, data: TaskData, config: FitConfig, opt, sched
     """One pass over the training split in an order drawn from ``g`` (augmented, seeded from ``g`` too);
     returns the summed training loss (``report.steps`` counts the steps)."""
     losses = _LossWindow(device, what, epoch)
+    ranks = world()[1]
     order = torch.randperm(len(data.train), generator=g)
     augment = data.augmentation
     seed = int(torch.randint(2**62, (1,), generator=g)) if augment.name != "none" else 0
     for _, xb, yb in data.train.batches(config.batch_size, order=order, device=device, augment=augment, seed=seed):
         with autocast_context(device, config.autocast):
             if teacher is None:
-                loss = task_loss(forward(xb).float(), yb)
+                loss = _task_share(forward, xb, yb, device)
             else:
                 loss = _taught_loss(forward, teacher, xb, yb, config, mix)
-        optimizer_step(loss, opt, sched)
+        optimizer_step(loss, opt, sched, uniform=len(yb) >= ranks)  # a short last batch may leave a rank none
         losses.add(loss, len(yb), report.steps)
         report.steps += 1
     return losses.total()
 
 
-def optimizer_step(loss: torch.Tensor, opt: torch.optim.Optimizer, sched=None) -> None:
-    """One step of ``opt`` (and of its schedule, if any) on ``loss``'s gradients."""
+def _task_share(forward, xb, yb, device) -> torch.Tensor:
+    """The task loss of a batch: on this rank's own rows in a data-parallel run (all of them in one process)."""
+    xs, ys = shard(xb), shard(yb)
+    return _mean_share(lambda: task_loss(forward(xs).float(), ys), len(ys), len(yb), device)
+
+
+def _mean_share(mean_loss, local: int, total: int, device) -> torch.Tensor:
+    """This rank's share of a batch's mean loss: its rows' mean × local / total rows (the shares of all ranks
+    add up to the batch's mean, and so do their gradients); the loss itself in one process."""
+    if local == total:
+        return mean_loss()
+    return mean_loss() * (local / total) if local else torch.zeros((), device=device)
+
+
+def optimizer_step(loss: torch.Tensor, opt: torch.optim.Optimizer, sched=None, *, summed=None,
+                   uniform: bool = True) -> None:
+    """One step of ``opt`` (and of its schedule, if any) on ``loss``'s gradients. In a data-parallel run
+    (:mod:`nas_theseus.utils.distributed`; nothing changes in one process) the gradients of ``summed`` (default:
+    every parameter of ``opt``) are summed over the ranks: those of the parameters that see only this rank's
+    rows; ``uniform``: every rank backpropagated through the same modules (see ``sync_grads``)."""
     opt.zero_grad(set_to_none=True)
-    loss.backward()
+    if loss.requires_grad:  # a data-parallel rank with no rows of a last, short batch has nothing to backprop
+        loss.backward()
+    sync_grads(summed if summed is not None else (p for group in opt.param_groups for p in group["params"]),
+               uniform=uniform)
     opt.step()
     if sched is not None:
         sched.step()
@@ -252,29 +275,35 @@ class _LossWindow:
             raise FloatingPointError(f"{self.what} at step {bad} (epoch {self.epoch})")
 
     def total(self) -> float:
+        """The summed loss over the epoch (over every rank's share, in a data-parallel run)."""
         self.check()
-        return float(self.sum)
+        return float(all_sum(self.sum))
 
 
 def _taught_loss(model: nn.Module, teacher: nn.Module, xb, yb, config: FitConfig, mix: np.random.Generator):
     """The loss with a teacher: distillation weighted by ``config.distill``, on mixup inputs if ``mixup``."""
-    lam, other = 1.0, None
+    lam, y_other = 1.0, None
     if config.mixup > 0 and xb.is_floating_point():  # token ids do not interpolate: mixup is off for them
         lam = float(mix.beta(config.mixup, config.mixup))
         other = upload(torch.from_numpy(mix.permutation(len(xb))), xb.device)
-        xb = lam * xb + (1 - lam) * xb[other]
-    logits = model(xb).float()
-    loss = logits.new_zeros(())
-    if config.distill < 1.0:
-        ce = task_loss(logits, yb)
-        if other is not None:
-            ce = lam * ce + (1 - lam) * task_loss(logits, yb[other])
-        loss = loss + (1 - config.distill) * ce
-    if config.distill > 0:
-        with torch.no_grad():
-            target = teacher(xb).float()
-        loss = loss + config.distill * distill_loss(logits, target, config.temperature)
-    return loss
+        xb, y_other = lam * xb + (1 - lam) * xb[other], shard(yb[other])  # partners from the whole batch
+    total, xb, yb = len(yb), shard(xb), shard(yb)  # then a data-parallel rank's own rows
+
+    def mean_loss():
+        logits = model(xb).float()
+        loss = logits.new_zeros(())
+        if config.distill < 1.0:
+            ce = task_loss(logits, yb)
+            if y_other is not None:
+                ce = lam * ce + (1 - lam) * task_loss(logits, y_other)
+            loss = loss + (1 - config.distill) * ce
+        if config.distill > 0:
+            with torch.no_grad():
+                target = teacher(xb).float()
+            loss = loss + config.distill * distill_loss(logits, target, config.temperature)
+        return loss
+
+    return _mean_share(mean_loss, len(yb), total, yb.device)
 
 
 def autocast_context(device, dtype: str | None):

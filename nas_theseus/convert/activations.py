@@ -25,6 +25,7 @@ from ..data.base import Rows, Split
 from ..errors import UserError
 from ..guides import Guide
 from ..utils.devices import canonical_device
+from ..utils.distributed import shard
 from ..utils.hashing import stable_hash
 from ..utils.progress import progress_bar
 
@@ -241,7 +242,7 @@ class GuideActivations:
         while True:
             perm = torch.randperm(n, generator=generator).to(where)  # indices live with the cache
             for pos in range(0, n - batch_size + 1, batch_size):
-                idx = perm[pos:pos + batch_size]
+                idx = shard(perm[pos:pos + batch_size])  # a data-parallel rank's own rows of the batch
                 x = data.train.take(idx.cpu())[0].to(device) if needs_x else None
                 yield x, self.batch(idx, device, levels)
 

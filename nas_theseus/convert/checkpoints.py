@@ -8,6 +8,8 @@ atomic (temp file + ``os.replace``). Tensors are stored on the CPU and loaded wi
 caller's ``load_state_dict`` copies them onto its own device), so a stage trained on a GPU resumes on a CPU or
 another GPU. An unreadable or mismatching file is one warning and counts as absent.
 Temp files of writers that died before ``os.replace`` are swept when a store opens, once an hour old.
+In a data-parallel run (:mod:`nas_theseus.utils.distributed`) rank 0 alone reads and writes, and hands what
+it read to the other ranks.
 
 With a shared artifact store (``remote``, :mod:`nas_theseus.utils.artifacts`), every checkpoint written is also
 uploaded under ``checkpoints/<key>.ckpt``, and one missing here is looked up there (checked, then kept here), so
@@ -28,6 +30,7 @@ import torch
 
 from ..utils import testhooks
 from ..utils.artifacts import ArtifactStore, seal, unseal
+from ..utils.distributed import from_main, is_main
 from ..utils.files import atomic_write
 
 FORMAT = 1
@@ -61,7 +64,7 @@ class CheckpointStore:
         return self.root / f"{key}.ckpt"
 
     def save(self, key: str, payload: dict) -> None:
-        if self.root is None:
+        if self.root is None or not is_main():  # in a data-parallel run, rank 0 writes for every rank
             return
         buf = io.BytesIO()
         torch.save(to_cpu({"format": FORMAT, "key": key, **payload}), buf)  # resumable on any device
@@ -81,6 +84,11 @@ class CheckpointStore:
                               f"({type(e).__name__}: {e}); it is kept in {self.root}", stacklevel=2)
 
     def load(self, key: str) -> dict | None:
+        """The checkpoint ``key``, or None; in a data-parallel run rank 0 reads it and every rank gets rank 0's
+        answer, so all resume the same stages whatever each one's disk holds."""
+        return from_main(lambda: self._load(key))
+
+    def _load(self, key: str) -> dict | None:
         if self.root is None:
             return None
         path = self.path(key)

@@ -35,6 +35,7 @@ from ..guides import Guide
 from ..training import FitReport, evaluate, fit_classifier
 from ..utils.artifacts import ArtifactStore
 from ..utils.devices import resolve_device
+from ..utils.distributed import init_from_env
 from ..utils.hashing import seed_from_key, stable_hash
 from ..utils.progress import progress_enabled
 from .activations import GuideActivations, choose_activations
@@ -59,6 +60,11 @@ def convert(guide: Guide, candidate: Candidate, data: TaskData, config: ConvertC
     fine-tuned network) is stored by content key, and a repeated call resumes from the last finished stage;
     with ``artifacts`` (a shared :class:`~nas_theseus.utils.artifacts.ArtifactStore`) they are uploaded there
     too, and a call on another machine resumes from them.
+    Under ``torchrun`` (``WORLD_SIZE`` > 1) the call is data parallel (:mod:`nas_theseus.utils.distributed`):
+    every rank calls it alike, joins the process group (gloo on CPUs; NCCL on ``cuda:LOCAL_RANK``), trains on
+    its shard of every batch with the alignment loss over the global batch and the gradients summed over ranks,
+    so stages and fine-tuning follow the single-process run at the same batch size; rank 0 alone writes
+    checkpoints. A stage's ``batch_size`` must divide among the ranks.
     ``activations`` reuses the guide's activations over ``data.train`` (see :class:`GuideActivations`);
     without it they are computed here, into memory-mapped files under ``activation_dir`` when they exceed the
     memory budget (a large guide).
@@ -68,7 +74,7 @@ def convert(guide: Guide, candidate: Candidate, data: TaskData, config: ConvertC
     >>> result = convert(guide, Candidate((BlockSpec.of("mlp", width=256),) * 3), data)  # doctest: +SKIP
     >>> result.test_accuracy, [s.alignment for s in result.stages]  # doctest: +SKIP
     """
-    device = resolve_device(device, announce=progress)
+    device = str(init_from_env(torch.device(resolve_device(device, announce=progress))))
     with tf32_allowed(config.tf32):
         return _convert(guide, candidate, data, config, checkpoint_dir=checkpoint_dir, activations=activations,
                         device=device, progress=progress, on_stage=on_stage, activation_dir=activation_dir,

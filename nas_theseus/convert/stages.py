@@ -19,6 +19,7 @@ from ..data import TaskData
 from ..guides import Guide
 from ..training import autocast_context, optimizer_step
 from ..utils import testhooks
+from ..utils.distributed import check_divisible, gather_rows
 from ..utils.hashing import seed_from_key
 from ..utils.progress import progress_bar
 from .activations import GuideActivations
@@ -140,12 +141,17 @@ def train_stage(hybrid: Hybrid, losses: nn.ModuleDict, stage: Stage, feed: Guide
     per part in ``stage.loss``) on batches from ``feed``; ``probe`` and ``heldout`` are (rows, guide
     activations) pairs: the rows adapters are refit on, and the rows the plateau rule scores. Returns (loss
     curve, steps taken, why it stopped: ``fixed`` | ``plateau`` | ``max_steps``). Under the plateau rule the
-    best evaluated state is the one left in place. Seeded by ``key``: a rerun draws the same batches."""
+    best evaluated state is the one left in place. Seeded by ``key``: a rerun draws the same batches. In a
+    data-parallel run every rank calls this alike: each trains on its shard of every batch, the loss is over the
+    global batch (:mod:`nas_theseus.utils.distributed`), and the curve and the weights are every rank's."""
     torch.manual_seed(seed_from_key(key))
     generator = torch.Generator().manual_seed(seed_from_key(key))
     modules = _trainable_modules(hybrid, stage)
     watched = [*modules, *(losses[str(k)] for k in stage.loss)]  # what trains, and what a best state holds
     opt, sched = _optimizer(watched, stage, config)
+    # what sees only this rank's rows in a data-parallel run: its gradients are summed over the ranks (a loss's
+    # own parameters, a bridge of MSE, see the gathered batch and have the whole gradient on every rank)
+    local = [p for m in modules for p in m.parameters()]
     hybrid.eval()
     for m in modules:
         m.train()
@@ -154,7 +160,9 @@ def train_stage(hybrid: Hybrid, losses: nn.ModuleDict, stage: Stage, feed: Guide
             m.compile()  # in place: parameter names (checkpoints, deploy) are unchanged
     names = ",".join(hybrid.guide.parts[k].name for k in stage.new)
     levels, needs_x, stop = _levels(hybrid, stage), _needs_x(hybrid, stage), max(stage.loss)
-    batches = feed.stage_batches(data, min(config.batch_size, len(data.train)), generator, device, levels, needs_x)
+    batch_size = min(config.batch_size, len(data.train))
+    check_divisible(batch_size, f"stage {stage.index + 1}")  # a gathered loss needs equal shards
+    batches = feed.stage_batches(data, batch_size, generator, device, levels, needs_x)
     curve = _LossCurve(max(1, stage.steps // 50), len(stage.loss), stage.index + 1,
                        f"{config.alignment}, parts {names}")
     stopper = PlateauStopper.of(config) if config.stage_stop == "plateau" else None
@@ -164,7 +172,7 @@ def train_stage(hybrid: Hybrid, losses: nn.ModuleDict, stage: Stage, feed: Guide
                        enabled=progress)
     try:
         for step in range(stage.steps):
-            point = curve.add(_step(hybrid, losses, stage, next(batches), opt, sched, config, device), step)
+            point = curve.add(_step(hybrid, losses, stage, next(batches), opt, sched, config, device, local), step)
             if point is not None:
                 bar.set_postfix(loss=f"{point:.4f}")
             if refit and (step + 1) % config.refit_every == 0:  # only adapters the loss reads through
@@ -205,14 +213,16 @@ def _optimizer(watched: list[nn.Module], stage: Stage, config: ConvertConfig):
 
 
 def _step(hybrid: Hybrid, losses: nn.ModuleDict, stage: Stage, batch: tuple, opt, sched, config: ConvertConfig,
-          device) -> torch.Tensor:
-    """One optimizer step on one batch ``(x, guide activations)``; returns the loss (on the device)."""
+          device, local: list) -> torch.Tensor:
+    """One optimizer step on one batch ``(x, guide activations)``; returns the loss (on the device). ``local``:
+    the parameters whose gradients are summed over the ranks of a data-parallel run."""
     x, acts = batch
     with autocast_context(device, config.autocast):  # a no-op unless bf16 was asked for
         outs = _forward_outputs(hybrid, stage, x, acts)
     # the similarity in float32 whatever the forward ran in (bf16 Gram matrices lose the CKA ≈ 1 regime)
-    loss = sum(losses[str(k)](outs[k].float(), acts[k + 1]) for k in stage.loss)
-    optimizer_step(loss, opt, sched)
+    # over the global batch in a data-parallel run: every rank's rows, its own keeping their gradient
+    loss = sum(losses[str(k)](gather_rows(outs[k].float()), gather_rows(acts[k + 1])) for k in stage.loss)
+    optimizer_step(loss, opt, sched, summed=local)
     return loss
 
 

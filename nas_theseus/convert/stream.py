@@ -4,7 +4,8 @@
 Both feeds offer ``batch(idx, device, levels)`` (the guide's activations on given training rows: the probe) and
 ``stage_batches(...)``: an endless iterator of ``(x, acts)`` for a stage's steps, ``x`` the input rows when a
 step reads them (a relearned stem; else None) and ``acts`` the guide's activations A_0 … at the levels the stage
-reads (None elsewhere). Both draw an epoch's rows by the same seeded permutation of the training split, in full
+reads (None elsewhere); in a data-parallel run (:mod:`nas_theseus.utils.distributed`) each rank gets its own
+shard of every batch's rows. Both draw an epoch's rows by the same seeded permutation of the training split, in full
 batches (a last partial batch is left out, and the next epoch reshuffles), so with augmentation off a streamed
 stage sees the rows a cached one sees.
 """
@@ -18,6 +19,7 @@ import torch
 from ..data import TaskData
 from ..guides import Guide
 from ..training import autocast_context
+from ..utils.distributed import shard
 
 
 class GuideStream:
@@ -53,6 +55,7 @@ class GuideStream:
             seed = int(torch.randint(2**62, (1,), generator=generator)) if augment.name != "none" else 0
             order = perm[: n - n % batch_size]
             for b in data.train.batches(batch_size, order=order, device=device, augment=augment, seed=seed):
+                x = shard(b.x)  # a data-parallel rank runs the guide on its own rows of the batch
                 with autocast_context(device, self.autocast):
-                    acts = self.guide.activations_upto(self._guide_input(b.x), top)
-                yield (b.x if needs_x else None), [a.float() if i in levels else None for i, a in enumerate(acts)]
+                    acts = self.guide.activations_upto(self._guide_input(x), top)
+                yield (x if needs_x else None), [a.float() if i in levels else None for i, a in enumerate(acts)]
