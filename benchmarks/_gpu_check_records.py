@@ -13,7 +13,7 @@ import os
 import statistics
 from pathlib import Path
 
-STEPS = ("tests", "cka", "stage", "e2e", "workers", "memory", "study", "stream")
+STEPS = ("tests", "cka", "stage", "e2e", "workers", "memory", "study", "stream", "ddp")
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "gpu_check"
 
 
@@ -102,6 +102,10 @@ def _figures(step: str, r: dict) -> str:
             return (f"{r['engine_images_per_s']:.0f} images/s ({r['workers']} workers), engine ÷ bare "
                     f"{_f(r['engine_over_bare'])}, GPU utilisation {_f(util, 0)} %, channels_last ÷ default "
                     f"{_f(r.get('channels_last_over_default'))}")
+        if step == "ddp":
+            one, two = r["runs"]["1"], r["runs"]["2"]
+            return (f"1 GPU {one['samples_per_s']:.0f} samples/s, 2 GPUs {two['samples_per_s']:.0f} "
+                    f"({_f(r['two_over_one'])}×)")
         if step == "study":
             return (f"{r['trials']} trials, median {_f(statistics.median(r['trial_wall_s']), 1)} s; one on the "
                     f"CPU ÷ on the device: {_f(r.get('cpu_over_device_per_trial'), 1)}")

@@ -15,6 +15,8 @@ gpu_check.sh runs one step per process, each under its own time limit, in this o
            memory each
   memory   GPU memory after each of 6 conversions in one process (partitions and device spellings varied)
   study    a 3-trial synthetic-ResNet study on CUDA beside one trial of it on the CPU (per-trial time ratio)
+  ddp      one conversion across 1 and 2 GPUs under torchrun (ResNet-18 layer1 -> MLP(256), the guide
+           streamed, the same global batch): alignment samples/s each, and their ratio; skipped with one GPU
   stream   the guide on the fly: a CIFAR-sized folder of PNGs read through a DataLoader with workers, standard
            augmentation, ResNet-18 layer1 -> MLP(256): images/s, GPU utilisation, stage ÷ a bare loop doing the
            same work, and the stage with the guide in channels_last ÷ without
@@ -86,11 +88,13 @@ class Sizes:
     stream_images: int  # the synthetic image folder of the streamed step
     stream_steps: int
     stream_workers: int
+    ddp_steps: int  # alignment steps of the one-conversion-across-GPUs step, at global batch ddp_batch
+    ddp_batch: int
 
 
 GPU = Sizes("cuda", 20000, 1024, 300, 3, 400, 3, 3, (1, 2, 4), 400, 6, 100, "inductor", 8000, 200,
-            min(8, (os.cpu_count() or 2) - 1))
-DRY = Sizes("cpu", 384, 128, 4, 1, 4, 1, 1, (1, 2), 4, 3, 3, "eager", 200, 3, 1)
+            min(8, (os.cpu_count() or 2) - 1), 200, 512)
+DRY = Sizes("cpu", 384, 128, 4, 1, 4, 1, 1, (1, 2), 4, 3, 3, "eager", 200, 3, 1, 3, 8)
 
 
 def prototypes(n_train: int, n_eval: int | None = None, noise: float = 1.5) -> TaskData:
@@ -501,6 +505,42 @@ def step_stream(sz: Sizes, out: Path) -> dict:
             "channels_last_over_default": channels_last_s / engine_s, **peak_memory(device)}
 
 
+# --- ddp ----------------------------------------------------------------------------------------------------------
+def ddp_rank(args) -> None:
+    """One rank of the ``ddp`` step (under torchrun): the conversion, its alignment samples/s printed by rank 0."""
+    sz = DRY if args.dry else GPU
+    torch.set_num_threads(args.threads)
+    data = prototypes(max(2048, sz.train // 10) if sz.device == "cuda" else sz.train)
+    candidate = Candidate((BlockSpec.of("mlp", width=256), None, None, None), order=(0,))
+    config = ConvertConfig(steps_per_stage=sz.ddp_steps, batch_size=sz.ddp_batch, stage_stop="fixed",
+                           activations="stream", finetune=FitConfig(max_epochs=1, patience=1))
+    result = convert(resnet(data), candidate, data, config, device=sz.device, progress=False)
+    if torch.distributed.is_initialized() and torch.distributed.get_rank() != 0:
+        return
+    align_s = result.timings["align_s"]
+    print(json.dumps({"align_s": align_s, "samples_per_s": sz.ddp_steps * sz.ddp_batch / align_s,
+                      "ranks": int(os.environ.get("WORLD_SIZE", "1")), **peak_memory(sz.device)}))
+
+
+def step_ddp(sz: Sizes, out: Path) -> dict:
+    gpus = torch.cuda.device_count() if sz.device == "cuda" else 2  # a dry run: 2 CPU processes on gloo
+    if gpus < 2:
+        return {"ok": True, "reason": f"skipped: {gpus} GPU here, the scaling of one conversion needs 2 or more"}
+    runs = {}
+    for ranks in (1, 2):
+        threads = max(1, (os.cpu_count() or 2) // ranks) if sz.device == "cuda" else 1
+        proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
+                               f"--nproc-per-node={ranks}", __file__, "ddp_rank", "--threads", str(threads),
+                               *(["--dry"] if sz.device == "cpu" else [])], capture_output=True, text=True)
+        if proc.returncode != 0 or not proc.stdout.strip():
+            return {"ok": False, "reason": f"{ranks} rank(s) failed (exit code {proc.returncode}): "
+                                           f"{proc.stderr.strip()[-300:]}", "runs": runs}
+        runs[str(ranks)] = json.loads(proc.stdout.strip().splitlines()[-1])
+    return {"ok": True, "case": "ResNet-18 32 px, layer1 -> MLP(256), guide streamed", "steps": sz.ddp_steps,
+            "global_batch": sz.ddp_batch, "runs": runs,
+            "two_over_one": runs["2"]["samples_per_s"] / runs["1"]["samples_per_s"]}
+
+
 # --- records ------------------------------------------------------------------------------------------------------
 def meta() -> dict:
     gpu = {}
@@ -513,7 +553,7 @@ def meta() -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("what", choices=[*STEPS, "worker"])
+    ap.add_argument("what", choices=[*STEPS, "worker", "ddp_rank"])
     ap.add_argument("--dry", action="store_true", help="on the CPU with tiny sizes")
     ap.add_argument("--out", default=os.environ.get("OUT") or str(DEFAULT_OUT))
     ap.add_argument("--ready", help="worker: the file it touches once set up")
@@ -522,6 +562,8 @@ def main() -> None:
     args = ap.parse_args()
     if args.what == "worker":
         return worker(args)
+    if args.what == "ddp_rank":
+        return ddp_rank(args)
     out = Path(args.out)
     sz = DRY if args.dry else GPU
     if sz.device == "cuda" and not torch.cuda.is_available():

@@ -21,7 +21,7 @@ from torch import nn
 from .data import Split, TaskData
 from .errors import UserError
 from .utils.devices import canonical_device, module_device
-from .utils.distributed import all_sum, shard, sync_grads, world
+from .utils.distributed import all_sum, shard, sync_buffers, sync_grads, world
 from .utils.hashing import keyed_fields
 from .utils.progress import progress_bar
 from .utils.transfer import upload
@@ -203,6 +203,7 @@ def _train_epoch(forward, teacher, data: TaskData, config: FitConfig, opt, sched
             else:
                 loss = _taught_loss(forward, teacher, xb, yb, config, mix)
         optimizer_step(loss, opt, sched, uniform=len(yb) >= ranks)  # a short last batch may leave a rank none
+        sync_buffers([forward])  # batch norm's running statistics: rank 0's on every rank (a no-op in one process)
         losses.add(loss, len(yb), report.steps)
         report.steps += 1
     return losses.total()

@@ -82,6 +82,14 @@ def test_two_ranks_convert_as_one_process_at_the_same_global_batch(single, tmp_p
     assert r0["val_accuracy"] == pytest.approx(single["val_accuracy"], abs=2 / 63)  # at most 2 of 63 rows flip
 
 
+def test_with_batch_norm_in_the_targets_the_ranks_keep_the_same_running_statistics(tmp_path):
+    run = torchrun("distributed_convert.py", tmp_path, "", "cache", "32", "batch")
+    assert run.returncode == 0, run.stderr[-3000:]
+    r0, r1 = ranks_seen(tmp_path)
+    assert any("running_mean" in k for k in r0["state"])
+    assert_equal(r0, r1)  # weights and running statistics, bit for bit: every evaluation agrees
+
+
 def test_rank_zero_writes_the_checkpoints_and_every_rank_resumes_from_them(single, tmp_path):
     ckpt, first, again = tmp_path / "ckpt", tmp_path / "first", tmp_path / "again"
     first.mkdir(), again.mkdir()

@@ -23,7 +23,7 @@ def test_the_gpu_check_runs_every_step_dry_on_the_cpu(tmp_path):
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:] + log[-6000:]
     results = json.loads((tmp_path / "gpu_check.json").read_text())
     steps = results["steps"]
-    assert list(steps) == ["tests", "cka", "stage", "e2e", "workers", "memory", "study", "stream"]
+    assert list(steps) == ["tests", "cka", "stage", "e2e", "workers", "memory", "study", "stream", "ddp"]
     assert all(s["status"] == "ok" and s["rc"] == 0 for s in steps.values()), steps
     assert results["meta"]["commit"] and results["meta"]["torch"]
     table = (tmp_path / "gpu_check.md").read_text()

@@ -267,7 +267,8 @@ def _recalibrate_bn(hybrid: Hybrid, data: TaskData, batch_size: int, device) -> 
     for m in modules:
         m.train()
     for b in data.train.batches(batch_size, device=device):
-        hybrid(b.x)
+        if len(b.x) > 1:  # a last batch of one row: batch norm cannot train on it (and it moves nothing)
+            hybrid(b.x)
     for bn, mom in zip(bns, momenta):
         bn.momentum = mom
     hybrid.eval()

@@ -19,7 +19,7 @@ from ..data import TaskData
 from ..guides import Guide
 from ..training import autocast_context, optimizer_step
 from ..utils import testhooks
-from ..utils.distributed import check_divisible, gather_rows
+from ..utils.distributed import check_divisible, gather_rows, sync_buffers
 from ..utils.hashing import seed_from_key
 from ..utils.progress import progress_bar
 from .activations import GuideActivations
@@ -172,7 +172,8 @@ def train_stage(hybrid: Hybrid, losses: nn.ModuleDict, stage: Stage, feed: Guide
                        enabled=progress)
     try:
         for step in range(stage.steps):
-            point = curve.add(_step(hybrid, losses, stage, next(batches), opt, sched, config, device, local), step)
+            point = curve.add(_step(hybrid, losses, stage, next(batches), opt, sched, config, device, local,
+                                    modules), step)
             if point is not None:
                 bar.set_postfix(loss=f"{point:.4f}")
             if refit and (step + 1) % config.refit_every == 0:  # only adapters the loss reads through
@@ -213,9 +214,10 @@ def _optimizer(watched: list[nn.Module], stage: Stage, config: ConvertConfig):
 
 
 def _step(hybrid: Hybrid, losses: nn.ModuleDict, stage: Stage, batch: tuple, opt, sched, config: ConvertConfig,
-          device, local: list) -> torch.Tensor:
+          device, local: list, hybrid_modules: list) -> torch.Tensor:
     """One optimizer step on one batch ``(x, guide activations)``; returns the loss (on the device). ``local``:
-    the parameters whose gradients are summed over the ranks of a data-parallel run."""
+    the parameters whose gradients are summed over the ranks of a data-parallel run; ``hybrid_modules``: the
+    modules that train (their buffers are rank 0's after the step)."""
     x, acts = batch
     with autocast_context(device, config.autocast):  # a no-op unless bf16 was asked for
         outs = _forward_outputs(hybrid, stage, x, acts)
@@ -223,6 +225,7 @@ def _step(hybrid: Hybrid, losses: nn.ModuleDict, stage: Stage, batch: tuple, opt
     # over the global batch in a data-parallel run: every rank's rows, its own keeping their gradient
     loss = sum(losses[str(k)](gather_rows(outs[k].float()), gather_rows(acts[k + 1])) for k in stage.loss)
     optimizer_step(loss, opt, sched, summed=local)
+    sync_buffers(hybrid_modules)  # batch norm's running statistics: rank 0's on every rank
     return loss
 
 

@@ -10,7 +10,9 @@ keeps its own shard of rows (:func:`shard`), runs its forward on them, and:
 
 then :func:`sync_grads` sums the gradients over ranks (one all-reduce), which makes them the single-process
 gradients at the same global batch, and every rank takes the same optimizer step: the weights stay equal on
-every rank without being broadcast. Outside ``torch.distributed`` (one process) every function is the identity.
+every rank without being broadcast. Batch norm's running statistics are rank 0's (:func:`sync_buffers`), so
+every evaluation and every decision made from one (a plateau, an early stop) is the same on every rank.
+Outside ``torch.distributed`` (one process) every function is the identity.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ def world() -> tuple[int, int]:
 
 
 def is_main() -> bool:
-    """Whether this process writes (checkpoints, exports, storage): rank 0, or the only process."""
+    """Whether this process writes the checkpoints: rank 0, or the only process."""
     return world()[0] == 0
 
 
@@ -54,11 +56,11 @@ def init_from_env(device: torch.device) -> torch.device:
     return device
 
 
-def shard(x: torch.Tensor | None) -> torch.Tensor | None:
+def shard(x: torch.Tensor) -> torch.Tensor:
     """This rank's rows of a global batch: contiguous, rank-ordered, as even as the rows allow
     (``torch.tensor_split``)."""
     rank, n = world()
-    if n == 1 or x is None:
+    if n == 1:
         return x
     return torch.tensor_split(x, n)[rank]
 
@@ -102,6 +104,24 @@ def sync_grads(params, *, uniform: bool = True) -> None:
         if any_rank:
             p.grad = flat[offset:offset + g.numel()].view_as(p).to(p.dtype, copy=True)
         offset += g.numel()
+
+
+def sync_buffers(modules) -> None:
+    """Rank 0's floating-point buffers (batch norm's running statistics) copied to every rank (one broadcast),
+    as ``DistributedDataParallel`` does before each forward: each rank normalises its shard by the shard's own
+    statistics in training, and the running ones would drift apart, and with them every evaluation, refit
+    and stopping decision made from them."""
+    if world()[1] == 1:
+        return
+    buffers = [b for m in modules for b in m.buffers() if b.is_floating_point()]
+    if not buffers:
+        return
+    flat = torch.cat([b.detach().flatten() for b in buffers])
+    dist.broadcast(flat, src=0)
+    offset = 0
+    for b in buffers:
+        b.copy_(flat[offset:offset + b.numel()].view_as(b))
+        offset += b.numel()
 
 
 def from_main(read):
