@@ -95,6 +95,19 @@ class ResultStore:
         os.replace(tmp, self.path)
 
 
+    def current(self, key: str, identity: str, run, meta: dict, *, publish: bool) -> dict | None:
+        """The stored result of ``key`` when it was made for ``identity`` (the study it measured); else, unless
+        ``publish``, ``run()``'s result, stored now; else None (not run)."""
+        stored = self.get(key)
+        if (stored or {}).get("identity") == identity:
+            return stored
+        if publish:
+            return None
+        print(f"== {key}", flush=True)
+        self.put(key, run(), meta)
+        return self.get(key)
+
+
 def median(values: list[float]) -> float:
     return statistics.median(values) if values else float("nan")
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import os
 import sys
 
@@ -109,14 +110,8 @@ def main() -> None:
         for method in METHODS:
             key = f"{method} / seed {seed}"
             config, ctx, identity = prepare(method, seed)
-            stored = store.get(key)
-            if (stored or {}).get("identity") != identity:
-                stored = None
-                if not args.publish:
-                    print(f"== {key}", flush=True)
-                    store.put(key, measure(method, seed, config, ctx, identity), meta)
-                    stored = store.get(key)
-            results[method, seed] = stored
+            run = functools.partial(measure, method, seed, config, ctx, identity)
+            results[method, seed] = store.current(key, identity, run, meta, publish=args.publish)
     ran = {m: [s for s in args.seeds if results[m, s]] for m in METHODS}
     guide = next(r["guide"] for r in results.values() if r)
     rows = ["| candidate | FLOPs × guide | latency × guide | NoT val % (test %) | KD val % (test %) | "

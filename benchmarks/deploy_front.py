@@ -24,6 +24,7 @@ file or search space runs again).
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import sys
 
@@ -110,14 +111,8 @@ def main() -> None:
         for seed in args.seeds:
             key = f"{name} / seed {seed}"
             config, ctx, identity = prepare(name, seed, args.n_trials)
-            stored = store.get(key)
-            if (stored or {}).get("identity") != identity:
-                stored = None
-                if not args.publish:
-                    print(f"== {key}", flush=True)
-                    store.put(key, measure(name, seed, config, ctx, identity), meta)
-                    stored = store.get(key)
-            results[name, seed] = stored
+            run = functools.partial(measure, name, seed, config, ctx, identity)
+            results[name, seed] = store.current(key, identity, run, meta, publish=args.publish)
     rows = ["| study | seed | hypervolume | deploy wins | cheapest within 1 point of the guide: FLOPs × guide, "
             "latency × guide, val % (test %), method | guide val % | commit |", "|---|---|---|---|---|---|---|"]
     for name in STUDIES:
