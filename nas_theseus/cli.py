@@ -69,24 +69,26 @@ def _workdir(args, config) -> Path:
 
 
 def _not_under_torchrun(command: str) -> None:
-    """`run` and `convert` are one process each: under torchrun every rank would be a separate worker (and each
-    would join the others' conversions), so they refuse in one line."""
+    """`convert` is one process: under torchrun every rank would run it alone, so it refuses in one line."""
     from .utils.distributed import launched
 
     if launched():
         raise UserError(f"`nas-theseus {command}` does not run under torchrun yet (WORLD_SIZE="
-                        f"{os.environ['WORLD_SIZE']}): one trial per process on every GPU is `nas-theseus run STUDY "
-                        f"--workers N`; one conversion across GPUs is the Python API's convert() under torchrun "
+                        f"{os.environ['WORLD_SIZE']}): a study's trials across GPUs are `torchrun ... -m nas_theseus "
+                        f"run STUDY`; one conversion across GPUs is the Python API's convert() under torchrun "
                         f"(docs/scaling-out.md)")
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from .study.runner import run_study
+    from .utils.distributed import is_main, launched
 
-    _not_under_torchrun("run")
     config = _load_config(args)
     workdir = _workdir(args, config)
     progress = not args.no_progress
+    if launched() and (args.workers is not None or args.devices is not None):
+        raise UserError("under torchrun every rank trains each trial with the others: one study process per "
+                        "torchrun rank, so --workers and --devices do not apply (torchrun's --nproc-per-node does)")
     if args.workers is not None or args.devices is not None:
         return _run_workers(args, config, workdir)
     started = datetime.datetime.now()  # as Optuna stamps a trial's start
@@ -99,10 +101,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
             print(f"\ninterrupted between trials; run the same command again to continue (work directory "
                   f"{workdir})", file=sys.stderr)
         else:
-            print(f"\ninterrupted: trial {number} was re-enqueued; run the same command again to resume it from "
-                  f"its stage checkpoints (work directory {workdir})", file=sys.stderr)
+            why = f" ({e})" if type(e).__name__ == "RankLost" else ""
+            print(f"\ninterrupted{why}: trial {number} was re-enqueued; run the same command again to resume it "
+                  f"from its stage checkpoints (work directory {workdir})", file=sys.stderr)
         return 130
-    if args.as_worker:  # one of --workers' processes: the launcher prints the front once
+    if args.as_worker or not is_main():  # one of --workers' processes, or a torchrun rank but 0: printed once
         return 0
     print(f"\nwork directory: {workdir}")
     status = _print_front(workdir, "table", reuse=True)

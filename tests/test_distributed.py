@@ -19,6 +19,10 @@ sys.path.insert(0, str(HERE))
 from distributed_convert import conversion, seen  # noqa: E402
 
 pytestmark = pytest.mark.slow
+STUDY = HERE.parent / "studies" / "mnist1d_cnn_to_mlp.toml"
+STUDY_TINY = ["study.startup_trials=1", "convert.steps_per_stage=6", "convert.probe_size=64",
+              "convert.finetune.max_epochs=1", "guide.fit.max_epochs=2", "convert.batch_size=32",
+              "latency.repeats=3"]
 
 # Tolerances. One step: two ranks add two partial gradients where one process sums all rows in one matmul, so
 # they differ by float32 rounding (~1e-7 relative): 1e-5. A whole conversion: Adam divides each coordinate's
@@ -120,12 +124,65 @@ def test_in_one_process_the_helpers_change_nothing():
     assert torch.equal(x.grad, grad)
 
 
-@pytest.mark.parametrize("command", ["run", "convert"])
-def test_the_cli_refuses_torchrun_in_one_line(command, monkeypatch, capsys):
+@pytest.mark.parametrize("extra", [["--params", "{}"], ["--workers", "2"]])
+def test_the_cli_refuses_what_torchrun_cannot_run_in_one_line(extra, monkeypatch, capsys):
     from nas_theseus.cli import main
 
     monkeypatch.setenv("WORLD_SIZE", "2")
-    extra = ["--params", "{}"] if command == "convert" else []
-    assert main([command, str(HERE.parent / "studies" / "mnist1d_cnn_to_mlp.toml"), *extra]) == 2
+    command = "convert" if extra[0] == "--params" else "run"
+    assert main([command, str(STUDY), *extra]) == 2
     err = capsys.readouterr().err.strip()
-    assert err.count("\n") == 0 and "does not run under torchrun yet (WORLD_SIZE=2)" in err and "--workers" in err
+    assert err.count("\n") == 0
+    assert ("does not run under torchrun yet (WORLD_SIZE=2)" in err if command == "convert" else
+            "--workers and --devices do not apply" in err)
+
+
+def run_study_under_torchrun(workdir: Path, *settings: str, n_trials: int = 2, hook: str = "") \
+        -> subprocess.CompletedProcess:
+    args = ["-m", "nas_theseus", "run", str(STUDY), "--workdir", str(workdir), "--no-progress",
+            "--set", f"study.n_trials={n_trials}"]
+    for item in (*STUDY_TINY, *settings):
+        args += ["--set", item]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "NAS_THESEUS_CACHE": str(workdir.parent / "cache"),
+           "NAS_THESEUS_TEST_HOOK": hook}
+    return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
+                           *args], env=env, capture_output=True, text=True, timeout=600)
+
+
+def test_a_study_under_torchrun_trains_each_trial_on_every_rank_and_stores_it_once(tmp_path):
+    import optuna
+
+    run = run_study_under_torchrun(tmp_path / "wd")  # an empty guide cache: the ranks train the guide together
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert len(list((tmp_path / "cache" / "guides").glob("*.safetensors"))) == 1  # written by rank 0
+    study = optuna.load_study(study_name=None, storage=f"sqlite:///{tmp_path / 'wd' / 'study.db'}")
+    trials = [t for t in study.get_trials(deepcopy=False) if "repeat_of" not in t.user_attrs]
+    assert [t.state.name for t in trials] == ["COMPLETE", "COMPLETE"]  # rank 0 alone asked and told
+    assert sorted(p.name for p in (tmp_path / "wd" / "trials").iterdir()) == sorted(str(t.number) for t in trials)
+    assert run.stdout.count("work directory:") == 1  # the front, printed once (by rank 0)
+    for t in trials:  # every stage trained to its end, on both ranks (a rank left behind would hang or fail)
+        assert t.user_attrs["stages"] and all(s["steps"] > 0 for s in t.user_attrs["stages"])
+    again = run_study_under_torchrun(tmp_path / "wd")  # the budget reached: both ranks end at once
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert len(optuna.load_study(study_name=None, storage=f"sqlite:///{tmp_path / 'wd' / 'study.db'}").trials) \
+        == len(study.trials)
+
+
+def test_a_rank_killed_mid_trial_stops_the_run_and_the_next_run_resumes_the_trial(tmp_path):
+    import optuna
+
+    wd = tmp_path / "wd"
+    # rank 1 SIGKILLs itself at its 10th alignment step: in the first trial's second stage (6 steps a stage)
+    run = run_study_under_torchrun(wd, "convert.stage_stop=\"fixed\"", hook="stage_step:kill:10:1")
+    assert run.returncode != 0
+    study = optuna.load_study(study_name=None, storage=f"sqlite:///{wd / 'study.db'}")
+    stopped = study.trials[0]  # rank 0 saw the collective fail (or torchrun's SIGTERM) and re-enqueued it
+    assert stopped.state.name == "FAIL" and stopped.user_attrs.get("requeued_as_waiting")
+    assert len(stopped.user_attrs["stages"]) == 1  # one stage finished before
+
+    again = run_study_under_torchrun(wd, "convert.stage_stop=\"fixed\"")
+    assert again.returncode == 0, again.stderr[-3000:]
+    study = optuna.load_study(study_name=None, storage=f"sqlite:///{wd / 'study.db'}")
+    resumed = [t for t in study.trials if t.user_attrs.get("resumes_trial") == 0]
+    assert len(resumed) == 1 and resumed[0].state.name == "COMPLETE" and resumed[0].params == stopped.params
+    assert [s["resumed"] for s in resumed[0].user_attrs["stages"]] == [True, False, False]

@@ -28,6 +28,7 @@ from ..errors import UserError
 from ..training import FitConfig, evaluate, fit_classifier
 from ..utils.artifacts import ArtifactStore
 from ..utils.devices import resolve_device
+from ..utils.distributed import from_main, is_main
 from ..utils.files import atomic_write, atomic_write_text, cache_dir
 from ..utils.hashing import stable_hash
 
@@ -51,11 +52,16 @@ def cached_training(module: nn.Module, *, name: str, key_info: dict, data: TaskD
     key = stable_hash({"name": name, **key_info, "fit": fit, "seed": seed, "data": data.fingerprint})
     path = cache_dir() / "guides" / f"{_file_safe(name)}-{key}.safetensors"
     check_accepts(module, data, name)  # before any training: a shape mismatch is one line, not a traceback
-    if not _load_cached(module, path) and not (artifacts and _from_store(artifacts, module, path)):
+    loaded = _load_cached(module, path) or bool(artifacts and _from_store(artifacts, module, path))
+    # under torchrun, rank 0's cache decides: every rank trains (data parallel) or none does (a rank that found
+    # no copy of its own is handed rank 0's weights, see nas_theseus.study.ranks.guide_from_main)
+    if from_main(lambda: not loaded):
         torch.manual_seed(seed)
         report = fit_classifier(module, data, fit, seed=seed, device=resolve_device(device), progress=progress,
                                 desc=f"guide {name}")
         module.cpu()
+        if not is_main():  # rank 0 writes the cache and uploads
+            return key
         test_acc = evaluate(module, data.test)[0]
         state = {k: v.detach().clone() for k, v in module.state_dict().items()}  # no shared (tied) storage
         atomic_write(path, lambda tmp: save_file(state, tmp))

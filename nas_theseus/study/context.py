@@ -26,6 +26,7 @@ from ..search import SearchSpace, load_search_space
 from ..training import FitConfig
 from ..utils.artifacts import ArtifactStore
 from ..utils.devices import describe_device, resolve_device
+from ..utils.distributed import init_from_env
 from .config import StudyConfig
 
 logger = logging.getLogger(__name__)
@@ -120,7 +121,8 @@ def build_context(config: StudyConfig, *, progress: bool = True) -> StudyContext
         artifacts.check(socket.gethostname())
     data = load_data(config.data.name, augment=config.data.augment,
                      **_relative_to(config.data.options, Path(config.base_dir)))
-    device = resolve_device(config.study.device)
+    # under torchrun: joins the process group, and "cuda" is this rank's GPU (cuda:LOCAL_RANK)
+    device = str(init_from_env(torch.device(resolve_device(config.study.device))))
     resolve_device(config.latency.device)  # a latency.device this machine lacks: one line, before any work
     options = dict(config.guide.options)
     g, base = config.guide, Path(config.base_dir)

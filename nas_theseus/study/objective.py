@@ -20,6 +20,7 @@ from ..measure import UncountedOpsError
 from ..utils.devices import GpuMemory, describe_device, versions
 from ..utils.files import atomic_write_text
 from ..utils.hashing import key_content, stable_hash
+from . import ranks
 from .context import StudyContext
 from .objectives import OBJECTIVES, Probe, costs, perplexity
 from .owners import DIED
@@ -69,18 +70,32 @@ def train_baseline(cfg, ctx: StudyContext, candidate, conv_cfg, method: str, *, 
                               device=ctx.device, progress=progress)
 
 
+def train(ctx: StudyContext, wd: WorkDir, activations, candidate, conv_cfg, method: str, *, on_stage,
+          progress: bool):
+    """A trial's network: the candidate converted from the guide (``not``) or trained by a baseline; under
+    torchrun, every rank runs this with the same arguments (data parallel)."""
+    if method == "not":
+        return convert(ctx.guide, candidate, ctx.data, conv_cfg, checkpoint_dir=wd.checkpoints,
+                       activations=activations, device=ctx.device, progress=progress, on_stage=on_stage,
+                       artifacts=ctx.artifacts)
+    return train_baseline(ctx.config, ctx, candidate, conv_cfg, method, progress=progress)
+
+
 def run_trial(trial: optuna.Trial, ctx: StudyContext, wd: WorkDir, activations, *, progress: bool,
               worker: str = "0") -> tuple:
     cfg = ctx.config
     start = time.perf_counter()
-    candidate, conv_cfg = ctx.candidate(trial)
-    method = ctx.method(trial)
+    ranks.tell(True)  # under torchrun: the other ranks, a trial comes
+    shared = ranks.shared_trial(trial)  # under torchrun: every rank builds this candidate
+    candidate, conv_cfg = ctx.candidate(shared)
+    method = ctx.method(shared)
     names = ctx.guide.part_names
     trial.set_user_attr("candidate", candidate.describe(names))
     key = candidate_key(candidate, conv_cfg, method)
     trial.set_user_attr(CANDIDATE_KEY, key)
     earlier = _finished_with(trial, key)
     if earlier is not None:  # a repeated proposal: the earlier trial's answer, no work (and no budget) spent
+        ranks.tell(False)  # under torchrun: the other ranks skip it
         return _answer_from(trial, earlier, cfg)
     trial.set_user_attr("method", method)
     trial.set_user_attr("device", describe_device(ctx.device))
@@ -104,22 +119,23 @@ def run_trial(trial: optuna.Trial, ctx: StudyContext, wd: WorkDir, activations, 
                        "loss_curve": [round(v, 5) for v in report.loss_curve]})
         trial.set_user_attr("stages", stages)
         if rule is not None:
-            rule.check(trial, report.index, n_stages, report.hybrid_val_accuracy, costs)
+            ranks.prune_decision(lambda: rule.check(trial, report.index, n_stages, report.hybrid_val_accuracy,
+                                                    costs))
 
     wanted = set(cfg.objectives) | set(cfg.constraints)
     n_stages = len(plan_stages(candidate, conv_cfg))
     memory = GpuMemory(ctx.device)
     try:
-        if cfg.pruning.enabled:  # in the trial: a network that cannot be measured fails this trial, not the study
-            costs.update(pre_training_costs(ctx, candidate, conv_cfg))
-            if costs:
-                trial.set_user_attr("pre_training_costs", costs)
-        if method == "not":
-            result = convert(ctx.guide, candidate, ctx.data, conv_cfg, checkpoint_dir=wd.checkpoints,
-                             activations=activations, device=ctx.device, progress=progress,
-                             on_stage=on_stage, artifacts=ctx.artifacts)
-        else:
-            result = train_baseline(cfg, ctx, candidate, conv_cfg, method, progress=progress)
+        try:
+            if cfg.pruning.enabled:  # in the trial: a network that cannot be measured fails it, not the study
+                costs.update(pre_training_costs(ctx, candidate, conv_cfg))
+                if costs:
+                    trial.set_user_attr("pre_training_costs", costs)
+        except BaseException:
+            ranks.tell(False)  # under torchrun: the other ranks skip it
+            raise
+        ranks.tell(True)  # under torchrun: the other ranks train it with this rank
+        result = train(ctx, wd, activations, candidate, conv_cfg, method, on_stage=on_stage, progress=progress)
         model, val_acc, test_acc = result.model, result.val_accuracy, result.test_accuracy
         if getattr(result, "activations", None):
             trial.set_user_attr("activations", result.activations)  # cache or stream, and why

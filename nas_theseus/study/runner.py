@@ -30,14 +30,18 @@ import torch
 from optuna.trial import TrialState
 
 from ..errors import UserError
+from ..utils.devices import resolve_device
+from ..utils.distributed import init_from_env, is_main, launched
 from ..utils.files import cache_dir
 from ..utils.hashing import seed_from_key, stable_hash
 from ..utils.locks import Slot, held_slots, usable_cores
 from ..utils.progress import progress_bar
+from . import ranks
 from .config import StudyConfig
 from .context import StudyContext, build_context
 from .guide_reference import record_guide_reference
 from .objective import REPEAT_OF, TrialFailed, run_trial
+from .objective import train as train_trial
 from .owners import LocalOwners
 from .storage import ResilientRDBStorage, make_storage
 from .workdir import WorkDir
@@ -148,10 +152,16 @@ def _quiet_optuna_failures():
         logger.removeFilter(f)
 
 
+_STOPPING = [False]  # set once this process handles an interrupt: later SIGTERMs are ignored
+
+
 @contextlib.contextmanager
 def _sigterm_as_interrupt():
     def handler(signum, frame):
-        raise KeyboardInterrupt(f"signal {signum}")
+        if not _STOPPING[0]:  # the first one; a later one (torchrun's, after a lost rank) waits for the cleanup
+            raise KeyboardInterrupt(f"signal {signum}")
+
+    _STOPPING[0] = False
 
     try:
         old = signal.signal(signal.SIGTERM, handler)
@@ -167,7 +177,17 @@ def _sigterm_as_interrupt():
 def run_study(config: StudyConfig, workdir: str | Path, *, storage: str | None = None, force: bool = False,
               progress: bool = True, n_trials: int | None = None, timeout: float | None = None,
               ctx: StudyContext | None = None) -> optuna.Study:
-    """Run (or continue) a study until its trial budget is reached; returns the Optuna study."""
+    """Run (or continue) a study until its trial budget is reached; returns the Optuna study (under torchrun:
+    on rank 0; the other ranks return None, see :mod:`nas_theseus.study.ranks`)."""
+    if launched():
+        return _run_as_rank(config, workdir, storage=storage, force=force, progress=progress, n_trials=n_trials,
+                            timeout=timeout, ctx=ctx)
+    return _run_one(config, workdir, storage=storage, force=force, progress=progress, n_trials=n_trials,
+                    timeout=timeout, ctx=ctx)
+
+
+def _run_one(config: StudyConfig, workdir: str | Path, *, storage, force, progress, n_trials, timeout,
+             ctx: StudyContext | None) -> optuna.Study:
     wd = WorkDir(Path(workdir))
     ctx, identity = _checked_context(config, wd, ctx or build_context(config, progress=progress), force)
     slot = Slot(wd.root / "workers")  # a small stable number per concurrent worker of this work directory
@@ -180,6 +200,34 @@ def run_study(config: StudyConfig, workdir: str | Path, *, storage: str | None =
     finally:
         slot.release()
         machine.release()
+
+
+def _run_as_rank(config: StudyConfig, workdir: str | Path, *, storage, force, progress, n_trials, timeout,
+                 ctx: StudyContext | None) -> optuna.Study | None:
+    """One rank of a study under torchrun: every rank builds the context (a guide to train is trained by all,
+    data parallel; rank 0's weights are then every rank's), then rank 0 runs the study as one worker does,
+    training every trial with the others, who follow it (:mod:`nas_theseus.study.ranks`)."""
+    init_from_env(torch.device(resolve_device(config.study.device)))
+    ranks.control()  # made by every rank at once
+    ctx = ctx or build_context(config, progress=progress and is_main())
+    ranks.guide_from_main(ctx.guide)
+    if is_main():
+        return _run_one(config, workdir, storage=storage, force=force, progress=progress, n_trials=n_trials,
+                        timeout=timeout, ctx=ctx)
+    wd = WorkDir(Path(workdir))
+    activations = wd.activations(ctx.guide, ctx.data, device=ctx.device, progress=False) \
+        if ctx.caches_activations() else None
+    machine = Slot(machine_workers_dir())  # this rank's share of the cores (set_threads)
+
+    def train(candidate, conv_cfg, method, on_stage):
+        set_threads(config)
+        return train_trial(ctx, wd, activations, candidate, conv_cfg, method, on_stage=on_stage, progress=False)
+
+    try:
+        ranks.follow(ctx, train)
+    finally:
+        machine.release()
+    return None
 
 
 def _checked_context(config: StudyConfig, wd: WorkDir, ctx: StudyContext, force: bool) -> tuple[StudyContext, str]:
@@ -235,6 +283,7 @@ def _run(config: StudyConfig, ctx: StudyContext, wd: WorkDir, identity: str, wor
     if remaining <= 0:
         logger.warning("study %r already has %d finished trials (budget %d); raise study.n_trials (--n-trials) to "
                        "run more", config.study.name, done, target)
+        ranks.tell(False)  # under torchrun: the other ranks, no trial comes
         return study
     ctx.say_device()
     activations = wd.activations(ctx.guide, ctx.data, device=ctx.device, progress=progress) \
@@ -249,12 +298,22 @@ def _run(config: StudyConfig, ctx: StudyContext, wd: WorkDir, identity: str, wor
         set_threads(config)  # recorded by run_trial; re-read per trial as workers come and go
         storage_obj.running_trial = trial.number
         last[:] = [trial.number]
-        try:
-            return run_trial(trial, ctx, wd, activations, progress=progress, worker=worker)
-        except KeyboardInterrupt as e:
+        def requeue(e: BaseException) -> None:
             trial.set_user_attr(REQUEUED, True)
             study.enqueue_trial(trial.params, user_attrs={"resumes_trial": trial.number})
             e.requeued_trial = trial.number  # the CLI says which trial comes back
+
+        try:
+            try:
+                return run_trial(trial, ctx, wd, activations, progress=progress, worker=worker)
+            except RuntimeError as e:  # under torchrun: another rank died in a collective
+                if not ranks.lost(e):
+                    raise
+                raise ranks.RankLost(f"trial {trial.number}: another rank stopped ({str(e).splitlines()[0]})") \
+                    from e
+        except KeyboardInterrupt as e:  # Ctrl-C, SIGTERM, or a lost rank (torchrun SIGTERMs the rest)
+            _STOPPING[0] = True  # a second SIGTERM no longer interrupts the re-enqueueing
+            requeue(e)
             raise
         except optuna.exceptions.UpdateFinishedTrialError as e:
             raise TrialTakenOver(str(e)) from e
@@ -309,4 +368,5 @@ def _run(config: StudyConfig, ctx: StudyContext, wd: WorkDir, identity: str, wor
                               file=sys.stderr)
     finally:
         bar.close()
+    ranks.tell(False)  # under torchrun: the other ranks, no more trials
     return study

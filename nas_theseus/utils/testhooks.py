@@ -1,9 +1,10 @@
 """Fault injection for tests: make this process stop at a chosen point, as a crash or Ctrl-C would.
 
-Set ``NAS_THESEUS_TEST_HOOK="<point>:<action>:<n>"``: the n-th time (default 1) this process reaches
-``<point>``, it does ``<action>``: ``kill`` (SIGKILL itself: nothing is cleaned up) or ``interrupt`` (raise
-KeyboardInterrupt, as Ctrl-C does). Points: ``stage_step`` (every alignment step), ``before_replace`` (a
-checkpoint fully written to its temp file, just before ``os.replace``). Unset, a hook costs one dict lookup.
+Set ``NAS_THESEUS_TEST_HOOK="<point>:<action>:<n>[:<rank>]"``: the n-th time (default 1) this process
+reaches ``<point>``, it does ``<action>`` (with ``<rank>``: only the torchrun rank of that number does):
+``kill`` (SIGKILL itself: nothing is cleaned up) or ``interrupt`` (raise KeyboardInterrupt, as Ctrl-C does).
+Points: ``stage_step`` (every alignment step), ``before_replace`` (a checkpoint fully written to its temp file,
+just before ``os.replace``). Unset, a hook costs one dict lookup.
 """
 
 from __future__ import annotations
@@ -22,7 +23,10 @@ def hit(point: str) -> None:
     want, _, rest = spec.partition(":")
     if want != point:
         return
-    action, _, nth = rest.partition(":")
+    action, _, rest = rest.partition(":")
+    nth, _, rank = rest.partition(":")
+    if rank and os.environ.get("RANK", "0") != rank:
+        return
     _counts[point] += 1
     if _counts[point] != int(nth or 1):
         return

@@ -1,0 +1,144 @@
+"""A study under ``torchrun``: rank 0 is the study's worker, every other rank lends it its device.
+
+``torchrun --nproc-per-node G -m nas_theseus run STUDY`` starts G processes. Rank 0 alone talks to the storage,
+samples, measures, saves and exports, exactly as one worker does; each trial's conversion (or KD / scratch
+training) runs on all G ranks at once, data parallel (:mod:`nas_theseus.utils.distributed`), so the trial sees
+the global batch of one process G times faster. The others follow rank 0 through a few messages on a gloo group
+of their own (``control``; its timeout is long, since rank 0 may train the guide or measure a trial while they
+wait):
+
+1. before the first trial: whether rank 0 prepared the study (guide, search space, storage, activation cache);
+2. before each trial: whether there is one; the candidate then comes from the search space on every rank, asked
+   through Optuna's :class:`~optuna_integration.TorchDistributedTrial` (rank 0's suggestions broadcast);
+3. whether the trial does any work (a repeated proposal is answered from storage by rank 0 alone);
+4. after each stage, while the pruning rule is on: whether rank 0 pruned the trial.
+
+A rank that dies ends the whole run (torchrun stops the others); the trial comes back as any killed worker's
+does, resumed from its stage checkpoints, which rank 0 writes.
+"""
+
+from __future__ import annotations
+
+import datetime
+import warnings
+
+import optuna
+import torch
+import torch.distributed as dist
+
+from ..errors import UserError
+from ..utils.distributed import is_main, world
+
+_CONTROL: list = []  # the gloo group rank 0's messages go through, made once per process
+CONTROL_TIMEOUT = datetime.timedelta(days=7)  # rank 0 may train a guide for days while the others wait
+
+
+def control():
+    """The ranks' own gloo group (also where NCCL holds the default group): CPU messages, long timeout."""
+    if not _CONTROL:
+        _CONTROL.append(dist.new_group(backend="gloo", timeout=CONTROL_TIMEOUT))
+    return _CONTROL[0]
+
+
+def active() -> bool:
+    """Whether this process is one of several ranks of a study."""
+    return world()[1] > 1
+
+
+class RankLost(KeyboardInterrupt):
+    """Another rank stopped in the middle of a trial: this rank ends too, as if interrupted (its trial is
+    re-enqueued and resumes from its stage checkpoints on the next run)."""
+
+
+def lost(e: BaseException) -> bool:
+    """Whether ``e`` is a collective that failed because another rank is gone (gloo: "Connection reset by peer";
+    NCCL: a ``DistError``): raised inside ``torch.distributed`` while this process is one of several ranks."""
+    if not active():
+        return False
+    if isinstance(e, getattr(dist, "DistError", ())):
+        return True
+    tb = e.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    return tb is not None and "torch/distributed/" in tb.tb_frame.f_code.co_filename.replace("\\", "/")
+
+
+def tell(value=None):
+    """Rank 0's ``value`` on every rank (others pass nothing); ``value`` itself in one process."""
+    if not active():
+        return value
+    box = [value if is_main() else None]
+    dist.broadcast_object_list(box, src=0, group=control())
+    return box[0]
+
+
+def shared_trial(trial):
+    """What the search space is asked through: on rank 0 ``trial`` (wrapped), elsewhere ``None`` (wrapped), so
+    every rank builds the same candidate; ``trial`` itself in one process."""
+    if not active():
+        return trial
+    try:
+        from optuna_integration import TorchDistributedTrial
+    except ImportError:
+        raise UserError("a study under torchrun needs optuna-integration (pip install 'nas-theseus[distributed]')"
+                        ) from None
+    with warnings.catch_warnings():  # "experimental since 2.6": Optuna's one way to share a trial across ranks
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return TorchDistributedTrial(trial, group=control())
+
+
+def prune_decision(check) -> None:
+    """After a stage: rank 0 runs ``check`` (the pruning rule, which raises ``optuna.TrialPruned``) and tells the
+    others whether it fired; every rank then raises, so none waits on a stage the others left."""
+    if not active():
+        check()
+        return
+    if is_main():
+        try:
+            check()
+        except optuna.TrialPruned:
+            tell(True)
+            raise
+        tell(False)
+    elif tell():
+        raise optuna.TrialPruned("pruned by rank 0")
+
+
+def follow(ctx, train) -> None:
+    """The loop of every rank but 0: a trial's candidate and training as rank 0 says, until it says stop.
+    ``train(candidate, conv_cfg, method, on_stage)`` runs the trial's conversion (or baseline) on this rank."""
+    from ..convert import ConversionError
+
+    while tell():  # True: a trial; False: the study ends
+        trial = shared_trial(None)
+        candidate, conv_cfg = ctx.candidate(trial)
+        method = ctx.method(trial)
+        if not tell():  # a repeated proposal (rank 0 answers it from storage), or one it could not measure
+            continue
+        on_stage = None
+        if ctx.config.pruning.enabled:
+            def on_stage(report, hybrid):
+                prune_decision(lambda: None)
+        try:
+            train(candidate, conv_cfg, method, on_stage)
+        except (optuna.TrialPruned, ConversionError, UserError):
+            pass  # the same on rank 0, which records why
+
+
+def barrier() -> None:
+    """Every rank waits here for the others (on the control group)."""
+    if active():
+        dist.barrier(group=control())
+
+
+def guide_from_main(guide) -> None:
+    """Rank 0's guide weights on every rank: a guide trained on one rank (or cached on one node) is the one
+    every rank converts (bit for bit; broadcast once, before the first trial)."""
+    if not active():
+        return
+    state = guide.module.state_dict()
+    for tensor in state.values():
+        cpu = tensor.detach().cpu().contiguous()
+        dist.broadcast(cpu, src=0, group=control())
+        with torch.no_grad():
+            tensor.copy_(cpu)
