@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -18,17 +17,18 @@ from .errors import UserError
 
 EPILOG = """\
 examples:
-  nas-theseus run studies/mnist1d_cnn_to_mlp.toml            # search; run again to continue the study
-  nas-theseus run runs/mnist1d_cnn_to_mlp --n-trials 30      # continue it from its work directory alone
-  nas-theseus run studies/mnist1d_cnn_to_mlp.toml --set study.n_trials=30 --set convert.steps_per_stage=300
-  nas-theseus pareto runs/mnist1d_cnn_to_mlp --format json   # the Pareto-optimal trials
-  nas-theseus trials runs/mnist1d_cnn_to_mlp                 # every trial, and why one failed or was pruned
-  nas-theseus export runs/mnist1d_cnn_to_mlp --trial 7       # deployable folder, verified against the trial
-  nas-theseus report runs/mnist1d_cnn_to_mlp                 # Pareto plot (PNG + HTML), alignment curves
-  nas-theseus dashboard runs/mnist1d_cnn_to_mlp              # optuna-dashboard on http://127.0.0.1:8080
+  nas-theseus run studies/mnist1d_deploy.toml                # search; run again to continue the study
+  nas-theseus run runs/mnist1d_deploy --n-trials 30          # continue it from its work directory alone
+  nas-theseus run studies/mnist1d_deploy.toml --set study.n_trials=30 --set convert.steps_per_stage=300
+  nas-theseus pareto runs/mnist1d_deploy --format json       # the Pareto-optimal trials, deploy wins marked
+  nas-theseus trials runs/mnist1d_deploy                     # every trial, and why one failed or was pruned
+  nas-theseus export runs/mnist1d_deploy --trial 0           # deployable folder, verified against the trial
+  nas-theseus report runs/mnist1d_deploy                     # Pareto plot (PNG + HTML), alignment curves
+  nas-theseus dashboard runs/mnist1d_deploy                  # optuna-dashboard on http://127.0.0.1:8080
   nas-theseus convert studies/mnist1d_cnn_to_mlp.toml \
       --params '{"conv1.width": 64, "conv2.width": 32, "conv3.width": 32, "order.0": 0, "order.1": 0}'
-  nas-theseus run studies/mnist1d_cnn_to_mlp.toml --workers 8   # 8 workers: one per GPU on an 8-GPU node
+  nas-theseus run studies/mnist1d_deploy.toml --workers 8    # 8 workers: one per GPU on an 8-GPU node
+  torchrun --nproc-per-node 8 -m nas_theseus run STUDY       # each trial trained on all 8 GPUs at once
   NAS_THESEUS_WORKER=3 nas-theseus run STUDY --storage postgresql://user@host/db \
       --artifacts s3://bucket/nas                            # one of many workers on many machines
 """
@@ -66,17 +66,6 @@ def _workdir(args, config) -> Path:
     if Path(args.study).is_dir():
         return Path(args.study)
     return Path(args.workdir) if args.workdir else Path("runs") / config.study.name
-
-
-def _not_under_torchrun(command: str) -> None:
-    """`convert` is one process: under torchrun every rank would run it alone, so it refuses in one line."""
-    from .utils.distributed import launched
-
-    if launched():
-        raise UserError(f"`nas-theseus {command}` does not run under torchrun yet (WORLD_SIZE="
-                        f"{os.environ['WORLD_SIZE']}): a study's trials across GPUs are `torchrun ... -m nas_theseus "
-                        f"run STUDY`; one conversion across GPUs is the Python API's convert() under torchrun "
-                        f"(docs/scaling-out.md)")
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
@@ -300,7 +289,6 @@ def _cmd_dashboard(args: argparse.Namespace) -> int:
 def _cmd_convert(args: argparse.Namespace) -> int:
     from .study.single import convert_once
 
-    _not_under_torchrun("convert")
     config = _load_config(args)
     try:
         params = json.loads(args.params)
@@ -310,7 +298,8 @@ def _cmd_convert(args: argparse.Namespace) -> int:
         raise UserError("--params must be a JSON object of parameter names to values")
     summary = convert_once(config, _workdir(args, config), params, out=Path(args.out) if args.out else None,
                            progress=not args.no_progress)
-    print(json.dumps(summary, indent=2))
+    if summary is not None:  # None: a torchrun rank but 0, which trained with rank 0
+        print(json.dumps(summary, indent=2))
     return 0
 
 
@@ -341,7 +330,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="run or continue a study (Pareto search)",
                        description="Run the study's trials until study.n_trials have finished; running it again "
                                    "continues the same study (an interrupted trial resumes from its stage "
-                                   "checkpoints). Prints the Pareto front at the end.")
+                                   "checkpoints). Prints the Pareto front at the end. Under torchrun "
+                                   "(`torchrun --nproc-per-node G -m nas_theseus run STUDY`) every trial trains on "
+                                   "all G processes at once, data parallel; rank 0 talks to the storage.")
     study_args(p)
     p.add_argument("--n-trials", type=int, help="finished trials the study should reach (overrides study.n_trials)")
     p.add_argument("--timeout", type=float, help="stop starting trials after this many seconds")

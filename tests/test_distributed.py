@@ -4,6 +4,7 @@ and a second run resumes from them on every rank."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -124,17 +125,29 @@ def test_in_one_process_the_helpers_change_nothing():
     assert torch.equal(x.grad, grad)
 
 
-@pytest.mark.parametrize("extra", [["--params", "{}"], ["--workers", "2"]])
-def test_the_cli_refuses_what_torchrun_cannot_run_in_one_line(extra, monkeypatch, capsys):
+def test_run_refuses_workers_under_torchrun_in_one_line(monkeypatch, capsys):
     from nas_theseus.cli import main
 
     monkeypatch.setenv("WORLD_SIZE", "2")
-    command = "convert" if extra[0] == "--params" else "run"
-    assert main([command, str(STUDY), *extra]) == 2
+    assert main(["run", str(STUDY), "--workers", "2"]) == 2
     err = capsys.readouterr().err.strip()
-    assert err.count("\n") == 0
-    assert ("does not run under torchrun yet (WORLD_SIZE=2)" in err if command == "convert" else
-            "--workers and --devices do not apply" in err)
+    assert err.count("\n") == 0 and "--workers and --devices do not apply" in err
+
+
+def test_convert_under_torchrun_trains_on_every_rank_and_rank_zero_exports(tmp_path):
+    params = '{"conv1.width": 32, "conv2.width": 16, "conv3.width": 16, "order.0": 0, "order.1": 0}'
+    args = ["-m", "nas_theseus", "convert", str(STUDY), "--workdir", str(tmp_path / "wd"), "--no-progress",
+            "--params", params, "--out", str(tmp_path / "export")]
+    for item in STUDY_TINY:
+        args += ["--set", item]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "NAS_THESEUS_CACHE": str(tmp_path / "cache")}
+    run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
+                          *args], env=env, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert run.stdout.count('"exported_to"') == 1  # the summary, printed once (by rank 0)
+    summary = json.loads(run.stdout)
+    assert len(summary["stages"]) == 3 and all(s["steps"] > 0 for s in summary["stages"])
+    assert (tmp_path / "export" / "model.safetensors").is_file()
 
 
 def run_study_under_torchrun(workdir: Path, *settings: str, n_trials: int = 2, hook: str = "") \

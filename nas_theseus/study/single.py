@@ -12,6 +12,8 @@ from ..convert import convert
 from ..errors import UserError
 from ..export import arch_document, check_export_target, describe_verification, write_export
 from ..measure import UncountedOpsError
+from ..utils.distributed import is_main
+from . import ranks
 from .config import StudyConfig
 from .context import build_context
 from .objective import measure, train_baseline
@@ -22,10 +24,12 @@ def convert_once(config: StudyConfig, workdir: Path, params: dict, *, out: Path 
                  progress: bool = True) -> dict:
     """Rebuild the candidate of ``params`` with ``FixedTrial`` and convert it (stage checkpoints reused); with
     ``out``, export the network there as ``nas-theseus export`` does (same checks, same refusal of a folder
-    that is not an earlier export, before any training)."""
+    that is not an earlier export, before any training). Under torchrun every rank trains (data parallel) and
+    rank 0 alone measures, exports and returns the summary; the other ranks return None."""
     if out is not None:
         check_export_target(out)
-    ctx = build_context(config, progress=progress)
+    ctx = build_context(config, progress=progress and is_main())
+    ranks.guide_from_main(ctx.guide)
     try:
         fixed = optuna.trial.FixedTrial(params)
         candidate, cfg = ctx.candidate(fixed)
@@ -35,7 +39,8 @@ def convert_once(config: StudyConfig, workdir: Path, params: dict, *, out: Path 
     except ValueError as e:  # FixedTrial: a parameter missing or out of range
         raise UserError(f"--params does not fit {ctx.space.path.name}: {e}") from None
     wd = WorkDir(workdir)
-    ctx.say_device()
+    if is_main():
+        ctx.say_device()
     if method != "not":
         r = train_baseline(config, ctx, candidate, cfg, method, progress=progress)
         stages = []
@@ -45,6 +50,8 @@ def convert_once(config: StudyConfig, workdir: Path, params: dict, *, out: Path 
         r = convert(ctx.guide, candidate, ctx.data, cfg, checkpoint_dir=wd.checkpoints, activations=acts,
                     device=ctx.device, progress=progress, artifacts=ctx.artifacts)
         stages = [dataclasses.asdict(s) for s in r.stages]
+    if not is_main():
+        return None
     try:  # counted as a study counts: an operator nothing counts is an error, not a smaller figure
         measured = measure(r.model, ctx, set(config.objectives) | set(config.constraints))
     except UncountedOpsError as e:
