@@ -1,20 +1,21 @@
 """A study under ``torchrun``: rank 0 is the study's worker, every other rank lends it its device.
 
-``torchrun --nproc-per-node G -m nas_theseus run STUDY`` starts G processes. Rank 0 alone talks to the storage,
-samples, measures, saves and exports, exactly as one worker does; each trial's conversion (or KD / scratch
-training) runs on all G ranks at once, data parallel (:mod:`nas_theseus.utils.distributed`), so the trial sees
-the global batch of one process G times faster. The others follow rank 0 through a few messages on a gloo group
-of their own (``control``; its timeout is long, since rank 0 may train the guide or measure a trial while they
-wait):
+``torchrun --nproc-per-node G -m nas_theseus run STUDY`` starts G processes. Every rank builds the study's
+context (a guide to train is trained by all of them, data parallel, and cached by rank 0; rank 0's weights are
+then every rank's). Rank 0 alone talks to the storage, samples, measures, saves and exports, exactly as one
+worker does; each trial's conversion (or KD / scratch training) runs on all G ranks at once, data parallel
+(:mod:`nas_theseus.utils.distributed`), so the trial sees the global batch of one process G times faster. The
+others follow rank 0 through a few messages on a gloo group of their own (``control``; its timeout is long,
+since rank 0 may measure a trial while they wait):
 
-1. before the first trial: whether rank 0 prepared the study (guide, search space, storage, activation cache);
-2. before each trial: whether there is one; the candidate then comes from the search space on every rank, asked
+1. before each trial: whether there is one; the candidate then comes from the search space on every rank, asked
    through Optuna's :class:`~optuna_integration.TorchDistributedTrial` (rank 0's suggestions broadcast);
-3. whether the trial does any work (a repeated proposal is answered from storage by rank 0 alone);
-4. after each stage, while the pruning rule is on: whether rank 0 pruned the trial.
+2. whether the trial trains (not a repeated proposal, which rank 0 answers from storage alone, nor one whose
+   costs it could not measure);
+3. after each stage, while the pruning rule is on: whether rank 0 pruned the trial.
 
-A rank that dies ends the whole run (torchrun stops the others); the trial comes back as any killed worker's
-does, resumed from its stage checkpoints, which rank 0 writes.
+A rank that dies ends the whole run (torchrun stops the others; rank 0 re-enqueues its trial first, see
+:class:`RankLost`); the trial comes back resumed from its stage checkpoints, which rank 0 writes.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from ..errors import UserError
 from ..utils.distributed import is_main, world
 
 _CONTROL: list = []  # the gloo group rank 0's messages go through, made once per process
-CONTROL_TIMEOUT = datetime.timedelta(days=7)  # rank 0 may train a guide for days while the others wait
+CONTROL_TIMEOUT = datetime.timedelta(days=7)  # rank 0 may measure or export at length while the others wait
 
 
 def control():
@@ -123,12 +124,6 @@ def follow(ctx, train) -> None:
             train(candidate, conv_cfg, method, on_stage)
         except (optuna.TrialPruned, ConversionError, UserError):
             pass  # the same on rank 0, which records why
-
-
-def barrier() -> None:
-    """Every rank waits here for the others (on the control group)."""
-    if active():
-        dist.barrier(group=control())
 
 
 def guide_from_main(guide) -> None:
