@@ -199,3 +199,18 @@ def test_a_rank_killed_mid_trial_stops_the_run_and_the_next_run_resumes_the_tria
     resumed = [t for t in study.trials if t.user_attrs.get("resumes_trial") == 0]
     assert len(resumed) == 1 and resumed[0].state.name == "COMPLETE" and resumed[0].params == stopped.params
     assert [s["resumed"] for s in resumed[0].user_attrs["stages"]] == [True, False, False]
+
+
+def test_guide_training_and_distillation_over_two_ranks_match_one_process(tmp_path):
+    from distributed_fit import fits
+
+    run = torchrun("distributed_fit.py", tmp_path)
+    assert run.returncode == 0, run.stderr[-3000:]
+    r0, r1 = ranks_seen(tmp_path)
+    torch.set_num_threads(1)
+    one = fits()
+    for name in ("guide", "kd"):
+        assert r0[f"{name}_loss"] == r1[f"{name}_loss"]  # the ranks agree bit for bit
+        assert all(torch.equal(r0[f"{name}_state"][k], r1[f"{name}_state"][k]) for k in r0[f"{name}_state"])
+        torch.testing.assert_close(torch.tensor(r0[f"{name}_loss"]), torch.tensor(one[f"{name}_loss"]),
+                                   rtol=FINETUNE_RTOL, atol=0)
