@@ -28,7 +28,7 @@ import torch
 import torch.distributed as dist
 
 from ..errors import UserError
-from ..utils.distributed import is_main, world
+from ..utils.distributed import from_main, is_main, world
 
 _CONTROL: list = []  # the gloo group rank 0's messages go through, made once per process
 CONTROL_TIMEOUT = datetime.timedelta(days=7)  # rank 0 may measure or export at length while the others wait
@@ -65,12 +65,9 @@ def lost(e: BaseException) -> bool:
 
 
 def tell(value=None):
-    """Rank 0's ``value`` on every rank (others pass nothing); ``value`` itself in one process."""
-    if not active():
-        return value
-    box = [value if is_main() else None]
-    dist.broadcast_object_list(box, src=0, group=control())
-    return box[0]
+    """Rank 0's ``value`` on every rank (others pass nothing), over the control group; ``value`` itself in one
+    process."""
+    return from_main(lambda: value, group=control() if active() else None)
 
 
 def shared_trial(trial):

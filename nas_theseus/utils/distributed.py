@@ -124,13 +124,13 @@ def sync_buffers(modules) -> None:
         offset += b.numel()
 
 
-def from_main(read):
+def from_main(read, group=None):
     """``read()`` on rank 0, its result handed to every rank (pickled; for small objects such as a stage's
-    checkpoint); ``read()`` itself in one process."""
+    checkpoint; over ``group``, default the whole world); ``read()`` itself in one process."""
     if world()[1] == 1:
         return read()
     box = [read() if is_main() else None]
-    dist.broadcast_object_list(box, src=0)
+    dist.broadcast_object_list(box, src=0, group=group)
     return box[0]
 
 
