@@ -13,7 +13,7 @@ import os
 import statistics
 from pathlib import Path
 
-STEPS = ("tests", "cka", "stage", "e2e", "workers", "memory", "study", "stream", "ddp")
+STEPS = ("tests", "readme", "cka", "stage", "e2e", "workers", "memory", "study", "stream", "ddp")
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "gpu_check"
 
 
@@ -80,6 +80,11 @@ def _figures(step: str, r: dict) -> str:
     try:
         if step == "tests":
             return r.get("summary", "")
+        if step == "readme":
+            versus = (f"; the 2-core CPU record ÷ this: {_f(r['cpu_over_device'], 1)}× the command, "
+                      f"{_f(r['cpu_over_device_per_trial'], 1)}× a trial" if "cpu_over_device" in r else "")
+            return (f"{r['wall_s']} s in all (guide {r['guide_s']} s, {len(r['trials'])} trials, "
+                    f"{r['per_trial_s']} s a trial); front {len(r['front'])} points{versus}")
         if step == "cka":
             worst = r["worst_rel_err_of_1_minus_cka"]
             return ", ".join(f"{p} {v:.1e}" for p, v in worst.items()) + " (worst relative error of 1 − CKA)"

@@ -6,6 +6,9 @@
 gpu_check.sh runs one step per process, each under its own time limit, in this order (value per second first):
 
   tests    the CUDA tests (tests/test_cuda.py), a one-trial study on CUDA among them
+  readme   the README's first command's study end to end on CUDA, as a new user runs it (empty guide cache):
+           wall time, where each trial's time went, the front; beside this repo's record of the same command on
+           a 2-core CPU (benchmarks/results/readme_study_cpu.json, benchmarks/readme_study.py)
   cka      CKA numerics on ResNet-18 activations: fp64 vs fp32 vs TF32 vs bf16, and our loss under a global
            TF32 setting and a bf16 autocast (it must read as fp32)
   stage    one alignment stage: engine ÷ a bare loop at the same precision (TF32, bf16), and engine ÷ the best
@@ -48,6 +51,7 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _common import ROOT, commit, machine, today  # noqa: E402
 from _gpu_check_records import DEFAULT_OUT, STEPS, record  # noqa: E402
+from readme_study import run_readme_study  # noqa: E402
 from stage_loop import setup, sync, time_engine  # noqa: E402  (one stage set up as convert() sets it up)
 from stream_throughput import bare_streamed  # noqa: E402
 
@@ -141,6 +145,25 @@ def step_tests(sz: Sizes, out: Path) -> dict:
     last = proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else ""
     counts = {k: int(v) for v, k in re.findall(r"(\d+) (passed|failed|skipped|errors?)", last)}
     return {"ok": proc.returncode == 0 and counts.get("passed", 0) > 0, "files": files, "summary": last, **counts}
+
+
+# --- readme -------------------------------------------------------------------------------------------------------
+DRY_README = ("study.n_trials=2", "convert.steps_per_stage=4", "convert.finetune.max_epochs=1",
+              "guide.fit.max_epochs=1", "data.options.num_samples=600", "latency.repeats=3", "latency.block_ms=1")
+
+
+def step_readme(sz: Sizes, out: Path) -> dict:
+    """``nas-theseus run studies/mnist1d_deploy.toml`` end to end on the check's device (tiny settings on a dry
+    run), with the stored 2-core CPU run of the same command beside it."""
+    run = run_readme_study(sz.device, settings=() if sz.device == "cuda" else DRY_README)
+    cpu_file = ROOT / "benchmarks" / "results" / "readme_study_cpu.json"
+    cpu = [r for r in json.loads(cpu_file.read_text())["runs"].values() if r.get("ok")] if cpu_file.exists() else []
+    if run.get("ok") and cpu and sz.device == "cuda":
+        cpu_wall = statistics.median(r["wall_s"] for r in cpu)
+        cpu_trial = statistics.median(r["per_trial_s"] for r in cpu)
+        run.update(cpu_wall_s=cpu_wall, cpu_per_trial_s=cpu_trial, cpu_commits=sorted({r["commit"] for r in cpu}),
+                   cpu_over_device=cpu_wall / run["wall_s"], cpu_over_device_per_trial=cpu_trial / run["per_trial_s"])
+    return run
 
 
 # --- cka ----------------------------------------------------------------------------------------------------------

@@ -20,6 +20,7 @@ from torch import nn
 
 from .data import Split, TaskData
 from .errors import UserError
+from .utils import quiet
 from .utils.devices import canonical_device, module_device
 from .utils.distributed import all_sum, shard, sync_buffers, sync_grads, world
 from .utils.hashing import keyed_fields
@@ -271,6 +272,7 @@ class _LossWindow:
 
     def check(self) -> None:
         self.pending = 0
+        quiet.pause_point()  # a latency measurement of this machine waits for no step of ours (utils/quiet.py)
         bad = int(self.first_bad)
         if bad >= 0:
             raise FloatingPointError(f"{self.what} at step {bad} (epoch {self.epoch})")

@@ -21,6 +21,17 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
+@pytest.fixture(autouse=True)
+def _threads_and_worker_name(monkeypatch):
+    """Every test starts with the session's torch thread count (a study run sets its own, see
+    ``runner.set_threads``; a guide trained under another count differs in its last bits) and without a worker
+    name from the environment (which seeds samplers)."""
+    threads = torch.get_num_threads()
+    monkeypatch.delenv("NAS_THESEUS_WORKER", raising=False)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _cache_dir(tmp_path_factory):
     """Every test session trains guides into its own cache, never the user's ~/.cache."""

@@ -112,3 +112,44 @@ def test_bf16_autocast_converts_on_cuda(small_data):
 def test_latency_on_a_given_cuda_device_is_measured_there():
     lat = measure_latency(torch.nn.Linear(8, 8), (8,), device="cuda:0", repeats=5, warmup=2)
     assert lat.device == "cuda:0" and lat.median_ms > 0
+
+
+def test_the_readme_study_runs_on_cuda_with_its_partitioned_first_trial(tmp_path):
+    """The README's first command's study (its first trial regroups the guide's parts: where it crashed on a GPU
+    on 12-04), tiny, on CUDA: the enqueued candidate and a sampled one complete there."""
+    import json
+
+    from studyfiles import small_settings
+
+    from nas_theseus.cli import main
+
+    study = Path(__file__).resolve().parent.parent / "studies" / "mnist1d_deploy.toml"
+    args = ["run", str(study), "--workdir", str(tmp_path / "w"), "--no-progress", "--device", "cuda"]
+    for s in small_settings("mnist1d_deploy.toml", tmp_path):
+        args += ["--set", s]
+    assert main(args) == 0
+    trials = [json.loads(p.read_text()) for p in (tmp_path / "w" / "trials").glob("*/metrics.json")]
+    assert len(trials) == 2 and all(t["timings"]["align_s"] > 0 for t in trials)
+
+
+MODEL_FILE = '''from torch import nn
+
+
+def make_net(width=16):
+    return nn.Sequential(nn.Flatten(), nn.Sequential(nn.Linear(40, width), nn.ReLU()),
+                         nn.Sequential(nn.Linear(width, width), nn.ReLU()),
+                         nn.Sequential(nn.Linear(width, width), nn.ReLU()), nn.Linear(width, 10))
+'''
+
+
+def test_a_torch_guide_from_a_file_converts_twice_on_cuda_with_partitions(small_data, tmp_path):
+    from nas_theseus.guides import load_guide
+
+    (tmp_path / "mymodel.py").write_text(MODEL_FILE)
+    guide = load_guide(f"torch:{tmp_path / 'mymodel.py'}:make_net", small_data, weights="random",
+                       parts=["1", "2", "3"]).to("cuda")
+    for cand in (Candidate((MLP8, MLP8), partition=(1, 2)), Candidate((None, MLP8), partition=(2, 1))):
+        seen = []
+        r = convert(guide, cand, small_data, ConvertConfig(**FAST), device="cuda", progress=False,
+                    on_stage=lambda report, hybrid: seen.append({t.device.type for t in hybrid.parameters()}))
+        assert seen and all(s == {"cuda"} for s in seen) and 0 <= r.test_accuracy <= 1

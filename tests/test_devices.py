@@ -1,21 +1,13 @@
-"""Devices right by construction, checked on the CPU with PyTorch's ``meta`` device standing in for a GPU.
-
-A meta tensor has a device and a shape but no values, so a run on it computes every shape and stops at the first
-read of a value (``.item()``, a copy to the CPU). That is where these tests expect a run to end. How they fail:
-a module that receives a batch on another device (the guide left on the CPU while its batches go to the study's
-device, a batch moved while the model is not) raises PyTorch's "Tensor on device cpu is not on the expected
-device meta!" earlier, or the forward pre-hook of :func:`device_guard` raises :class:`MixedDevices`; a model
-with some parameters on one device and some on another fails :func:`one_device`.
-"""
+"""Devices right by construction, checked on the CPU with PyTorch's ``meta`` device standing in for a GPU (how:
+tests/meta_device.py; every shipped study there: tests/test_meta_studies.py)."""
 
 from __future__ import annotations
 
-import contextlib
-import itertools
 from pathlib import Path
 
 import pytest
 import torch
+from meta_device import META, MixedDevices, device_guard, one_device, until_a_value_is_read
 
 from nas_theseus.convert import Candidate, ConvertConfig, GuideActivations, Hybrid
 from nas_theseus.convert.baseline import scratch_model
@@ -28,52 +20,7 @@ from nas_theseus.training import evaluate
 from nas_theseus.utils.devices import canonical_device, devices_of, resolve_device
 
 SPACE = Path(__file__).resolve().parent.parent / "search_spaces" / "mnist1d_cnn_to_mlp.py"
-META = torch.device("meta")
 MLP8 = BlockSpec.of("mlp", width=8)
-
-
-class MixedDevices(AssertionError):
-    pass
-
-
-@contextlib.contextmanager
-def device_guard():
-    """Every module call checks that its tensor inputs are on the device of its own parameters and buffers;
-    yields the list of module classes called (so a test can tell that the forward was reached)."""
-    called = []
-
-    def pre_hook(module, args):
-        own = {t.device for t in itertools.chain(module.parameters(recurse=False), module.buffers(recurse=False))}
-        given = {a.device for a in args if isinstance(a, torch.Tensor)}
-        if own and given and own != given:
-            raise MixedDevices(f"{type(module).__name__} on {own} was called with inputs on {given}")
-        called.append(type(module).__name__)
-
-    handle = torch.nn.modules.module.register_module_forward_pre_hook(pre_hook)
-    try:
-        yield called
-    finally:
-        handle.remove()
-
-
-def until_a_value_is_read(fn) -> None:
-    """Run ``fn`` on meta tensors: reading a value ends it (expected); a device mismatch is a failure."""
-    try:
-        fn()
-    except MixedDevices:
-        raise
-    except (NotImplementedError, RuntimeError) as e:
-        text = str(e)
-        if "expected device" in text or "same device" in text:
-            raise MixedDevices(text) from e
-        if "meta" not in text:  # not a read of a meta tensor's value: a real error
-            raise
-
-
-def one_device(module: torch.nn.Module) -> torch.device:
-    found = devices_of(module)
-    assert len(found) == 1, f"{type(module).__name__} is on several devices: {found}"
-    return found.pop()
 
 
 def test_the_guide_lives_on_the_study_device_from_build_context():
@@ -103,15 +50,16 @@ def test_activations_run_the_guide_on_the_device_given_or_refuse_in_one_line():
     assert guide.identity  # hashed from the weights' values (remembered), which meta tensors do not have
     guide.to(META)
     with device_guard() as called:
-        until_a_value_is_read(lambda: GuideActivations.compute(guide, x, data_key="k", device="meta",
-                                                                 progress=False))
+        where = until_a_value_is_read(lambda: GuideActivations.compute(guide, x, data_key="k", device="meta",
+                                                                         progress=False))
+    assert where == "activations.py:compute"  # the activations stored to the host: the first value read
     assert "Conv1d" in called  # the guide ran, on its device, on a batch moved there
 
 
 def test_evaluate_runs_a_model_on_its_own_device(mnist1d):
     model = tiny_guide("conv1d").module.to(META)
     with device_guard() as called:
-        until_a_value_is_read(lambda: evaluate(model, mnist1d.val))
+        assert until_a_value_is_read(lambda: evaluate(model, mnist1d.val)) == "training.py:evaluate"
     assert "Linear" in called
 
 
@@ -119,6 +67,21 @@ def test_the_guard_itself_catches_a_batch_on_another_device():
     model = torch.nn.Linear(4, 2).to(META)
     with device_guard(), pytest.raises(MixedDevices):
         until_a_value_is_read(lambda: model(torch.zeros(3, 4)))
+    rows, index = torch.zeros(5, 3, device=META), torch.tensor([1, 3])  # an index on the host: a copy per call
+    with device_guard(), pytest.raises(MixedDevices, match="aten::index"):
+        until_a_value_is_read(lambda: rows[index])
+    with device_guard():  # a move between devices is the one mix allowed; a Python number is no tensor
+        assert until_a_value_is_read(lambda: rows[index.to(META)] * 2 + torch.tensor(1.0)) is None
+
+
+def test_a_guide_refuses_a_batch_on_another_device_in_one_line_and_regroups_without_a_forward_pass():
+    guide = tiny_guide("conv1d").to(META)
+    with pytest.raises(UserError, match="the guide is on meta but was given a batch on cpu"):
+        guide.activations(torch.randn(2, 40))
+    with device_guard() as called:
+        grouped = guide.grouped((2, 1))
+    assert called == [] and grouped.shapes == [guide.shapes[0], guide.shapes[2], guide.shapes[3]]
+    assert guide.example_input(3).device == META
 
 
 def test_auto_is_the_cpu_without_a_gpu_and_cuda_is_refused_in_one_line(monkeypatch):

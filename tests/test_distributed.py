@@ -150,14 +150,14 @@ def test_convert_under_torchrun_trains_on_every_rank_and_rank_zero_exports(tmp_p
     assert (tmp_path / "export" / "model.safetensors").is_file()
 
 
-def run_study_under_torchrun(workdir: Path, *settings: str, n_trials: int = 2, hook: str = "") \
-        -> subprocess.CompletedProcess:
+def run_study_under_torchrun(workdir: Path, *settings: str, n_trials: int = 2, hook: str = "",
+                             wait_s: str = "60") -> subprocess.CompletedProcess:
     args = ["-m", "nas_theseus", "run", str(STUDY), "--workdir", str(workdir), "--no-progress",
             "--set", f"study.n_trials={n_trials}"]
     for item in (*STUDY_TINY, *settings):
         args += ["--set", item]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "NAS_THESEUS_CACHE": str(workdir.parent / "cache"),
-           "NAS_THESEUS_TEST_HOOK": hook}
+           "NAS_THESEUS_TEST_HOOK": hook, "NAS_THESEUS_RANK_WAIT_S": wait_s}
     return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
                            *args], env=env, capture_output=True, text=True, timeout=600)
 
@@ -214,3 +214,22 @@ def test_guide_training_and_distillation_over_two_ranks_match_one_process(tmp_pa
         assert all(torch.equal(r0[f"{name}_state"][k], r1[f"{name}_state"][k]) for k in r0[f"{name}_state"])
         torch.testing.assert_close(torch.tensor(r0[f"{name}_loss"]), torch.tensor(one[f"{name}_loss"]),
                                    rtol=FINETUNE_RTOL, atol=0)
+
+
+def test_a_rank_whose_training_fails_alone_stops_the_run_in_one_line_not_a_timeout(tmp_path):
+    """Rank 1's stage fails (a UserError at its 3rd step) while rank 0 waits for it in the next collective: rank 1
+    says so in one line within RANK_WAIT_S (here 5 s) and the run ends; rank 0's trial comes back re-enqueued."""
+    import time
+
+    import optuna
+
+    wd = tmp_path / "wd"
+    t0 = time.monotonic()
+    run = run_study_under_torchrun(wd, 'convert.stage_stop="fixed"', hook="stage_step:error:3:1",
+                                   wait_s="5")
+    assert run.returncode != 0 and time.monotonic() - t0 < 300
+    lines = [line for line in run.stderr.splitlines() if line.startswith("error: rank 1:")]
+    assert len(lines) == 1 and "UserError: test hook at stage_step #3" in lines[0], run.stderr[-3000:]
+    assert "the other ranks did not end the trial within 5 s" in lines[0]
+    study = optuna.load_study(study_name=None, storage=f"sqlite:///{wd / 'study.db'}")
+    assert study.trials[0].state.name == "FAIL" and study.trials[0].user_attrs.get("requeued_as_waiting")

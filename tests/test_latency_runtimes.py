@@ -68,7 +68,7 @@ def test_a_study_records_every_runtime_and_batch_size_and_the_guide(tmp_path, ca
     assert [(r["runtime"], r["batch_size"]) for r in table] == [("eager", 1), ("eager", 8), ("onnxruntime", 1),
                                                                  ("onnxruntime", 8)]
     ref = study.user_attrs["guide_reference"]
-    assert 0.2 < ref["accuracy"] <= 1 and ref["flops"] > 0 and ref["latency_ms"] > 0
+    assert 0 <= ref["accuracy"] <= 1 and ref["flops"] > 0 and ref["latency_ms"] > 0  # how good: test_guides
     assert [(r["runtime"], r["batch_size"]) for r in ref["latency_table"]] == [(r["runtime"], r["batch_size"])
                                                                                for r in table]
     # every figure: the network's ratio to the guide, timed side by side, times the guide's own figure

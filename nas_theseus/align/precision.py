@@ -31,10 +31,18 @@ def tf32_allowed(allow: bool):
         torch.backends.cudnn.allow_tf32 = cudnn
 
 
+def autocast_off(device_type: str):
+    """Autocast disabled on ``device_type`` inside the block; a no-op where a device has no autocast (``meta``,
+    which the device tests run on)."""
+    if not torch.amp.is_autocast_available(device_type):
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device_type, enabled=False)
+
+
 @contextlib.contextmanager
 def full_float32(device_type: str = "cuda"):
     """No TF32 and no autocast inside the block (settings restored after)."""
-    with tf32_allowed(False), torch.autocast(device_type=device_type, enabled=False):
+    with tf32_allowed(False), autocast_off(device_type):
         yield
 
 
@@ -70,7 +78,7 @@ def in_full_float32(fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], h:
     """``fn(h, a)`` in full float32 on CUDA (see the module docstring), as is elsewhere; ``params``: the
     parameters ``fn`` reads (they are trained through it)."""
     if h.device.type != "cuda":  # no TF32 here, and a float32 forward has a float32 backward
-        with torch.autocast(h.device.type, enabled=False):
+        with autocast_off(h.device.type):
             return fn(h.float(), a.float())
     if not torch.is_grad_enabled():  # an evaluation: no backward to protect
         with full_float32(h.device.type):

@@ -85,8 +85,8 @@ def _convert(guide: Guide, candidate: Candidate, data: TaskData, config: Convert
              activations: GuideActivations | None, device: str, progress: bool, on_stage, activation_dir,
              artifacts) -> ConversionResult:
     start = time.perf_counter()
+    guide.to(device)  # first: a regrouped guide shares its modules, and everything below runs where they live
     guide = guide.grouped(candidate.partition)  # one part per run of the guide's parts (Candidate.partition)
-    guide.to(device)
     mode, why = choose_activations(config.activations, data, guide)
     _announce(f"guide activations: {mode} ({why})", progress)
     if mode == "stream":

@@ -18,7 +18,7 @@ from ..align import linear_cka, token_rows
 from ..data import TaskData
 from ..guides import Guide
 from ..training import autocast_context, optimizer_step
-from ..utils import testhooks
+from ..utils import quiet, testhooks
 from ..utils.distributed import check_divisible, gather_rows, sync_buffers
 from ..utils.hashing import seed_from_key
 from ..utils.progress import progress_bar
@@ -174,8 +174,9 @@ def train_stage(hybrid: Hybrid, losses: nn.ModuleDict, stage: Stage, feed: Guide
         for step in range(stage.steps):
             point = curve.add(_step(hybrid, losses, stage, next(batches), opt, sched, config, device, local,
                                     modules), step)
-            if point is not None:
+            if point is not None:  # once per window of steps, where the host reads the losses
                 bar.set_postfix(loss=f"{point:.4f}")
+                quiet.pause_point()  # a latency measurement of this machine waits for no step of ours
             if refit and (step + 1) % config.refit_every == 0:  # only adapters the loss reads through
                 hybrid.refit(*probe, stop=stop)
                 for m in modules:

@@ -98,7 +98,9 @@ class Split(Rows):
             order = order.to(x.device)  # once per pass: the indices live with the rows, no copy per batch
         generator = None
         if augment is not None and augment.name != "none":  # a batch at a time, on the device
-            generator = torch.Generator(device=torch.device(device)).manual_seed(seed)
+            # on the device; the meta device (the device tests) has no generator: its draws come from the CPU
+            where = torch.device(device)
+            generator = torch.Generator(device="cpu" if where.type == "meta" else where).manual_seed(seed)
         for i in range(0, n, batch_size):
             if order is None:  # slices: views, no gather
                 idx = torch.arange(i, min(i + batch_size, n))

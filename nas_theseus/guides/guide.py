@@ -123,7 +123,7 @@ class Guide:
     def __init__(self, module: nn.Module, stem: nn.Module, parts: list[Part], head: nn.Module, *,
                  sample_shape: tuple[int, ...], source: dict, input_dtype: torch.dtype = torch.float32,
                  stem_paths=None, head_paths=None, example: torch.Tensor | None = None, tokens: bool = False,
-                 causal: bool = False):
+                 causal: bool = False, shapes: tuple[list, tuple] | None = None):
         self.module = module
         self.tokens, self.causal = tokens, causal
         self.stem_paths = stem_paths  # how stem and head were named (paths), so exports can rebuild them
@@ -136,13 +136,15 @@ class Guide:
         self.input_dtype = input_dtype
         self._example = None if example is None else example.detach().cpu()
         self.freeze()
-        example = self.example_input(4)
-        acts = self.activations(example)
-        self.shapes: list[tuple[int, ...]] = [tuple(a.shape[1:]) for a in acts[:-1]]
+        if shapes is None:  # one forward pass of an example made where the guide lives
+            acts = self.activations(self.example_input(4))
+            shapes = ([tuple(a.shape[1:]) for a in acts[:-1]], tuple(acts[-1].shape[1:]))
+        self.shapes: list[tuple[int, ...]] = [tuple(s) for s in shapes[0]]
         if tokens and any(len(s) != 2 for s in self.shapes):
             raise UserError(f"a token guide's activations must be (T, D) sequences, got shapes {self.shapes}")
-        self.output_shape: tuple[int, ...] = tuple(acts[-1].shape[1:])
+        self.output_shape: tuple[int, ...] = tuple(shapes[1])
         self._identity: str | None = None
+        self._weights: str | None = None  # the weights' fingerprint, hashed once
         self.partition: tuple[int, ...] | None = None  # set on a regrouped guide (see grouped)
         self.levels: list[int] | None = None  # its A_k among the ungrouped guide's activations
 
@@ -170,10 +172,12 @@ class Guide:
             parts.append(run[0] if n == 1 else
                          Part("+".join(p.name for p in run), _Chain([p.module for p in run]), members=run))
             start += n
+        ends = [sum(partition[:i + 1]) for i in range(len(partition))]
+        # the shapes at the runs' boundaries are the base guide's: no forward pass, wherever the guide lives
         g = Guide(self.module, self.stem, parts, self.head, sample_shape=self.sample_shape, source=self.source,
                   input_dtype=self.input_dtype, stem_paths=self.stem_paths, head_paths=self.head_paths,
-                  example=self._example, tokens=self.tokens, causal=self.causal)
-        ends = [sum(partition[:i + 1]) for i in range(len(partition))]
+                  example=self._example, tokens=self.tokens, causal=self.causal,
+                  shapes=([self.shapes[0], *(self.shapes[e] for e in ends)], self.output_shape))
         g.partition, g.levels, g._base = partition, [0, *ends, len(self.parts) + 1], self
         return g
 
@@ -217,22 +221,33 @@ class Guide:
 
     # --- running ------------------------------------------------------------------------------------
     def example_input(self, n: int, seed: int = 0) -> torch.Tensor:
+        """``n`` example inputs on the guide's device (drawn on the CPU from ``seed``: the same rows anywhere)."""
         g = torch.Generator().manual_seed(seed)
         if self.input_dtype.is_floating_point:
-            return torch.randn((n, *self.sample_shape), generator=g, dtype=self.input_dtype)
-        if self._example is not None:  # integer inputs (tokens): rows of the example given at construction
-            return self._example[torch.randint(len(self._example), (n,), generator=g)]
-        raise UserError("give check_input for a guide whose input is not floating point")
+            x = torch.randn((n, *self.sample_shape), generator=g, dtype=self.input_dtype)
+        elif self._example is not None:  # integer inputs (tokens): rows of the example given at construction
+            x = self._example[torch.randint(len(self._example), (n,), generator=g)]
+        else:
+            raise UserError("give check_input for a guide whose input is not floating point")
+        return x.to(self.device)
 
     @property
     def device(self) -> torch.device:
-        for p in self.module.parameters():
-            return p.device
-        for b in self.module.buffers():
-            return b.device
-        return torch.device("cpu")
+        """Where the guide's weights live (the CPU for a guide without parameters or buffers)."""
+        return _own_device(self.module) or torch.device("cpu")
+
+    def check_device(self, x: torch.Tensor) -> None:
+        """Refuse, in one line naming both, a batch on another device than the guide's (a guide without
+        parameters or buffers runs anywhere)."""
+        own = _own_device(self.module)
+        if own is not None and x.device != own:
+            raise UserError(f"the guide is on {own} but was given a batch on {x.device}: move the batch (or the "
+                            f"guide, guide.to(device)) first")
 
     def to(self, device: torch.device | str) -> Guide:
+        """Move the guide's modules to ``device`` (in place; a regrouped guide shares them with its base)."""
+        if torch.device(device).type == "meta" and self.device.type != "meta":
+            self.weights_fingerprint  # noqa: B018 - the meta device keeps no values: hash them while they exist
         self.module.to(device)
         for m in (self.stem, self.head):
             m.to(device)
@@ -240,7 +255,9 @@ class Guide:
 
     @torch.no_grad()
     def activations(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """[A_0, A_1, ..., A_K, output] for a batch, captured by hooks during ``module(x)``."""
+        """[A_0, A_1, ..., A_K, output] for a batch, captured by hooks during ``module(x)``; a batch on another
+        device than the guide's is refused in one line."""
+        self.check_device(x)
         self.freeze()
         captured: dict[int, torch.Tensor] = {}
 
@@ -269,6 +286,7 @@ class Guide:
     def activations_upto(self, x: torch.Tensor, upto: int) -> list[torch.Tensor]:
         """[A_0, …, A_upto] by the stem and the parts (as hybrids chain them), computing nothing after part
         ``upto``: what a streamed stage reads of the guide (``upto`` ≤ the number of parts)."""
+        self.check_device(x)
         self.freeze()
         h = self.stem(x)
         out = [h]
@@ -312,9 +330,19 @@ class Guide:
             # out, so guides with identical weights share every seed and checkpoint
             source = {k: v for k, v in self.source.items() if k not in LOCATION_KEYS}
             self._identity = stable_hash({"source": source, "parts": [p.name for p in self.parts],
-                                          "weights": module_fingerprint(self.module),
+                                          "weights": self.weights_fingerprint,
                                           **({"tokens": True, "causal": self.causal} if self.tokens else {})})
         return self._identity
+
+    @property
+    def weights_fingerprint(self) -> str:
+        """A hash of the weights' values, computed once (a regrouped guide reads its base guide's: the same
+        modules, so no second copy of a guide on a GPU to the host)."""
+        if self.partition is not None:
+            return self._base.weights_fingerprint
+        if self._weights is None:
+            self._weights = module_fingerprint(self.module)
+        return self._weights
 
     @property
     def part_names(self) -> list[str]:
@@ -323,6 +351,15 @@ class Guide:
     def __repr__(self) -> str:
         shapes = " -> ".join(str(s) for s in self.shapes)
         return f"Guide({self.source}, parts={self.part_names}, shapes {shapes} -> {self.output_shape})"
+
+
+def _own_device(module: nn.Module) -> torch.device | None:
+    """The device of ``module``'s first parameter or buffer; None when it holds neither."""
+    for t in module.parameters():
+        return t.device
+    for t in module.buffers():
+        return t.device
+    return None
 
 
 def _first_tensor(obj) -> torch.Tensor:

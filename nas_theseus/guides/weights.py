@@ -27,7 +27,7 @@ from ..data import TaskData
 from ..errors import UserError
 from ..training import FitConfig, evaluate, fit_classifier
 from ..utils.artifacts import ArtifactStore
-from ..utils.devices import resolve_device
+from ..utils.devices import module_device, resolve_device
 from ..utils.distributed import from_main, is_main
 from ..utils.files import atomic_write, atomic_write_text, cache_dir
 from ..utils.hashing import stable_hash
@@ -67,7 +67,8 @@ def cached_training(module: nn.Module, *, name: str, key_info: dict, data: TaskD
         atomic_write(path, lambda tmp: save_file(state, tmp))
         atomic_write_text(path.with_suffix(".json"), json.dumps(
             {"name": name, **key_info, "fit": asdict(fit), "seed": seed, "data": data.fingerprint,
-             "val_accuracy": report.best_val_accuracy, "test_accuracy": test_acc, "epochs": report.epochs},
+             "val_accuracy": report.best_val_accuracy, "test_accuracy": test_acc, "epochs": report.epochs,
+             "wall_s": round(report.wall_s, 2), "device": resolve_device(device)},
             indent=2, default=str))
         # first upload wins: when another machine uploaded this guide while it trained here, the study
         # converts that one everywhere (training is only bit-identical at equal thread counts)
@@ -100,8 +101,9 @@ def _to_store(store: ArtifactStore, path: Path) -> None:
 
 
 def check_accepts(module: nn.Module, data: TaskData, name: str) -> None:
-    """Refuse, in one line naming the data's sample shape, a guide whose forward cannot read the data."""
-    x = data.train.head(2)[0]
+    """Refuse, in one line naming the data's sample shape, a guide whose forward cannot read the data (the
+    samples are read on the module's own device, so a guide on a GPU is asked about shapes, not devices)."""
+    x = data.train.head(2)[0].to(module_device(module))
     was = module.training
     try:
         module.eval()

@@ -17,7 +17,9 @@ from ..convert.baseline import scratch_model
 from ..errors import UserError
 from ..export import arch_document, save_network
 from ..measure import UncountedOpsError
+from ..utils import quiet
 from ..utils.devices import GpuMemory, describe_device, versions
+from ..utils.distributed import is_main
 from ..utils.files import atomic_write_text
 from ..utils.hashing import key_content, stable_hash
 from . import ranks
@@ -135,7 +137,10 @@ def run_trial(trial: optuna.Trial, ctx: StudyContext, wd: WorkDir, activations, 
             ranks.tell(False)  # under torchrun: the other ranks skip it
             raise
         ranks.tell(True)  # under torchrun: the other ranks train it with this rank
-        result = train(ctx, wd, activations, candidate, conv_cfg, method, on_stage=on_stage, progress=progress)
+        # pauses while a worker of this machine times latency; under torchrun, every rank ends it alike
+        with quiet.training(enabled=is_main()), ranks.agreed():
+            result = train(ctx, wd, activations, candidate, conv_cfg, method, on_stage=on_stage,
+                           progress=progress)
         model, val_acc, test_acc = result.model, result.val_accuracy, result.test_accuracy
         if getattr(result, "activations", None):
             trial.set_user_attr("activations", result.activations)  # cache or stream, and why

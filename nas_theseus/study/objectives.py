@@ -29,7 +29,7 @@ from ..measure import (
     measure_latency,
 )
 from ..measure.latency import example_input
-from ..utils.locks import machine_lock
+from ..utils.quiet import quiet
 from ..utils.registry import Registry
 
 if TYPE_CHECKING:
@@ -178,9 +178,8 @@ class Latency(Objective):
         lat_cfg, example, device = ctx.config.latency, probe.example, ctx.latency_device
         guide_ms = {} if probe.lm else _guide_latency(ctx.guide_figures)
         rows = []
-        # one measurement per machine at a time, with fixed threads: a neighbour worker's training must not
-        # pollute the figure
-        with machine_lock("latency"):
+        # in a quiet slot, with fixed threads: no worker of this machine trains or times beside it (quiet.py)
+        with quiet():
             for runtime in lat_cfg.runtimes:
                 for batch_size in lat_cfg.batch_sizes:
                     reference = None

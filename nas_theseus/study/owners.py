@@ -54,15 +54,20 @@ class LocalOwners:
         atomic_write_text(self._record(self.slot.number), json.dumps(
             {"worker": self.worker, "host": self.host, "pid": os.getpid(), **state}))
 
-    def wrap_ask(self, ask: Callable[..., optuna.Trial]) -> Callable[..., optuna.Trial]:
-        """``study.ask`` that records the trial it returns (and its ``worker`` attribute) under the ask lock."""
+    def wrap_ask(self, ask: Callable[..., optuna.Trial], budget=None) -> Callable[..., optuna.Trial]:
+        """``study.ask`` that records the trial it returns (and its ``worker`` attribute) under the ask lock;
+        with a ``budget`` (:class:`~nas_theseus.study.budget.Budget`), only once it says a trial may start,
+        asked under the same lock (and waited for outside it)."""
         def owned_ask(*args, **kwargs) -> optuna.Trial:
-            with file_lock(self.folder / "ask.lock"):
-                self._write({"asking_since": time.time()})
-                trial = ask(*args, **kwargs)
-                trial.set_user_attr("worker", self.worker)
-                self._write({"trial": trial.number})
-            return trial
+            while True:
+                with file_lock(self.folder / "ask.lock"):
+                    if budget is None or budget.may_start():
+                        self._write({"asking_since": time.time()})
+                        trial = ask(*args, **kwargs)
+                        trial.set_user_attr("worker", self.worker)
+                        self._write({"trial": trial.number})
+                        return trial
+                budget.wait()
 
         return owned_ask
 

@@ -15,12 +15,17 @@ since rank 0 may measure a trial while they wait):
 3. after each stage, while the pruning rule is on: whether rank 0 pruned the trial.
 
 A rank that dies ends the whole run (torchrun stops the others; rank 0 re-enqueues its trial first, see
-:class:`RankLost`); the trial comes back resumed from its stage checkpoints, which rank 0 writes.
+:class:`RankLost`); the trial comes back resumed from its stage checkpoints, which rank 0 writes. After each
+trial's training every rank says how it ended (:func:`agreed`): a rank whose training failed where rank 0's did
+not (or the reverse) stops the run in one line within ``RANK_WAIT_S`` seconds, instead of leaving the others in
+a collective until its timeout.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime
+import os
 import warnings
 
 import optuna
@@ -32,6 +37,9 @@ from ..utils.distributed import from_main, is_main, world
 
 _CONTROL: list = []  # the gloo group rank 0's messages go through, made once per process
 CONTROL_TIMEOUT = datetime.timedelta(days=7)  # rank 0 may measure or export at length while the others wait
+# how long the ranks wait for one another at the end of a trial's training (they end it together, within a step)
+RANK_WAIT_S = float(os.environ.get("NAS_THESEUS_RANK_WAIT_S", "60"))
+OUTCOME_TAG = 7  # the control group's point-to-point messages of the end of a trial
 
 
 def control():
@@ -62,6 +70,72 @@ def lost(e: BaseException) -> bool:
     while tb is not None and tb.tb_next is not None:
         tb = tb.tb_next
     return tb is not None and "torch/distributed/" in tb.tb_frame.f_code.co_filename.replace("\\", "/")
+
+
+class RankDiverged(UserError):
+    """This rank's training of a trial ended otherwise than rank 0's (a failure on one side only)."""
+
+
+@contextlib.contextmanager
+def agreed():
+    """Around a trial's training on every rank: on the way out (trained, pruned or failed), the ranks meet
+    within ``RANK_WAIT_S`` seconds and compare how it ended. Where they differ, rank 0 stops as if interrupted
+    (:class:`RankLost`: its trial is re-enqueued) and the others with :class:`RankDiverged`, each in one line
+    naming the ranks and their reasons; the run ends (torchrun stops the rest). An interrupt, or a collective
+    broken by a rank that died, passes through as it is. In one process: nothing."""
+    if not active():
+        yield
+        return
+    try:
+        yield
+    except BaseException as e:
+        if isinstance(e, KeyboardInterrupt) or lost(e):
+            raise
+        _compare(f"{type(e).__name__}: {str(e).strip().splitlines()[0][:200] if str(e).strip() else ''}"
+                 if not isinstance(e, optuna.TrialPruned) else "pruned")
+        raise
+    _compare("trained")
+
+
+KINDS = ("trained", "pruned", "failed")
+
+
+def _compare(mine: str) -> None:
+    """Every rank tells rank 0 how its training ended and hears rank 0's, each message waited for at most
+    ``RANK_WAIT_S`` seconds (posted without blocking and polled: a blocking receive waits the control group's
+    timeout, days, where a rank is stuck in a collective of the trial)."""
+    import time
+
+    rank, n = world()
+    kind = mine if mine in KINDS[:2] else "failed"
+    code = torch.tensor([KINDS.index(kind)])
+    if rank == 0:
+        heard = [torch.zeros(1, dtype=torch.long) for _ in range(n)]
+        works = [w for r in range(1, n) for w in (dist.irecv(heard[r], src=r, group=control(), tag=OUTCOME_TAG),
+                                                  dist.isend(code, dst=r, group=control(), tag=OUTCOME_TAG))]
+    else:
+        heard = [torch.zeros(1, dtype=torch.long)]
+        works = [dist.isend(code, dst=0, group=control(), tag=OUTCOME_TAG),
+                 dist.irecv(heard[0], src=0, group=control(), tag=OUTCOME_TAG)]
+    deadline = time.monotonic() + RANK_WAIT_S
+    while not all(w.is_completed() for w in works):
+        if time.monotonic() > deadline:
+            here = f"its training {'failed' if kind == 'failed' else 'ended'} ({mine})"
+            _diverged(f"rank {rank}: {here}, but the other ranks did not end the trial within {RANK_WAIT_S:g} s "
+                      f"(still training, or failed elsewhere)")
+        time.sleep(0.01)
+    others = {r: KINDS[int(heard[r])] for r in range(1, n)} if rank == 0 else {0: KINDS[int(heard[0])]}
+    differ = {r: k for r, k in others.items() if k != kind}
+    if differ:
+        told = ", ".join(f"rank {r} {k}" for r, k in sorted(differ.items()))
+        _diverged(f"rank {rank}: its training of the trial ended otherwise than the others' (here: {mine}; "
+                  f"{told})")
+
+
+def _diverged(text: str):
+    if is_main():
+        raise RankLost(text + "; stopping (the trial is re-enqueued)")
+    raise RankDiverged(text + "; stopping the run (torchrun stops the other ranks)")
 
 
 def tell(value=None):
@@ -118,9 +192,12 @@ def follow(ctx, train) -> None:
             def on_stage(report, hybrid):
                 prune_decision(lambda: None)
         try:
-            train(candidate, conv_cfg, method, on_stage)
+            with agreed():  # a failure here alone stops the run in one line (no waiting on rank 0)
+                train(candidate, conv_cfg, method, on_stage)
+        except RankDiverged:
+            raise
         except (optuna.TrialPruned, ConversionError, UserError):
-            pass  # the same on rank 0, which records why
+            pass  # the same on rank 0 (agreed), which records why
 
 
 def guide_from_main(guide) -> None:

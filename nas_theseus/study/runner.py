@@ -6,7 +6,8 @@
   On one machine a dead worker is known at once (its slot lock is free, owners.py): its trial is swept then,
   without waiting for the grace period.
 * Workers: any number share one study; each has a name (``$NAS_THESEUS_WORKER`` or ``<host>/<slot>``) that
-  seeds its sampler. A worker whose trial another worker declared dead abandons that copy and goes on.
+  seeds its sampler (the slot alone in the work directory's own storage: :func:`sampler_name`). A worker whose
+  trial another worker declared dead abandons that copy and goes on.
 * Resume: running again continues the same study until ``study.n_trials`` trials have finished (COMPLETE,
   PRUNED, or FAIL for a recorded reason); a changed study file or search space is refused unless ``force``.
 * Ctrl-C / SIGTERM: Optuna marks the running trial FAIL and never retries it by itself, so its parameters
@@ -37,6 +38,7 @@ from ..utils.hashing import seed_from_key, stable_hash
 from ..utils.locks import Slot, held_slots, usable_cores
 from ..utils.progress import progress_bar
 from . import ranks
+from .budget import Budget, BudgetReached, finished_trials
 from .config import StudyConfig
 from .context import StudyContext, build_context
 from .guide_reference import record_guide_reference
@@ -53,7 +55,8 @@ MAX_REPEATS_IN_A_ROW = 25
 
 
 def make_sampler(config: StudyConfig, n_stored: int, worker: str = "0") -> optuna.samplers.BaseSampler:
-    """A sampler seeded from (study seed, trials stored, worker): resumed and parallel runs do not replay."""
+    """A sampler seeded from (study seed, trials stored, worker): resumed and parallel runs do not replay.
+    ``worker``: the name that tells this worker's draws apart (see :func:`sampler_name`)."""
     seed = seed_from_key(stable_hash({"seed": config.study.seed, "stored": n_stored, "worker": worker})) % (2**31)
     name = config.study.sampler
     if name == "tpe":
@@ -63,28 +66,25 @@ def make_sampler(config: StudyConfig, n_stored: int, worker: str = "0") -> optun
     return optuna.samplers.RandomSampler(seed=seed)
 
 
-def finished_trials(study: optuna.Study) -> int:
-    """Trials that count toward the budget: COMPLETE (but repeats of an earlier candidate), PRUNED, and FAIL
-    with a recorded reason."""
-    n = 0
-    for t in study.get_trials(deepcopy=False):
-        if t.state == TrialState.COMPLETE and REPEAT_OF in t.user_attrs:
-            continue
-        if t.state in (TrialState.COMPLETE, TrialState.PRUNED):
-            n += 1
-        elif t.state == TrialState.FAIL and "fail_reason" in t.user_attrs:
-            n += 1
-    return n
-
-
 def open_storage(config: StudyConfig, url: str, *, create: bool = True) -> ResilientRDBStorage:
     s = config.study
     return make_storage(url, heartbeat_interval=s.heartbeat_interval, grace_period=s.grace_period,
                         max_retry=s.max_retry, retry_s=s.storage_retry, create=create)
 
 
+def sampler_name(worker: str, slot: int | None, *, shared: bool) -> str:
+    """What seeds a worker's sampler beside the study's seed: the worker's own name where it was given
+    (``$NAS_THESEUS_WORKER``) or where the study's storage is shared with other machines (``host/slot``, so
+    they draw apart); else, a study in its work directory's own storage, its slot alone, so the same study
+    file draws the same trials on any machine."""
+    if os.environ.get("NAS_THESEUS_WORKER") or shared or slot is None:
+        return worker
+    return f"slot {slot}"
+
+
 def open_study(config: StudyConfig, wd: WorkDir, *, storage: str | None, force: bool, identity: str,
-               create: bool = True, worker: str = "0") -> tuple[optuna.Study, ResilientRDBStorage]:
+               create: bool = True, worker: str = "0", slot: int | None = None
+               ) -> tuple[optuna.Study, ResilientRDBStorage]:
     meta = wd.read_meta()
     url = storage or (meta or {}).get("storage") or wd.default_storage()
     storage_obj = open_storage(config, url)
@@ -110,7 +110,8 @@ def open_study(config: StudyConfig, wd: WorkDir, *, storage: str | None, force: 
                    "config": config.to_dict(), "base_dir": config.base_dir})
     for params in config.study.enqueue:  # tried first; a resumed or parallel run does not add them again
         study.enqueue_trial(params, skip_if_exists=True)
-    study.sampler = make_sampler(config, len(study.get_trials(deepcopy=False)), worker)
+    study.sampler = make_sampler(config, len(study.get_trials(deepcopy=False)),
+                                 sampler_name(worker, slot, shared=url != wd.default_storage()))
     return study, storage_obj
 
 
@@ -270,14 +271,19 @@ def set_threads(config: StudyConfig) -> int:
 
 def _run(config: StudyConfig, ctx: StudyContext, wd: WorkDir, identity: str, worker: str, owners: LocalOwners, *,
          storage, force, progress, n_trials, timeout) -> optuna.Study:
-    study, storage_obj = open_study(config, wd, storage=storage, force=force, identity=identity, worker=worker)
+    study, storage_obj = open_study(config, wd, storage=storage, force=force, identity=identity, worker=worker,
+                                    slot=owners.slot.number)
     storage_obj.local_owners = owners
-    study.ask = owners.wrap_ask(study.ask)  # Optuna's optimize() asks through the instance: records the trial
+    target = n_trials if n_trials is not None else config.study.n_trials
+    limit = timeout if timeout is not None else config.study.timeout
+    deadline = None if limit is None else time.monotonic() + limit
+    # Optuna's optimize() asks through the instance: a trial starts only within the budget (budget.py), and the
+    # worker's record names it
+    study.ask = owners.wrap_ask(study.ask, Budget(study, target, deadline=deadline))
     # trials of workers that died (no heartbeat for the grace period, or a free slot lock on this machine) are
     # failed and re-enqueued now; Optuna sweeps again before every trial
     optuna.storages.fail_stale_trials(study)
     record_guide_reference(study, ctx)  # the guide's own figures, once per study (also for earlier studies)
-    target = n_trials if n_trials is not None else config.study.n_trials
     done = finished_trials(study)
     remaining = target - done
     if remaining <= 0:
@@ -338,8 +344,6 @@ def _run(config: StudyConfig, ctx: StudyContext, wd: WorkDir, identity: str, wor
         if finished_trials(study) >= target:
             study.stop()
 
-    limit = timeout if timeout is not None else config.study.timeout
-    deadline = None if limit is None else time.monotonic() + limit
     try:
         with _sigterm_as_interrupt(), _quiet_optuna_failures():
             while True:
@@ -353,6 +357,8 @@ def _run(config: StudyConfig, ctx: StudyContext, wd: WorkDir, identity: str, wor
                     # the loop goes on until the budget, the deadline or an exhausted search space ends it
                     study.optimize(objective, n_trials=left, catch=(TrialFailed,), callbacks=[after_trial],
                                    timeout=None if deadline is None else deadline - time.monotonic())
+                except BudgetReached:  # asked for a trial when none may start: the others' trials filled it
+                    break
                 except (TrialTakenOver, ValueError, AssertionError) as e:
                     # our heartbeat lapsed (a storage outage longer than the grace period): another worker
                     # declared our trial dead and retries it; Optuna cannot tell it ("Cannot tell a FAIL

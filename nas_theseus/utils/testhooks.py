@@ -2,7 +2,8 @@
 
 Set ``NAS_THESEUS_TEST_HOOK="<point>:<action>:<n>[:<rank>]"``: the n-th time (default 1) this process
 reaches ``<point>``, it does ``<action>`` (with ``<rank>``: only the torchrun rank of that number does):
-``kill`` (SIGKILL itself: nothing is cleaned up) or ``interrupt`` (raise KeyboardInterrupt, as Ctrl-C does).
+``kill`` (SIGKILL itself: nothing is cleaned up), ``interrupt`` (raise KeyboardInterrupt, as Ctrl-C does) or
+``error`` (raise :class:`~nas_theseus.errors.UserError`, as a failure of this process alone would).
 Points: ``stage_step`` (every alignment step), ``before_replace`` (a checkpoint fully written to its temp file,
 just before ``os.replace``). Unset, a hook costs one dict lookup.
 """
@@ -34,6 +35,10 @@ def hit(point: str) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
     elif action == "interrupt":
         raise KeyboardInterrupt(f"test hook at {point} #{_counts[point]}")
+    elif action == "error":
+        from ..errors import UserError
+
+        raise UserError(f"test hook at {point} #{_counts[point]}")
 
 
 def reset() -> None:
