@@ -203,8 +203,9 @@ def _train_epoch(forward, teacher, data: TaskData, config: FitConfig, opt, sched
                 loss = _task_share(forward, xb, yb, device)
             else:
                 loss = _taught_loss(forward, teacher, xb, yb, config, mix)
-        optimizer_step(loss, opt, sched, uniform=len(yb) >= ranks)  # a short last batch may leave a rank none
-        sync_buffers([forward])  # batch norm's running statistics: rank 0's on every rank (a no-op in one process)
+        optimizer_step(loss, opt, sched, uniform=len(yb) >= ranks, ranks=ranks)  # a short last batch may leave
+        if ranks > 1:                                                                # a rank no rows
+            sync_buffers([forward])  # batch norm's running statistics: rank 0's on every rank
         losses.add(loss, len(yb), report.steps)
         report.steps += 1
     return losses.total()
@@ -225,16 +226,20 @@ def _mean_share(mean_loss, local: int, total: int, device) -> torch.Tensor:
 
 
 def optimizer_step(loss: torch.Tensor, opt: torch.optim.Optimizer, sched=None, *, summed=None,
-                   uniform: bool = True) -> None:
+                   uniform: bool = True, ranks: int | None = None) -> None:
     """One step of ``opt`` (and of its schedule, if any) on ``loss``'s gradients. In a data-parallel run
     (:mod:`nas_theseus.utils.distributed`; nothing changes in one process) the gradients of ``summed`` (default:
     every parameter of ``opt``) are summed over the ranks: those of the parameters that see only this rank's
-    rows; ``uniform``: every rank backpropagated through the same modules (see ``sync_grads``)."""
-    opt.zero_grad(set_to_none=True)
+    rows; ``uniform``: every rank backpropagated through the same modules (see ``sync_grads``). ``ranks``: the
+    number of ranks, where the caller knows it (else read here)."""
+    for group in opt.param_groups:  # zero_grad(set_to_none=True), without its per-call profiler wrappers
+        for p in group["params"]:
+            p.grad = None
     if loss.requires_grad:  # a data-parallel rank with no rows of a last, short batch has nothing to backprop
         loss.backward()
-    sync_grads(summed if summed is not None else (p for group in opt.param_groups for p in group["params"]),
-               uniform=uniform)
+    if (ranks if ranks is not None else world()[1]) > 1:
+        sync_grads(summed if summed is not None else (p for group in opt.param_groups for p in group["params"]),
+                   uniform=uniform)
     opt.step()
     if sched is not None:
         sched.step()
@@ -253,34 +258,35 @@ SYNC_EVERY = 50  # training steps between two reads of the losses by the host
 
 
 class _LossWindow:
-    """Training losses summed on the device and read by the host once per ``SYNC_EVERY`` steps (and at the
-    end): the first non-finite one raises :class:`FloatingPointError` with its step."""
+    """Training losses kept on the device and read by the host once per ``SYNC_EVERY`` steps (and at the end),
+    in one copy: summed there in float64, row count times loss, in step order; the first non-finite one raises
+    :class:`FloatingPointError` with its step. No work on the device per step."""
 
     def __init__(self, device, what: str, epoch: int):
-        self.what, self.epoch = what, epoch
-        self.sum = torch.zeros((), dtype=torch.float64, device=device)
-        self.first_bad = torch.full((), -1, dtype=torch.long, device=device)
-        self.pending, self.read = 0, 0.0
+        self.what, self.epoch, self.device = what, epoch, device
+        self.sum = 0.0
+        self.pending: list[tuple[torch.Tensor, int, int]] = []  # (loss, rows, step)
 
     def add(self, loss: torch.Tensor, n: int, step: int) -> None:
-        loss = loss.detach()
-        self.sum += loss.double() * n
-        self.first_bad = torch.where((self.first_bad < 0) & ~torch.isfinite(loss), step, self.first_bad)
-        self.pending += 1
-        if self.pending >= SYNC_EVERY:
+        self.pending.append((loss.detach(), n, step))
+        if len(self.pending) >= SYNC_EVERY:
             self.check()
 
     def check(self) -> None:
-        self.pending = 0
         quiet.pause_point()  # a latency measurement of this machine waits for no step of ours (utils/quiet.py)
-        bad = int(self.first_bad)
-        if bad >= 0:
-            raise FloatingPointError(f"{self.what} at step {bad} (epoch {self.epoch})")
+        if not self.pending:
+            return
+        values = torch.stack([loss for loss, _, _ in self.pending]).tolist()
+        for v, (_, n, step) in zip(values, self.pending):
+            if not math.isfinite(v):
+                raise FloatingPointError(f"{self.what} at step {step} (epoch {self.epoch})")
+            self.sum += v * n
+        self.pending.clear()
 
     def total(self) -> float:
         """The summed loss over the epoch (over every rank's share, in a data-parallel run)."""
         self.check()
-        return float(all_sum(self.sum))
+        return float(all_sum(torch.tensor(self.sum, dtype=torch.float64, device=self.device)))
 
 
 def _taught_loss(model: nn.Module, teacher: nn.Module, xb, yb, config: FitConfig, mix: np.random.Generator):

@@ -44,6 +44,28 @@ def linear_cka(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return hsic_kl / denom
 
 
+class FixedSide:
+    """One side ``y`` of :func:`linear_cka` fixed across many calls (the guide's activations on the held-out
+    rows, scored at every evaluation of a stage): its centred Gram matrix and that matrix's squared norm are
+    computed once. :meth:`cka` gives exactly what ``linear_cka(x, y)`` gives (the same operations on the same
+    values), computing only x's side."""
+
+    def __init__(self, y: torch.Tensor):
+        self.y = y.flatten(1)
+        self._l: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    def cka(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.flatten(1)
+        if x.shape[0] > x.shape[1] + self.y.shape[1]:  # the feature-space form: nothing of y's to reuse
+            return linear_cka(x, self.y)
+        if self._l is None:
+            l = _gram(self.y)
+            self._l = l, (l * l).sum()
+        l, ll = self._l
+        k = _gram(x)
+        return (k * l).sum() / torch.sqrt(((k * k).sum() * ll).clamp_min(EPS))
+
+
 def _hsic1(k: torch.Tensor, l: torch.Tensor) -> torch.Tensor:
     n = k.shape[0]
     k = k - torch.diag(torch.diagonal(k))

@@ -22,7 +22,7 @@ from ..targets.bridges import LowRankBridge
 from ..utils.registry import Registry
 from .cka import linear_cka, unbiased_linear_cka
 from .mnn import dmnn
-from .precision import in_full_float32
+from .precision import in_float32, in_full_float32
 
 
 def token_rows(h: torch.Tensor, a: torch.Tensor, max_rows: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -45,6 +45,8 @@ class AlignmentLoss(nn.Module):
     def forward(self, h: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
         """1 − ``score(h, a)``, in full float32 on a GPU whatever the process's TF32 and autocast settings
         (:mod:`nas_theseus.align.precision`)."""
+        if h.device.type != "cuda":
+            return in_float32(self._loss, h, a)
         return in_full_float32(self._loss, h, a, [p for p in self.parameters() if p.requires_grad])
 
     def _loss(self, h: torch.Tensor, a: torch.Tensor) -> torch.Tensor:

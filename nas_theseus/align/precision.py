@@ -73,13 +73,23 @@ class _FullFloat32(torch.autograd.Function):
         return (None, h_grad, None, *found[1:])
 
 
+def in_float32(fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], h: torch.Tensor,
+               a: torch.Tensor) -> torch.Tensor:
+    """``fn(h, a)`` in float32 off CUDA (no TF32 there, and a float32 forward has a float32 backward), outside
+    an autocast where one is on."""
+    t = h.device.type
+    if torch.amp.is_autocast_available(t) and torch.is_autocast_enabled(t):
+        with autocast_off(t):
+            return fn(h.float(), a.float())
+    return fn(h.float(), a.float())
+
+
 def in_full_float32(fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], h: torch.Tensor, a: torch.Tensor,
                     params: list[torch.nn.Parameter]) -> torch.Tensor:
-    """``fn(h, a)`` in full float32 on CUDA (see the module docstring), as is elsewhere; ``params``: the
-    parameters ``fn`` reads (they are trained through it)."""
-    if h.device.type != "cuda":  # no TF32 here, and a float32 forward has a float32 backward
-        with autocast_off(h.device.type):
-            return fn(h.float(), a.float())
+    """``fn(h, a)`` in full float32 on CUDA (see the module docstring), as :func:`in_float32` elsewhere;
+    ``params``: the parameters ``fn`` reads (they are trained through it)."""
+    if h.device.type != "cuda":
+        return in_float32(fn, h, a)
     if not torch.is_grad_enabled():  # an evaluation: no backward to protect
         with full_float32(h.device.type):
             return fn(h.float(), a.float())

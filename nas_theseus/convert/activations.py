@@ -229,7 +229,7 @@ class GuideActivations:
             return self.stager.gather(self.acts, idx, wanted)
         if not self.mapped:
             idx = idx.to(self.acts[0].device)  # gathered where the cache lives, then copied
-            return [a[idx].to(device) if i in wanted else None for i, a in enumerate(self.acts)]
+            return [a.index_select(0, idx).to(device) if i in wanted else None for i, a in enumerate(self.acts)]
         return [torch.from_numpy(_mapped_rows(a, idx)).to(device) if i in wanted else None
                 for i, a in enumerate(self.acts)]
 

@@ -15,11 +15,12 @@ import torch
 from torch import nn
 
 from ..align import linear_cka, token_rows
+from ..align.cka import FixedSide
 from ..data import TaskData
 from ..guides import Guide
 from ..training import autocast_context, optimizer_step
 from ..utils import quiet, testhooks
-from ..utils.distributed import check_divisible, gather_rows, sync_buffers
+from ..utils.distributed import check_divisible, gather_rows, sync_buffers, world
 from ..utils.hashing import seed_from_key
 from ..utils.progress import progress_bar
 from .activations import GuideActivations
@@ -166,6 +167,10 @@ def train_stage(hybrid: Hybrid, losses: nn.ModuleDict, stage: Stage, feed: Guide
     curve = _LossCurve(max(1, stage.steps // 50), len(stage.loss), stage.index + 1,
                        f"{config.alignment}, parts {names}")
     stopper = PlateauStopper.of(config) if config.stage_stop == "plateau" else None
+    cka_sides = stopper is not None and config.alignment == "cka" and not hybrid.tokens
+    guide_sides = {k: FixedSide(heldout[1][k + 1].double()) for k in stage.loss} if cka_sides else {}
+    hook = testhooks.armed("stage_step")  # None unless a test armed it (read once, not at every step)
+    ranks = world()[1]
     refit = bool(config.refit_every) and not stage.isolated and hybrid.reads_through_adapter(stop)
     best, stopped, steps = None, "max_steps" if stopper else "fixed", stage.steps
     bar = progress_bar(total=stage.steps, desc=f"stage {stage.index + 1}/{n_stages} [{names}]", unit="step",
@@ -173,7 +178,7 @@ def train_stage(hybrid: Hybrid, losses: nn.ModuleDict, stage: Stage, feed: Guide
     try:
         for step in range(stage.steps):
             point = curve.add(_step(hybrid, losses, stage, next(batches), opt, sched, config, device, local,
-                                    modules), step)
+                                    modules, ranks), step)
             if point is not None:  # once per window of steps, where the host reads the losses
                 bar.set_postfix(loss=f"{point:.4f}")
                 quiet.pause_point()  # a latency measurement of this machine waits for no step of ours
@@ -182,9 +187,11 @@ def train_stage(hybrid: Hybrid, losses: nn.ModuleDict, stage: Stage, feed: Guide
                 for m in modules:
                     m.train()
             bar.update(1)
-            testhooks.hit("stage_step")
+            if hook is not None:
+                hook()
             if stopper and ((step + 1) % config.eval_every == 0 or step + 1 == stage.steps):
-                verdict = stopper.update(_heldout_score(hybrid, stage, heldout, losses, config.alignment), step + 1)
+                verdict = stopper.update(_heldout_score(hybrid, stage, heldout, losses, config.alignment,
+                                                        guide_sides), step + 1)
                 bar.set_postfix(heldout=f"{1 - stopper.best:.4f}")
                 if verdict == "best":
                     best = [copy.deepcopy(m.state_dict()) for m in watched]
@@ -215,18 +222,24 @@ def _optimizer(watched: list[nn.Module], stage: Stage, config: ConvertConfig):
 
 
 def _step(hybrid: Hybrid, losses: nn.ModuleDict, stage: Stage, batch: tuple, opt, sched, config: ConvertConfig,
-          device, local: list, hybrid_modules: list) -> torch.Tensor:
+          device, local: list, hybrid_modules: list, ranks: int = 1) -> torch.Tensor:
     """One optimizer step on one batch ``(x, guide activations)``; returns the loss (on the device). ``local``:
-    the parameters whose gradients are summed over the ranks of a data-parallel run; ``hybrid_modules``: the
-    modules that train (their buffers are rank 0's after the step)."""
+    the parameters whose gradients are summed over the ``ranks`` of a data-parallel run; ``hybrid_modules``: the
+    modules that train (their buffers are rank 0's after the step). Nothing but the step's own work in one
+    process (the step is launch-bound on a GPU for small networks)."""
     x, acts = batch
     with autocast_context(device, config.autocast):  # a no-op unless bf16 was asked for
         outs = _forward_outputs(hybrid, stage, x, acts)
-    # the similarity in float32 whatever the forward ran in (bf16 Gram matrices lose the CKA ≈ 1 regime)
-    # over the global batch in a data-parallel run: every rank's rows, its own keeping their gradient
-    loss = sum(losses[str(k)](gather_rows(outs[k].float()), gather_rows(acts[k + 1])) for k in stage.loss)
-    optimizer_step(loss, opt, sched, summed=local)
-    sync_buffers(hybrid_modules)  # batch norm's running statistics: rank 0's on every rank
+    loss = None
+    for k in stage.loss:
+        # the similarity in float32 whatever the forward ran in (bf16 Gram matrices lose the CKA ≈ 1 regime);
+        # over the global batch in a data-parallel run: every rank's rows, its own keeping their gradient
+        h, a = outs[k].float(), acts[k + 1]
+        term = losses[str(k)](gather_rows(h), gather_rows(a)) if ranks > 1 else losses[str(k)](h, a)
+        loss = term if loss is None else loss + term
+    optimizer_step(loss, opt, sched, summed=local if ranks > 1 else None, ranks=ranks)
+    if ranks > 1:
+        sync_buffers(hybrid_modules)  # batch norm's running statistics: rank 0's on every rank
     return loss
 
 
@@ -266,9 +279,11 @@ def _forward_outputs(hybrid: Hybrid, stage: Stage, x, acts) -> dict[int, torch.T
 
 
 @torch.no_grad()
-def _heldout_score(hybrid: Hybrid, stage: Stage, heldout, losses: nn.ModuleDict, alignment: str) -> float:
+def _heldout_score(hybrid: Hybrid, stage: Stage, heldout, losses: nn.ModuleDict, alignment: str,
+                   guide_sides: dict[int, FixedSide]) -> float:
     """The stage's alignment loss on the held-out rows, mean over its loss parts (lower is better): 1 − linear
-    CKA (in float64) for ``cka``; each other loss's own 1 − similarity (a D-MNN stage stops when D-MNN stops
+    CKA (in float64) for ``cka``, the guide's side of each part taken from ``guide_sides`` (computed once a
+    stage, see :func:`_guide_sides`); each other loss's own 1 − similarity (a D-MNN stage stops when D-MNN stops
     improving, not when CKA does)."""
     x, acts = heldout
     was = [m.training for m in [*hybrid.modules(), *losses.modules()]]
@@ -276,9 +291,11 @@ def _heldout_score(hybrid: Hybrid, stage: Stage, heldout, losses: nn.ModuleDict,
     losses.eval()
     try:
         outs = _forward_outputs(hybrid, stage, x if _needs_x(hybrid, stage) else None, acts)
-        if alignment == "cka":
-            rows = token_rows if hybrid.tokens else (lambda h, a: (h, a))
-            terms = [1.0 - float(linear_cka(*rows(outs[k].double(), acts[k + 1].double()))) for k in stage.loss]
+        if alignment == "cka" and hybrid.tokens:
+            terms = [1.0 - float(linear_cka(*token_rows(outs[k].double(), acts[k + 1].double())))
+                     for k in stage.loss]
+        elif alignment == "cka":
+            terms = [1.0 - float(guide_sides[k].cka(outs[k].double())) for k in stage.loss]
         else:
             terms = [float(losses[str(k)](outs[k].float(), acts[k + 1])) for k in stage.loss]
     finally:

@@ -107,7 +107,7 @@ class Split(Rows):
                 xb, yb = x[i:i + batch_size], y[i:i + batch_size]
             else:
                 idx = order[i:i + batch_size]
-                xb, yb = x[idx], y[idx]
+                xb, yb = x.index_select(0, idx), y.index_select(0, idx)  # a[idx] costs more per call
             xb = self._rows(upload(xb, device))
             yield Batch(idx, xb if generator is None else augment.batch(xb, generator), upload(yb, device))
 
