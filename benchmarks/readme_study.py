@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import RESULTS, ROOT, ResultStore, provenance, run_meta, save_table  # noqa: E402
+from _common import RESULTS, ROOT, ResultStore, provenance, publish, run_meta  # noqa: E402
 
 STUDY = ROOT / "studies" / "mnist1d_deploy.toml"
 PARTS = ("align_s", "finetune_s", "checkpoint_s", "measure_s", "save_s")
@@ -99,7 +99,7 @@ def main() -> None:
     for i in range(args.runs):
         print(f"== run {i + 1} of {args.runs}", flush=True)
         store.put(f"run{len(store.records)}", run_readme_study(args.device), meta)
-    save_table(name, table(store.records, store.provenance_meta(meta)))
+    publish(name, table(store.records, store.provenance_meta(meta)))
 
 
 if __name__ == "__main__":

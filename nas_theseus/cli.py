@@ -103,16 +103,23 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 def _run_workers(args: argparse.Namespace, config, workdir: Path) -> int:
     """``run --workers N --devices ...``: prepare the study once, then N worker processes (study/launcher.py)."""
+    from .study.autoworkers import choose
     from .study.launcher import assign, default_devices, launch, parse_devices
     from .study.runner import prepare_study
     from .study.storage import close_storages
+    from .utils.locks import usable_cores
 
     if args.device:
         raise UserError("--device binds one process; with --workers, list the devices with --devices")
-    devices = assign(args.workers, parse_devices(args.devices) if args.devices else default_devices())
+    listed = parse_devices(args.devices) if args.devices else default_devices()
+    devices = assign(None if args.workers == "auto" else args.workers, listed)
     started = datetime.datetime.now()
     try:
-        prepare_study(config, workdir, storage=args.storage, force=args.force, progress=not args.no_progress)
+        study = prepare_study(config, workdir, storage=args.storage, force=args.force, progress=not args.no_progress)
+        if args.workers == "auto":  # a count per device, measured on the first (study/autoworkers.py)
+            choice = choose(workdir, listed[0], identity=study.user_attrs["identity"], cores=usable_cores())
+            print(choice.describe(), file=sys.stderr, flush=True)
+            devices = assign(choice.per_device * len(listed), listed)
     except KeyboardInterrupt:
         print(f"\ninterrupted before any worker started; run the same command again (work directory {workdir})",
               file=sys.stderr)
@@ -303,6 +310,15 @@ def _cmd_convert(args: argparse.Namespace) -> int:
     return 0
 
 
+def _workers_arg(text: str):
+    from .study.launcher import parse_workers
+
+    try:
+        return parse_workers(text)
+    except UserError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="nas-theseus", formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG,
@@ -338,9 +354,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float, help="stop starting trials after this many seconds")
     p.add_argument("--storage", help="Optuna storage URL (default: SQLite in the work directory)")
     p.add_argument("--force", action="store_true", help="continue even though the study file or search space changed")
-    p.add_argument("--workers", type=int, metavar="N",
+    p.add_argument("--workers", type=_workers_arg, metavar="N|auto",
                    help="run N worker processes on this machine, sharing the study, each bound to one device of "
-                        "--devices (round robin) with the CPU cores split among them (default: one per device)")
+                        "--devices (round robin) with the CPU cores (and a shared GPU's memory) split among them "
+                        "(default: one per device); auto: as many per device as keep it busy, measured once on "
+                        "this machine (1, 2, 4, 8 workers running the study's first stage) and printed")
     p.add_argument("--devices", metavar="LIST",
                    help="with --workers: comma-separated devices, e.g. cuda:0,cuda:1 or cuda:0,cuda:0 (two workers "
                         "on one GPU); default: every visible GPU, else the CPU")

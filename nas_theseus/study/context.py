@@ -25,7 +25,7 @@ from ..measure.latency import prepare
 from ..search import SearchSpace, load_search_space
 from ..training import FitConfig
 from ..utils.artifacts import ArtifactStore
-from ..utils.devices import describe_device, resolve_device
+from ..utils.devices import describe_device, resolve_device, take_memory_share
 from ..utils.distributed import init_from_env
 from .config import StudyConfig
 
@@ -123,6 +123,7 @@ def build_context(config: StudyConfig, *, progress: bool = True) -> StudyContext
                      **_relative_to(config.data.options, Path(config.base_dir)))
     # under torchrun: joins the process group, and "cuda" is this rank's GPU (cuda:LOCAL_RANK)
     device = str(init_from_env(torch.device(resolve_device(config.study.device))))
+    take_memory_share(device)  # a worker sharing its GPU with others (--workers): its share of the memory
     resolve_device(config.latency.device)  # a latency.device this machine lacks: one line, before any work
     options = dict(config.guide.options)
     g, base = config.guide, Path(config.base_dir)

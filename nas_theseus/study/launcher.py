@@ -24,6 +24,7 @@ import time
 from dataclasses import dataclass
 
 from ..errors import UserError
+from ..utils.devices import MEMORY_FRACTION
 from ..utils.locks import usable_cores
 
 
@@ -33,6 +34,20 @@ def default_devices() -> list[str]:
 
     n = torch.cuda.device_count() if torch.cuda.is_available() else 0
     return [f"cuda:{i}" for i in range(n)] or ["cpu"]
+
+
+def parse_workers(text: str) -> int | str:
+    """``--workers``: a positive count, or ``auto`` (a count per device measured on this machine,
+    :mod:`nas_theseus.study.autoworkers`)."""
+    if text == "auto":
+        return text
+    try:
+        n = int(text)
+    except ValueError:
+        raise UserError(f"--workers takes a count or auto, got {text!r}") from None
+    if n < 1:
+        raise UserError(f"--workers must be at least 1, got {n}")
+    return n
 
 
 def parse_devices(text: str) -> list[str]:
@@ -68,13 +83,16 @@ class Worker:
         return f"worker {self.index} ({self.device})"
 
 
-def worker_env(index: int) -> dict[str, str]:
+def worker_env(index: int, sharing: int = 1, device: str = "cpu") -> dict[str, str]:
     """The environment of worker ``index``: this one's, with ``$NAS_THESEUS_WORKER`` (when set, e.g. a job
     array's task id) made ``<it>/<index>`` so the workers' names, and the sampler seeds drawn from them, differ.
-    Unset, each worker is named ``<host>/<slot>`` as usual."""
+    Unset, each worker is named ``<host>/<slot>`` as usual. A worker that shares its GPU with ``sharing - 1``
+    others may take its share of that GPU's memory (``NAS_THESEUS_GPU_MEMORY_FRACTION``)."""
     env = dict(os.environ)
     if env.get("NAS_THESEUS_WORKER"):
         env["NAS_THESEUS_WORKER"] = f"{env['NAS_THESEUS_WORKER']}/{index}"
+    if sharing > 1 and device.startswith("cuda"):
+        env[MEMORY_FRACTION] = f"{1.0 / sharing:.6f}"
     return env
 
 
@@ -104,7 +122,7 @@ def launch(worker_args: list[str], devices: list[str], *, threads: int | None) -
                "--set", f"study.threads={threads}", "--as-worker"]
         # a session of its own: a terminal's Ctrl-C reaches this process only, which passes it on once
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, bufsize=1,
-                                start_new_session=True, env=worker_env(i))
+                                start_new_session=True, env=worker_env(i, devices.count(device), device))
         w = Worker(i, device, proc)
         workers.append(w)
         for stream, out in ((proc.stdout, sys.stdout), (proc.stderr, sys.stderr)):

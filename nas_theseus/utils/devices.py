@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import os
 import platform
 
 import torch
@@ -92,6 +93,22 @@ def versions(device: str | torch.device) -> dict:
     if torch.device(device).type == "cuda":
         out.update(cuda=torch.version.cuda, cudnn=torch.backends.cudnn.version())
     return out
+
+
+MEMORY_FRACTION = "NAS_THESEUS_GPU_MEMORY_FRACTION"  # set by --workers for a worker that shares its GPU
+
+
+def take_memory_share(device: str | torch.device) -> float | None:
+    """Cap this process's share of its GPU's memory at ``$NAS_THESEUS_GPU_MEMORY_FRACTION`` (set by
+    ``--workers`` for each worker that shares a GPU: 1 / the workers on it), so one worker's peak cannot starve the
+    others; returns the share taken (None: not capped, or not a GPU)."""
+    text = os.environ.get(MEMORY_FRACTION)
+    d = torch.device(device)
+    if not text or d.type != "cuda":
+        return None
+    share = float(text)
+    torch.cuda.set_per_process_memory_fraction(share, canonical_device(d))
+    return share
 
 
 class GpuMemory:
