@@ -283,7 +283,7 @@ def _heldout_score(hybrid: Hybrid, stage: Stage, heldout, losses: nn.ModuleDict,
                    guide_sides: dict[int, FixedSide]) -> float:
     """The stage's alignment loss on the held-out rows, mean over its loss parts (lower is better): 1 − linear
     CKA (in float64) for ``cka``, the guide's side of each part taken from ``guide_sides`` (computed once a
-    stage, see :func:`_guide_sides`); each other loss's own 1 − similarity (a D-MNN stage stops when D-MNN stops
+    stage, by :func:`train_stage`); each other loss's own 1 − similarity (a D-MNN stage stops when D-MNN stops
     improving, not when CKA does)."""
     x, acts = heldout
     was = [m.training for m in [*hybrid.modules(), *losses.modules()]]

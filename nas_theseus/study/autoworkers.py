@@ -50,11 +50,14 @@ def pick(rates: dict[int, float]) -> int:
     return min(n for n, v in rates.items() if v >= (1 - WITHIN) * best)
 
 
-def choose(workdir: Path, device: str, *, identity: str, cores: int, steps: int = STEPS,
-           counts: tuple[int, ...] = COUNTS) -> Choice:
+def choose(workdir: Path, device: str, *, identity: str, cores: int, steps: int | None = None,
+           counts: tuple[int, ...] | None = None) -> Choice:
     """The workers per device for the study in ``workdir`` (prepared: its guide trained, its study made),
-    measured on ``device`` unless this machine measured it before."""
+    measured on ``device`` unless this machine measured it before (``steps`` and ``counts``: default
+    :data:`STEPS`, :data:`COUNTS`)."""
     import torch
+
+    steps, counts = steps or STEPS, counts or COUNTS
 
     from ..utils.devices import describe_device
 

@@ -275,11 +275,10 @@ def _run(config: StudyConfig, ctx: StudyContext, wd: WorkDir, identity: str, wor
                                     slot=owners.slot.number)
     storage_obj.local_owners = owners
     target = n_trials if n_trials is not None else config.study.n_trials
-    limit = timeout if timeout is not None else config.study.timeout
-    deadline = None if limit is None else time.monotonic() + limit
     # Optuna's optimize() asks through the instance: a trial starts only within the budget (budget.py), and the
     # worker's record names it
-    study.ask = owners.wrap_ask(study.ask, Budget(study, target, deadline=deadline))
+    budget = Budget(study, target)
+    study.ask = owners.wrap_ask(study.ask, budget)
     # trials of workers that died (no heartbeat for the grace period, or a free slot lock on this machine) are
     # failed and re-enqueued now; Optuna sweeps again before every trial
     optuna.storages.fail_stale_trials(study)
@@ -344,6 +343,8 @@ def _run(config: StudyConfig, ctx: StudyContext, wd: WorkDir, identity: str, wor
         if finished_trials(study) >= target:
             study.stop()
 
+    limit = timeout if timeout is not None else config.study.timeout
+    deadline = budget.deadline = None if limit is None else time.monotonic() + limit
     try:
         with _sigterm_as_interrupt(), _quiet_optuna_failures():
             while True:
