@@ -22,11 +22,12 @@ def pytest_collection_modifyitems(config, items):
 
 
 @pytest.fixture(autouse=True)
-def _threads_and_worker_name(monkeypatch):
-    """Every test starts with the session's torch thread count (a study run sets its own, see
-    ``runner.set_threads``; a guide trained under another count differs in its last bits) and without a worker
-    name from the environment (which seeds samplers)."""
+def _the_same_start_for_every_test(monkeypatch):
+    """Every test starts as if alone, whichever ran before it: torch's global generator seeded, the session's
+    torch thread count (a study run sets its own, see ``runner.set_threads``; a guide trained under another count
+    differs in its last bits), and no worker name from the environment (which seeds samplers)."""
     threads = torch.get_num_threads()
+    torch.manual_seed(0)
     monkeypatch.delenv("NAS_THESEUS_WORKER", raising=False)
     yield
     torch.set_num_threads(threads)

@@ -151,5 +151,6 @@ def test_a_torch_guide_from_a_file_converts_twice_on_cuda_with_partitions(small_
     for cand in (Candidate((MLP8, MLP8), partition=(1, 2)), Candidate((None, MLP8), partition=(2, 1))):
         seen = []
         r = convert(guide, cand, small_data, ConvertConfig(**FAST), device="cuda", progress=False,
-                    on_stage=lambda report, hybrid: seen.append({t.device.type for t in hybrid.parameters()}))
+                    on_stage=lambda report, hybrid, seen=seen: seen.append({t.device.type
+                                                                            for t in hybrid.parameters()}))
         assert seen and all(s == {"cuda"} for s in seen) and 0 <= r.test_accuracy <= 1

@@ -58,12 +58,12 @@ def candidates(ctx, n_sampled: int = 3):
         yield ctx.candidate(probe.ask())[0]
 
 
-@pytest.mark.parametrize("study", SHIPPED)
-@pytest.mark.parametrize("feed", ["stream", "cache"])
+@pytest.mark.parametrize("study, feed", [(s, "the study's own") for s in SHIPPED]
+                         + [("mnist1d_deploy.toml", "stream")])  # the README's study caches: both feeds
 def test_a_study_dry_runs_and_trains_a_trial_on_meta_up_to_its_first_loss_read(study, feed, tmp_path):
     """The context is built there, the dry run reads no value, every enqueued (and a few sampled) candidate's
     hybrid and deploy network live there, and a trial's conversion gets to the stage loop's first loss read,
-    its guide's activations streamed or read from a cache."""
+    its guide's activations read from a cache or streamed, as the study chooses (or streamed, forced)."""
     config = meta_config(study, tmp_path, *(['convert.activations="stream"'] if feed == "stream" else []))
     ctx = build_context(config, progress=False)
     assert ctx.device == "meta" and one_device(ctx.guide.module) == META
@@ -74,7 +74,7 @@ def test_a_study_dry_runs_and_trains_a_trial_on_meta_up_to_its_first_loss_read(s
             hybrid.swap_in(cand.swap_order)
             assert one_device(hybrid) == META and one_device(hybrid.deploy()) == META, cand
     activations = None
-    if feed == "cache":  # computed where values exist (a CPU twin of the guide), then read on the device
+    if ctx.caches_activations():  # computed where values exist (a CPU twin of the guide), then read on the device
         twin = build_context(load_study_config(STUDIES / study, [*small_settings(study, tmp_path),
                                                                  'guide.weights="random"', 'study.device="cpu"']))
         activations = WorkDir(tmp_path / "cpu").activations(twin.guide, twin.data, device="cpu", progress=False)

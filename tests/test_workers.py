@@ -124,7 +124,7 @@ def test_ten_sigkills_each_restarted_at_once_lose_nothing(tmp_path):
     assert_checkpoints_whole(wd)
 
 
-def test_sigterm_stops_within_ten_seconds_and_requeues(tmp_path):
+def test_sigterm_stops_inside_the_running_stage_and_requeues(tmp_path):
     study_file, wd = write_study(tmp_path, 2), tmp_path / "wd"
     long_stages = ("--set", "convert.steps_per_stage=400")  # the signal lands inside a trial, not between
     run_worker(study_file, wd, "--n-trials", "0", *long_stages)
@@ -133,14 +133,14 @@ def test_sigterm_stops_within_ten_seconds_and_requeues(tmp_path):
     while not list(wd.glob("checkpoints/[0-9a-f]*.ckpt")):  # the first stage finished: we are mid-trial
         assert worker.poll() is None and time.monotonic() < deadline
         time.sleep(0.05)
-    t0 = time.monotonic()
     worker.send_signal(signal.SIGTERM)
-    _, err = worker.communicate(timeout=30)
-    assert time.monotonic() - t0 < 10
+    _, err = worker.communicate(timeout=60)  # a hang guard: what the test means is below
     assert worker.returncode == 130 and "re-enqueued" in err and "Traceback" not in err, err
     study = load_study(wd)
     waiting = [t for t in study.get_trials() if t.state == TrialState.WAITING]
     assert len(waiting) == 1 and waiting[0].user_attrs["resumes_trial"] == 0
+    stopped = study.trials[0]  # stopped inside its second stage: the first one done, no other
+    assert len(stopped.user_attrs["stages"]) == 1 and len(list(wd.glob("checkpoints/[0-9a-f]*.ckpt"))) == 1
     rc, _, err = run_worker(study_file, wd, *long_stages)
     assert rc == 0, err
     study = load_study(wd)

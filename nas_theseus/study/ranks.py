@@ -26,7 +26,9 @@ from __future__ import annotations
 import contextlib
 import datetime
 import os
+import time
 import warnings
+from typing import NoReturn
 
 import optuna
 import torch
@@ -40,6 +42,7 @@ CONTROL_TIMEOUT = datetime.timedelta(days=7)  # rank 0 may measure or export at 
 # how long the ranks wait for one another at the end of a trial's training (they end it together, within a step)
 RANK_WAIT_S = float(os.environ.get("NAS_THESEUS_RANK_WAIT_S", "60"))
 OUTCOME_TAG = 7  # the control group's point-to-point messages of the end of a trial
+KINDS = ("trained", "pruned", "failed")  # how a rank's training of a trial ended
 
 
 def control():
@@ -81,7 +84,8 @@ def agreed():
     """Around a trial's training on every rank: on the way out (trained, pruned or failed), the ranks meet
     within ``RANK_WAIT_S`` seconds and compare how it ended. Where they differ, rank 0 stops as if interrupted
     (:class:`RankLost`: its trial is re-enqueued) and the others with :class:`RankDiverged`, each in one line
-    naming the ranks and their reasons; the run ends (torchrun stops the rest). An interrupt, or a collective
+    saying how it ended there (a failure with its reason) and how it ended on the others; the run ends
+    (torchrun stops the rest). An interrupt, or a collective
     broken by a rank that died, passes through as it is. In one process: nothing."""
     if not active():
         yield
@@ -97,15 +101,10 @@ def agreed():
     _compare("trained")
 
 
-KINDS = ("trained", "pruned", "failed")
-
-
 def _compare(mine: str) -> None:
-    """Every rank tells rank 0 how its training ended and hears rank 0's, each message waited for at most
-    ``RANK_WAIT_S`` seconds (posted without blocking and polled: a blocking receive waits the control group's
-    timeout, days, where a rank is stuck in a collective of the trial)."""
-    import time
-
+    """Every rank tells rank 0 how its training ended and hears rank 0's, the messages waited for at most
+    ``RANK_WAIT_S`` seconds in all (a receive without a limit of its own waits the control group's timeout, days,
+    where a rank is stuck in a collective of the trial)."""
     rank, n = world()
     kind = mine if mine in KINDS[:2] else "failed"
     code = torch.tensor([KINDS.index(kind)])
@@ -118,12 +117,13 @@ def _compare(mine: str) -> None:
         works = [dist.isend(code, dst=0, group=control(), tag=OUTCOME_TAG),
                  dist.irecv(heard[0], src=0, group=control(), tag=OUTCOME_TAG)]
     deadline = time.monotonic() + RANK_WAIT_S
-    while not all(w.is_completed() for w in works):
-        if time.monotonic() > deadline:
-            here = f"its training {'failed' if kind == 'failed' else 'ended'} ({mine})"
-            _diverged(f"rank {rank}: {here}, but the other ranks did not end the trial within {RANK_WAIT_S:g} s "
-                      f"(still training, or failed elsewhere)")
-        time.sleep(0.01)
+    try:
+        for w in works:
+            w.wait(timeout=datetime.timedelta(seconds=max(0.001, deadline - time.monotonic())))
+    except RuntimeError:  # gloo: "Timed out waiting ... for recv"
+        here = f"its training {'failed' if kind == 'failed' else 'ended'} ({mine})"
+        _diverged(f"rank {rank}: {here}, but the other ranks did not end the trial within {RANK_WAIT_S:g} s "
+                  f"(still training, or failed elsewhere)")
     others = {r: KINDS[int(heard[r])] for r in range(1, n)} if rank == 0 else {0: KINDS[int(heard[0])]}
     differ = {r: k for r, k in others.items() if k != kind}
     if differ:
@@ -132,7 +132,7 @@ def _compare(mine: str) -> None:
                   f"{told})")
 
 
-def _diverged(text: str):
+def _diverged(text: str) -> NoReturn:
     if is_main():
         raise RankLost(text + "; stopping (the trial is re-enqueued)")
     raise RankDiverged(text + "; stopping the run (torchrun stops the other ranks)")
