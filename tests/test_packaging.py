@@ -58,3 +58,26 @@ def test_help_imports_no_torch():
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "usage: nas-theseus" in proc.stdout
+
+
+def _python_floor() -> tuple[int, int]:
+    spec = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["requires-python"]
+    m = re.fullmatch(r">=\s*(\d+)\.(\d+)", spec.strip())
+    assert m, f"requires-python {spec!r} is not a plain '>=X.Y' floor"
+    return int(m.group(1)), int(m.group(2))
+
+
+def test_the_python_floor_is_the_python_ci_runs():
+    """The floor pyproject.toml and the README claim is the Python CI tests: older fails to run, newer leaves the
+    claim untested (tomllib, for one, is 3.11+). Outside CI only "not older" can be checked."""
+    import os
+    import sys
+
+    floor = _python_floor()
+    readme = re.findall(r"Python ≥ (\d+)\.(\d+)", (ROOT / "README.md").read_text())
+    assert readme and {(int(a), int(b)) for a, b in readme} == {floor}, f"the README's Python floor is not {floor}"
+    assert sys.version_info[:2] >= floor, f"Python {sys.version_info[:2]} is older than the floor {floor}"
+    assert "NAS_THESEUS_CI=1" in (ROOT / ".ci" / "run").read_text()
+    if os.environ.get("NAS_THESEUS_CI") == "1":
+        assert sys.version_info[:2] == floor, (
+            f"CI runs Python {sys.version_info[:2]} but the floor is {floor}: test the floor, or raise it")
