@@ -1,5 +1,5 @@
 """Numerics benchmark: 1 − CKA in fp32, TF32 and bf16 against fp64, and the alignment loss as the engine
-computes it under global TF32 and a bf16 autocast (not a test). The GPU check (benchmarks/gpu_check.py, step
+computes it under global TF32 and a bf16 autocast (not a test). The GPU check (benchmarks/gpu_check/, step
 ``cka``) runs the same measurement on a GPU, where TF32 exists; on the CPU TF32 reads as fp32.
 
     python benchmarks/cka_precision.py                 # ~1 min on 2 cores (1,024 rows)
@@ -14,7 +14,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _common import RESULTS, claim, provenance, run_meta  # noqa: E402
-from gpu_check import cka_numerics  # noqa: E402
+from gpu_check.steps.cka import cka_numerics  # noqa: E402
 
 
 def main() -> None:

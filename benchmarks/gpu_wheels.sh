@@ -2,7 +2,8 @@
 # Fills .whl/ (ignored by git) with the exact wheels that the device machine's image lacks (see the device
 # tool's KINDS.md: it has torch, timm, transformers, pandas, ... but not optuna, fvcore, iopath, mnist1d and
 # their own needs), for its Python 3.12 on x86-64. fvcore and iopath publish no wheels: they are built here
-# with `pip wheel` (pure Python). benchmarks/gpu_check.sh installs .whl/ into /tmp/site before it starts.
+# with `pip wheel` (pure Python). benchmarks/gpu_check.sh installs .whl/ into /tmp/site before it starts the
+# check (the package benchmarks/gpu_check/).
 #
 #   bash benchmarks/gpu_wheels.sh          # here, with the package registry reachable (~20 MB)
 #

@@ -1,20 +1,17 @@
-"""The GPU check's records (benchmarks/gpu_check.sh): one JSON file written after every step, and the summary
-table. No torch import, so the shell's bookkeeping between steps costs no GPU time.
-
-    python benchmarks/_gpu_check_records.py mark --step cka --rc 0 --seconds 21.4 --out OUT
-    python benchmarks/_gpu_check_records.py summary --out OUT
-"""
+"""The GPU check's records: one JSON file (OUT/gpu_check.json) written as each step starts and ends and once
+the harness has its exit status, and the summary table (OUT/gpu_check.md). No torch import, so the harness's
+bookkeeping between steps costs no GPU time."""
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import statistics
 from pathlib import Path
 
-STEPS = ("tests", "readme", "cka", "stage", "e2e", "workers", "memory", "study", "stream", "ddp")
-DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "gpu_check"
+from .steps import NAMES
+
+DEFAULT_OUT = Path(__file__).resolve().parent.parent / "results" / "gpu_check"
 
 
 def results_path(out: Path) -> Path:
@@ -56,7 +53,7 @@ def summary(out: Path) -> str:
     lines = [f"GPU check: {m.get('gpu', 'no GPU (dry run on the CPU)')}, torch {m.get('torch', '?')}, CUDA "
              f"{m.get('cuda', '-')}, commit {m.get('commit', '?')}, {m.get('date', '?')}; {m.get('machine', '')}",
              "", "| step | status | s | figures |", "|---|---|---|---|"]
-    for step in STEPS:
+    for step in NAMES:
         r = results["steps"].get(step)
         if r is None:
             lines.append(f"| {step} | not run | | |")
@@ -117,21 +114,3 @@ def _figures(step: str, r: dict) -> str:
     except (KeyError, TypeError, ValueError, IndexError, statistics.StatisticsError) as e:
         return f"({type(e).__name__}: {e})"
     return ""
-
-
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("what", choices=["mark", "summary"])
-    ap.add_argument("--out", default=os.environ.get("OUT") or str(DEFAULT_OUT))
-    ap.add_argument("--step", choices=STEPS)
-    ap.add_argument("--rc", type=int)
-    ap.add_argument("--seconds", type=float)
-    args = ap.parse_args()
-    if args.what == "mark":
-        mark(Path(args.out), args.step, args.rc, args.seconds)
-    else:
-        print(summary(Path(args.out)))
-
-
-if __name__ == "__main__":
-    main()
