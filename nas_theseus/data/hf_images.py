@@ -28,8 +28,8 @@ import torch
 
 from ..errors import UserError
 from .base import TaskData, stratified_indices
-from .hub import hf_offline, import_datasets, parquet_files
 from .decoded_images import Images, image_task
+from .hub import hf_offline, import_datasets, parquet_files
 
 SPLITS = ("train", "validation", "test")
 
