@@ -132,12 +132,24 @@ def write_report(study: optuna.Study, names: list[str], directions: list[str], o
     """Write pareto.png, pareto.html, alignment.png and index.html into ``out``; returns the paths. ``compare``:
     (label, study) pairs of other studies with the same objectives, whose fronts are drawn on the same plot."""
     out.mkdir(parents=True, exist_ok=True)
-    written = []
     df = trials_frame(study, names)
     pf, hv, ref = front(study, names, directions, reference)
     guide = study.user_attrs.get(GUIDE_REFERENCE)
     others = [(label, *compared_front(other, guide, names, directions, ref)) for label, other in compare]
     costs = names[1:] or names[:1]  # one panel per cost: the first objective against it
+    written = [_pareto_png(study, names, costs, df, pf, hv, others, guide, out)]
+    if len(names) > 1 and len(df):
+        htm = out / "pareto.html"
+        _interactive(df, pf, names, costs).write_html(str(htm), include_plotlyjs=True)
+        written.append(htm)
+    written.append(_alignment_png(study, out))
+    written.append(_index_html(study, names, df, pf, hv, ref, others, guide, bool(compare), out))
+    return written
+
+
+def _pareto_png(study: optuna.Study, names: list[str], costs: list[str], df, pf, hv: float, others,
+                guide: dict | None, out: Path) -> Path:
+    """pareto.png: one panel per cost (:func:`_panel`), titled with the study, its trials and hypervolume."""
     fig, axes = plt.subplots(1, len(costs), figsize=(6.4 if len(costs) == 1 else 5.0 * len(costs), 4.4),
                              squeeze=False)
     for ax, x_name in zip(axes[0], costs):
@@ -148,13 +160,11 @@ def write_report(study: optuna.Study, names: list[str], directions: list[str], o
     png = out / "pareto.png"
     fig.savefig(png, dpi=120)
     plt.close(fig)
-    written.append(png)
+    return png
 
-    if len(names) > 1 and len(df):
-        htm = out / "pareto.html"
-        _interactive(df, pf, names, costs).write_html(str(htm), include_plotlyjs=True)
-        written.append(htm)
 
+def _alignment_png(study: optuna.Study, out: Path) -> Path:
+    """alignment.png: each complete trial's mean held-out CKA of its swapped parts after each stage."""
     fig, ax = plt.subplots(figsize=(6, 4.2))
     for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
         stages = t.user_attrs.get("stages") or []
@@ -167,11 +177,16 @@ def write_report(study: optuna.Study, names: list[str], directions: list[str], o
     if ax.lines:
         ax.legend(fontsize=6, ncol=2)
     fig.tight_layout()
-    align_png = out / "alignment.png"
-    fig.savefig(align_png, dpi=120)
+    png = out / "alignment.png"
+    fig.savefig(png, dpi=120)
     plt.close(fig)
-    written.append(align_png)
+    return png
 
+
+def _index_html(study: optuna.Study, names: list[str], df, pf, hv: float, ref: dict, others, guide: dict | None,
+                compare: bool, out: Path) -> Path:
+    """index.html: the study in figures and words, the front table (each trial's share of the guide's
+    figures) and the plots written beside it."""
     shown = share_of_guide(pf, names, guide)
     rows = shown.drop(columns=["params"]).to_html(index=False, float_format=lambda v: f"{v:.4g}") if len(pf) else ""
     link = "<p><a href='pareto.html'>interactive plot</a></p>" if (out / "pareto.html").exists() else ""
@@ -191,5 +206,4 @@ def write_report(study: optuna.Study, names: list[str], directions: list[str], o
             f"<h2>Alignment per stage</h2><img src='alignment.png'></body></html>")
     index = out / "index.html"
     atomic_write_text(index, page)
-    written.append(index)
-    return written
+    return index

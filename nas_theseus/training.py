@@ -24,6 +24,7 @@ from .utils import quiet
 from .utils.devices import canonical_device, module_device
 from .utils.distributed import all_sum, shard, sync_buffers, sync_grads, world
 from .utils.hashing import keyed_fields
+from .utils.loss_window import LossWindow
 from .utils.progress import progress_bar
 from .utils.transfer import upload
 
@@ -191,8 +192,11 @@ def _trainable(model: nn.Module, config: FitConfig, device, params, teacher) -> 
 def _train_epoch(forward, teacher, data: TaskData, config: FitConfig, opt, sched, g: torch.Generator, mix,
                  device, report: FitReport, what: str, epoch: int) -> float:
     """One pass over the training split in an order drawn from ``g`` (augmented, seeded from ``g`` too);
-    returns the summed training loss (``report.steps`` counts the steps)."""
-    losses = _LossWindow(device, what, epoch)
+    returns the summed training loss (``report.steps`` counts the steps). The host reads the losses once per
+    ``SYNC_EVERY`` steps and at the end (:class:`~nas_theseus.utils.loss_window.LossWindow`), where a non-finite
+    one raises :class:`FloatingPointError` with its step."""
+    losses = LossWindow(SYNC_EVERY, lambda _, step: FloatingPointError(f"{what} at step {step} (epoch {epoch})"))
+    total = 0.0
     ranks = world()[1]
     order = torch.randperm(len(data.train), generator=g)
     augment = data.augmentation
@@ -206,9 +210,19 @@ def _train_epoch(forward, teacher, data: TaskData, config: FitConfig, opt, sched
         optimizer_step(loss, opt, sched, uniform=len(yb) >= ranks, ranks=ranks)  # a short last batch may leave
         if ranks > 1:                                                                # a rank no rows
             sync_buffers([forward])  # batch norm's running statistics: rank 0's on every rank
-        losses.add(loss, len(yb), report.steps)
+        if losses.add(loss, report.steps, len(yb)):
+            total = _summed(losses, total)
         report.steps += 1
-    return losses.total()
+    total = _summed(losses, total)
+    return float(all_sum(torch.tensor(total, dtype=torch.float64, device=device)))  # over every rank's share
+
+
+def _summed(losses: LossWindow, total: float) -> float:
+    """``total`` plus the window's losses, each times its rows, in step order (float64 on the host)."""
+    quiet.pause_point()  # a latency measurement of this machine waits for no step of ours (utils/quiet.py)
+    for v, n in losses.read():
+        total += v * n
+    return total
 
 
 def _task_share(forward, xb, yb, device) -> torch.Tensor:
@@ -255,38 +269,6 @@ def _improves(report: FitReport, monitor: str, val_acc: float, val_loss: float) 
 
 
 SYNC_EVERY = 50  # training steps between two reads of the losses by the host
-
-
-class _LossWindow:
-    """Training losses kept on the device and read by the host once per ``SYNC_EVERY`` steps (and at the end),
-    in one copy: summed there in float64, row count times loss, in step order; the first non-finite one raises
-    :class:`FloatingPointError` with its step. No work on the device per step."""
-
-    def __init__(self, device, what: str, epoch: int):
-        self.what, self.epoch, self.device = what, epoch, device
-        self.sum = 0.0
-        self.pending: list[tuple[torch.Tensor, int, int]] = []  # (loss, rows, step)
-
-    def add(self, loss: torch.Tensor, n: int, step: int) -> None:
-        self.pending.append((loss.detach(), n, step))
-        if len(self.pending) >= SYNC_EVERY:
-            self.check()
-
-    def check(self) -> None:
-        quiet.pause_point()  # a latency measurement of this machine waits for no step of ours (utils/quiet.py)
-        if not self.pending:
-            return
-        values = torch.stack([loss for loss, _, _ in self.pending]).tolist()
-        for v, (_, n, step) in zip(values, self.pending):
-            if not math.isfinite(v):
-                raise FloatingPointError(f"{self.what} at step {step} (epoch {self.epoch})")
-            self.sum += v * n
-        self.pending.clear()
-
-    def total(self) -> float:
-        """The summed loss over the epoch (over every rank's share, in a data-parallel run)."""
-        self.check()
-        return float(all_sum(torch.tensor(self.sum, dtype=torch.float64, device=self.device)))
 
 
 def _taught_loss(model: nn.Module, teacher: nn.Module, xb, yb, config: FitConfig, mix: np.random.Generator):

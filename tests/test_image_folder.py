@@ -45,11 +45,11 @@ def test_a_streamed_folder_holds_the_same_rows_as_one_in_memory(tmp_path):
 
 
 def test_the_fingerprint_reads_no_image_and_follows_the_files(tmp_path, monkeypatch):
-    from nas_theseus.data import images
+    from nas_theseus.data import image_folder
 
     root = write_folder(tmp_path / "imgs")
     data = load_data("imagefolder", root=str(root), size=8, in_memory=False, workers=0)
-    monkeypatch.setattr(images.ImageFiles, "raw", lambda self, i: pytest.fail("an image was read"))
+    monkeypatch.setattr(image_folder.ImageFiles, "raw", lambda self, i: pytest.fail("an image was read"))
     first = data.fingerprint
     monkeypatch.undo()
     victim = root / "b" / "3.png"

@@ -22,6 +22,7 @@ from ..training import autocast_context, optimizer_step
 from ..utils import quiet, testhooks
 from ..utils.distributed import check_divisible, gather_rows, sync_buffers, world
 from ..utils.hashing import seed_from_key
+from ..utils.loss_window import LossWindow
 from ..utils.progress import progress_bar
 from .activations import GuideActivations
 from .config import Candidate, ConvertConfig
@@ -104,37 +105,6 @@ class PlateauStopper:
         return "drop"
 
 
-class _LossCurve:
-    """A stage's loss, one point per window of steps (their mean of the per-part mean), read from the device
-    once per window; a non-finite loss fails with its stage and step."""
-
-    def __init__(self, window: int, n_terms: int, stage: int, what: str):
-        self.window, self.n_terms, self.stage, self.what = window, n_terms, stage, what
-        self.points: list[float] = []
-        self._pending: list[torch.Tensor] = []
-
-    def add(self, loss: torch.Tensor, step: int) -> float | None:
-        """Record step ``step``'s loss; at the end of a window, return the window's point."""
-        self._pending.append(loss.detach())
-        if (step + 1) % self.window:
-            return None
-        self.points.append(self.settle(step) / self.window)
-        return self.points[-1]
-
-    def settle(self, last_step: int) -> float:
-        """Read the pending losses (one host sync), fail on a non-finite one, and return their sum, in order."""
-        values = torch.stack(self._pending).tolist() if self._pending else []
-        first = last_step - len(values) + 1
-        self._pending.clear()
-        acc = 0.0
-        for i, v in enumerate(values):
-            if not math.isfinite(v):
-                raise ConversionError(f"non-finite alignment loss ({v}) at stage {self.stage}, step {first + i} "
-                                      f"({self.what})")
-            acc += v / self.n_terms
-        return acc
-
-
 def train_stage(hybrid: Hybrid, losses: nn.ModuleDict, stage: Stage, feed: GuideActivations | GuideStream,
                 data: TaskData, config: ConvertConfig, *, key: str, device, probe: tuple, heldout: tuple,
                 progress: bool = False, n_stages: int = 1) -> tuple[list[float], int, str]:
@@ -153,34 +123,28 @@ def train_stage(hybrid: Hybrid, losses: nn.ModuleDict, stage: Stage, feed: Guide
     # what sees only this rank's rows in a data-parallel run: its gradients are summed over the ranks (a loss's
     # own parameters, a bridge of MSE, see the gathered batch and have the whole gradient on every rank)
     local = [p for m in modules for p in m.parameters()]
-    hybrid.eval()
-    for m in modules:
-        m.train()
-    if config.compile:
-        for m in modules:
-            m.compile()  # in place: parameter names (checkpoints, deploy) are unchanged
+    _set_modes(hybrid, modules, compile=config.compile)
     names = ",".join(hybrid.guide.parts[k].name for k in stage.new)
-    levels, needs_x, stop = _levels(hybrid, stage), _needs_x(hybrid, stage), max(stage.loss)
-    batch_size = min(config.batch_size, len(data.train))
-    check_divisible(batch_size, f"stage {stage.index + 1}")  # a gathered loss needs equal shards
-    batches = feed.stage_batches(data, batch_size, generator, device, levels, needs_x)
-    curve = _LossCurve(max(1, stage.steps // 50), len(stage.loss), stage.index + 1,
-                       f"{config.alignment}, parts {names}")
-    stopper = PlateauStopper.of(config) if config.stage_stop == "plateau" else None
-    cka_sides = stopper is not None and config.alignment == "cka" and not hybrid.tokens
-    guide_sides = {k: FixedSide(heldout[1][k + 1].double()) for k in stage.loss} if cka_sides else {}
+    stop = max(stage.loss)
+    batches = _batches(hybrid, stage, feed, data, config, generator, device)
+    where = f"{config.alignment}, parts {names}"
+    window = LossWindow(max(1, stage.steps // 50), lambda v, step: ConversionError(
+        f"non-finite alignment loss ({v}) at stage {stage.index + 1}, step {step} ({where})"))
+    curve: list[float] = []  # one point per window: the mean over its steps of the per-part mean loss
+    plateau = (_Plateau(hybrid, stage, losses, heldout, config, watched, opt) if config.stage_stop == "plateau"
+               else None)
     hook = testhooks.armed("stage_step")  # None unless a test armed it (read once, not at every step)
     ranks = world()[1]
     refit = bool(config.refit_every) and not stage.isolated and hybrid.reads_through_adapter(stop)
-    best, stopped, steps = None, "max_steps" if stopper else "fixed", stage.steps
+    stopped, steps = "max_steps" if plateau else "fixed", stage.steps
     bar = progress_bar(total=stage.steps, desc=f"stage {stage.index + 1}/{n_stages} [{names}]", unit="step",
                        enabled=progress)
     try:
         for step in range(stage.steps):
-            point = curve.add(_step(hybrid, losses, stage, next(batches), opt, sched, config, device, local,
-                                    modules, ranks), step)
-            if point is not None:  # once per window of steps, where the host reads the losses
-                bar.set_postfix(loss=f"{point:.4f}")
+            loss = _step(hybrid, losses, stage, next(batches), opt, sched, config, device, local, modules, ranks)
+            if window.add(loss, step):  # once per window of steps, the host reads the losses
+                curve.append(_window_sum(window, len(stage.loss)) / window.size)
+                bar.set_postfix(loss=f"{curve[-1]:.4f}")
                 quiet.pause_point()  # a latency measurement of this machine waits for no step of ours
             if refit and (step + 1) % config.refit_every == 0:  # only adapters the loss reads through
                 hybrid.refit(*probe, stop=stop)
@@ -189,26 +153,76 @@ def train_stage(hybrid: Hybrid, losses: nn.ModuleDict, stage: Stage, feed: Guide
             bar.update(1)
             if hook is not None:
                 hook()
-            if stopper and ((step + 1) % config.eval_every == 0 or step + 1 == stage.steps):
-                verdict = stopper.update(_heldout_score(hybrid, stage, heldout, losses, config.alignment,
-                                                        guide_sides), step + 1)
-                bar.set_postfix(heldout=f"{1 - stopper.best:.4f}")
-                if verdict == "best":
-                    best = [copy.deepcopy(m.state_dict()) for m in watched]
-                elif verdict == "drop":  # a plateau at this rate: go on at a lower one
-                    for group in opt.param_groups:
-                        group["lr"] *= config.lr_drop_factor
-                elif verdict == "stop":
-                    stopped, steps = "plateau", step + 1
-                    break
-        curve.settle(steps - 1)  # the last partial window: checked, not plotted
+            if plateau and ((step + 1) % config.eval_every == 0 or step + 1 == stage.steps) \
+                    and plateau.evaluate(step + 1, bar):
+                stopped, steps = "plateau", step + 1
+                break
+        _window_sum(window, len(stage.loss))  # the last partial window: checked, not plotted
     finally:
         bar.close()
-    if best is not None:
-        for m, state in zip(watched, best):
-            m.load_state_dict(state)
+    if plateau:
+        plateau.restore_best()
     hybrid.eval()
-    return curve.points, steps, stopped
+    return curve, steps, stopped
+
+
+def _set_modes(hybrid: Hybrid, modules: list[nn.Module], *, compile: bool) -> None:
+    """The hybrid in eval mode but for the modules that train (compiled in place when asked: parameter names,
+    which checkpoints and deploy read, are unchanged)."""
+    hybrid.eval()
+    for m in modules:
+        m.train()
+    if compile:
+        for m in modules:
+            m.compile()
+
+
+def _batches(hybrid: Hybrid, stage: Stage, feed: GuideActivations | GuideStream, data: TaskData,
+             config: ConvertConfig, generator: torch.Generator, device):
+    """The stage's batches from ``feed``: the guide activation levels (and the raw input, if) its steps read."""
+    batch_size = min(config.batch_size, len(data.train))
+    check_divisible(batch_size, f"stage {stage.index + 1}")  # a gathered loss needs equal shards
+    return feed.stage_batches(data, batch_size, generator, device, _levels(hybrid, stage), _needs_x(hybrid, stage))
+
+
+def _window_sum(window: LossWindow, n_terms: int) -> float:
+    """The window's losses read, each its mean over the ``n_terms`` loss parts, summed in step order."""
+    acc = 0.0
+    for v, _ in window.read():
+        acc += v / n_terms
+    return acc
+
+
+class _Plateau:
+    """The plateau rule (:class:`PlateauStopper`) run on a stage: scores the held-out rows, keeps the best
+    state of what trains (``watched``), and cuts ``opt``'s learning rate on a plateau."""
+
+    def __init__(self, hybrid: Hybrid, stage: Stage, losses: nn.ModuleDict, heldout: tuple,
+                 config: ConvertConfig, watched: list[nn.Module], opt):
+        self.hybrid, self.stage, self.losses, self.heldout, self.config = hybrid, stage, losses, heldout, config
+        self.watched, self.opt = watched, opt
+        self.stopper = PlateauStopper.of(config)
+        cka_sides = config.alignment == "cka" and not hybrid.tokens  # the guide's side, computed once a stage
+        self.guide_sides = {k: FixedSide(heldout[1][k + 1].double()) for k in stage.loss} if cka_sides else {}
+        self.best: list[dict] | None = None
+
+    def evaluate(self, steps_done: int, bar) -> bool:
+        """Score the held-out rows after ``steps_done`` steps and act on the verdict; whether to stop."""
+        verdict = self.stopper.update(_heldout_score(self.hybrid, self.stage, self.heldout, self.losses,
+                                                     self.config.alignment, self.guide_sides), steps_done)
+        bar.set_postfix(heldout=f"{1 - self.stopper.best:.4f}")
+        if verdict == "best":
+            self.best = [copy.deepcopy(m.state_dict()) for m in self.watched]
+        elif verdict == "drop":  # a plateau at this rate: go on at a lower one
+            for group in self.opt.param_groups:
+                group["lr"] *= self.config.lr_drop_factor
+        return verdict == "stop"
+
+    def restore_best(self) -> None:
+        """The best evaluated state back in place, if one was kept."""
+        if self.best is not None:
+            for m, state in zip(self.watched, self.best):
+                m.load_state_dict(state)
 
 
 def _optimizer(watched: list[nn.Module], stage: Stage, config: ConvertConfig):
@@ -283,7 +297,7 @@ def _heldout_score(hybrid: Hybrid, stage: Stage, heldout, losses: nn.ModuleDict,
                    guide_sides: dict[int, FixedSide]) -> float:
     """The stage's alignment loss on the held-out rows, mean over its loss parts (lower is better): 1 − linear
     CKA (in float64) for ``cka``, the guide's side of each part taken from ``guide_sides`` (computed once a
-    stage, by :func:`train_stage`); each other loss's own 1 − similarity (a D-MNN stage stops when D-MNN stops
+    stage, by :class:`_Plateau`); each other loss's own 1 − similarity (a D-MNN stage stops when D-MNN stops
     improving, not when CKA does)."""
     x, acts = heldout
     was = [m.training for m in [*hybrid.modules(), *losses.modules()]]

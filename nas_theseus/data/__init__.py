@@ -13,7 +13,7 @@ from .base import Batch, Rows, Split, TaskData, carve_validation
 from .dataset_split import DatasetSplit
 from .digits import load_digits
 from .hf_images import load_hf_images
-from .images import load_image_folder
+from .image_folder import load_image_folder
 from .local import load_cifar10, load_npz
 from .mnist1d import load_mnist1d
 from .text import ByteTokenizer, load_text

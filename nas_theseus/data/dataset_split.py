@@ -76,9 +76,10 @@ class DatasetSplit(Rows):
         else:
             augment = None
         chunks = [keys[i:i + batch_size] for i in range(0, len(keys), batch_size)]
+        prefetch = {"prefetch_factor": self.prefetch} if self.workers else {}
+        # batches made by the DataLoader's default_collate: indices (int64), x and y stacked in their own dtypes
         loader = DataLoader(_Indexed(self.dataset, augment), batch_sampler=chunks, num_workers=self.workers,
-                            pin_memory=device.type == "cuda", collate_fn=_collate,
-                            **({"prefetch_factor": self.prefetch} if self.workers else {}))
+                            pin_memory=device.type == "cuda", **prefetch)
         it = iter(loader)
         while True:
             try:
@@ -113,7 +114,3 @@ class _Indexed(Dataset):
             x, y = self.dataset[i]
         return i, x, y
 
-
-def _collate(items) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    idx, xs, ys = zip(*items)
-    return torch.as_tensor(idx), torch.stack(xs), torch.stack([torch.as_tensor(y) for y in ys])

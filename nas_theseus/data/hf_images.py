@@ -14,7 +14,7 @@ each image (the ``image`` column: a ``datasets.Image`` feature) is decoded when 
 so memory does not grow with the data set; a small one is decoded into tensors once, as image folders are
 (``in_memory``). Labels are the ``label`` column (integers; a ``ClassLabel``'s names are kept as the classes).
 A split that is not there is carved out of ``train`` (stratified: ``test_fraction``, then ``val_fraction``).
-Images are converted, resized and standardised as an image folder's are (:mod:`nas_theseus.data.images`). The
+Images are converted, resized and standardised as an image folder's are (:mod:`nas_theseus.data.decoded_images`). The
 data's fingerprint is each split's own Arrow fingerprint (``Dataset._fingerprint``: for a ``save_to_disk``
 folder the one stored with it, for parquet files a hash of their paths and modification times), how splits
 were carved (seed and fractions), and the options: no image is read for it.
@@ -28,8 +28,8 @@ import torch
 
 from ..errors import UserError
 from .base import TaskData, stratified_indices
+from .decoded_images import Images, image_task
 from .hub import hf_offline, import_datasets, parquet_files
-from .images import Images, image_task
 
 SPLITS = ("train", "validation", "test")
 

@@ -38,7 +38,13 @@ PARQUET_PATTERNS = ("{}-*.parquet", "{}.parquet", "{}/*.parquet")  # the Hub's l
 
 def parquet_files(folder: Path, splits) -> dict[str, list[Path]]:
     """The parquet files of each of ``splits`` found in ``folder`` (``<split>-*.parquet``, ``<split>.parquet``
-    or ``<split>/*.parquet``, the first that matches); splits without any are left out."""
+    or ``<split>/*.parquet``, the first that matches); splits without any are left out.
+
+    Not ``datasets``' own split detection (``datasets.data_files.get_data_patterns``), on purpose: it searches
+    every subfolder (a WikiText folder holding ``wikitext-2-raw-v1/`` and ``wikitext-103-raw-v1/`` would give
+    each split both subsets' files), takes any file type (a ``validation.csv`` joins ``dev.parquet`` in one
+    split) and more names (``dev``, ``eval``), and calls a folder of other files one ``train`` split; here a
+    split is the Hub's parquet files of exactly that name, in this folder."""
     found = {}
     for split in splits:
         for pattern in PARQUET_PATTERNS:

@@ -5,7 +5,7 @@
 * ``cifar10``: the standard python-pickle batches of CIFAR-10 (``data_batch_1`` … ``data_batch_5``,
   ``test_batch``, as in ``cifar-10-python.tar.gz``) under ``root``; images (3, 32, 32), held as their bytes
   and standardised a batch at a time (:class:`~nas_theseus.data.byte_images.ByteImages`).
-(Image folders: :mod:`nas_theseus.data.images`.)
+(Image folders: :mod:`nas_theseus.data.image_folder`.)
 
 Every loader carves its validation split out of the training data (stratified, ``val_fraction``, seeded) and
 standardises with statistics of the **training split only**: per channel for (C, ...) samples, per feature

@@ -1,10 +1,13 @@
-"""The block registry: every target block kind, listed and created by name (as timm's ``create_model``).
+"""The block registry: every target block kind by name, its options' defaults and their check.
 
 A block is one class with a frozen ``Options`` dataclass of primitives (its defaults are the block's
 defaults) and a ``build(options, in_shape, guide_out_shape) -> nn.Module`` static method. ``in_shape`` is the
 per-sample shape the block will read; ``guide_out_shape`` is the shape of the guide part it replaces, which a
 block may produce (``width=None``) or ignore (an MLP of width 256 outputs (256,)). Register it with
-``@register_block("name")``; the contract tests in :mod:`nas_theseus.testing` then run it automatically.
+``@register_block("name")``; the contract tests in :mod:`nas_theseus.testing` then run it automatically. A
+:class:`~nas_theseus.targets.spec.BlockSpec` names a kind here and is checked against it when made; a block is
+built from its spec by :func:`~nas_theseus.targets.build.create_target` (as timm's ``create_model``). This
+module knows kinds and options, not specs, so the spec can rely on it without a circle.
 
 A block whose output at position t reads no input after t sets ``causal = True`` (or, when that depends on its
 options, ``causal_when(options) -> bool``); causal guides (language models) accept only such blocks.
@@ -16,14 +19,9 @@ import dataclasses
 import typing
 from collections.abc import Callable
 
-import torch
-from torch import nn
-
 from ..errors import UserError, did_you_mean
 from ..utils.registry import Registry
-from .spec import BlockSpec
 
-Shape = tuple[int, ...]
 BLOCKS: Registry = Registry("block")
 
 
@@ -58,49 +56,20 @@ def default_options(kind: str) -> dict:
     return dataclasses.asdict(BLOCKS[kind].Options())
 
 
-def options_of(spec: BlockSpec):
-    """The block's Options instance for a spec (defaults filled in)."""
-    cls = BLOCKS[spec.kind]
-    return cls.Options(**spec.opts)
-
-
-def validate_spec(spec: BlockSpec) -> tuple:
-    """Check a spec; return its options with ints for float options made floats.
+def checked_options(kind: str, options: tuple[tuple[str, object], ...]) -> tuple:
+    """Check ``(name, value)`` options of block ``kind``; return them with ints for float options made floats.
 
     Raises :class:`UserError` for an unknown kind, an unknown option or an option of the wrong type.
     """
-    cls = BLOCKS.lookup(spec.kind)
+    cls = BLOCKS.lookup(kind)
     hints = typing.get_type_hints(cls.Options)
-    options = []
-    for name, value in spec.options:
+    checked = []
+    for name, value in options:
         if name not in hints:
-            raise UserError(f"unknown option {name!r} for block {spec.kind!r}{did_you_mean(name, hints)}; "
+            raise UserError(f"unknown option {name!r} for block {kind!r}{did_you_mean(name, hints)}; "
                             f"valid: {', '.join(sorted(hints)) or '(none)'}")
-        options.append((name, _check_type(spec.kind, name, value, hints[name])))
+        checked.append((name, _check_type(kind, name, value, hints[name])))
     check = getattr(cls, "check", None)
     if check is not None:
-        check(cls.Options(**dict(options)))
-    return tuple(options)
-
-
-def is_causal(spec: BlockSpec) -> bool:
-    """Whether the block built from ``spec`` keeps positions causal (see the module docstring)."""
-    cls = BLOCKS[spec.kind]
-    when = getattr(cls, "causal_when", None)
-    return bool(when(options_of(spec))) if when is not None else getattr(cls, "causal", False) is True
-
-
-def create_target(spec: BlockSpec, in_shape: Shape, guide_out_shape: Shape) -> nn.Module:
-    """Build the module for ``spec`` reading per-sample ``in_shape``; see the module docstring."""
-    cls = BLOCKS[spec.kind]
-    return cls.build(options_of(spec), tuple(in_shape), tuple(guide_out_shape))
-
-
-@torch.no_grad()
-def probe_output_shape(module: nn.Module, in_shape: Shape, dtype: torch.dtype = torch.float32) -> Shape:
-    """Per-sample output shape of ``module`` from one forward pass on a batch of 2 (in eval mode)."""
-    was = module.training
-    module.eval()
-    out = module(torch.zeros((2, *in_shape), dtype=dtype))
-    module.train(was)
-    return tuple(out.shape[1:])
+        check(cls.Options(**dict(checked)))
+    return tuple(checked)

@@ -1,4 +1,5 @@
-"""Architecture as data: a :class:`BlockSpec` names a registered block kind and its options (primitives only).
+"""Architecture as data: a :class:`BlockSpec` names a registered block kind and its options (primitives only),
+checked against the kind in :mod:`~nas_theseus.targets.registry` when the spec is made.
 
 Specs are frozen, hashable and round-trip through JSON, so a study can store them, a stage checkpoint can be
 keyed by them, and an export can rebuild the module from them.
@@ -11,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import UserError
+from .registry import checked_options, default_options
 
 _PRIMITIVES = (type(None), bool, int, float, str)
 
@@ -30,14 +32,12 @@ class BlockSpec:
     options: tuple[tuple[str, Any], ...] = ()
 
     def __post_init__(self) -> None:
-        from .registry import default_options, validate_spec  # late import: the registry imports this module
-
         for name, value in self.options:
             if not isinstance(value, _PRIMITIVES):
                 raise UserError(f"block option {self.kind}.{name} must be None/bool/int/float/str, "
                                 f"got {type(value).__name__} {value!r}")
         object.__setattr__(self, "options", tuple(sorted(self.options)))
-        options = validate_spec(self)
+        options = checked_options(self.kind, self.options)
         defaults = default_options(self.kind)
         object.__setattr__(self, "options", tuple((k, v) for k, v in options if k not in defaults
                                                   or defaults[k] != v or type(defaults[k]) is not type(v)))
@@ -55,8 +55,6 @@ class BlockSpec:
 
     def to_dict(self, *, full: bool = False) -> dict:
         """``{"kind": ..., **options}``; ``full`` adds every default (for exports read by other versions)."""
-        from .registry import default_options
-
         return {"kind": self.kind, **(default_options(self.kind) if full else {}), **dict(self.options)}
 
     @property
