@@ -1,0 +1,246 @@
+"""The one registry of inline figures: each number the docs' prose quotes, computed from its results file.
+
+``benchmarks/render_docs.py`` writes ``<!-- fig:NAME COMMIT -->VALUE<!-- /fig -->`` from ``FIGURES[NAME]``; a
+figure's function reads only the JSON a benchmark wrote, so a re-run changes the prose with the table. A
+function that meets a record it was not written for (another trial at the start, a missing run) raises rather
+than quote a wrong number. Standard library only.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "benchmarks" / "results"
+
+
+def load(name: str) -> dict:
+    return json.loads((RESULTS / f"{name}.json").read_text())
+
+
+@dataclass(frozen=True)
+class Figure:
+    source: str  # the results file's name, without .json
+    run: str | None  # the run whose commit the figure names (None: the record's)
+    value: Callable[[dict], str]
+
+
+FIGURES: dict[str, Figure] = {}
+
+
+def figure(name: str, source: str, run: str | None = None):
+    """Register the function that computes figure ``name`` from ``results/SOURCE.json``."""
+    def register(fn: Callable[[dict], str]) -> Callable[[dict], str]:
+        assert name not in FIGURES, name
+        FIGURES[name] = Figure(source, run, fn)
+        return fn
+    return register
+
+
+def pct(x: float) -> str:
+    return f"{100 * x:.1f}"
+
+
+def times(x: float) -> str:
+    return f"{x:.2f}×"
+
+
+def span(values: list[float], fmt: Callable[[float], str]) -> str:
+    """``lo–hi`` as the prose writes a range (one value when they round alike)."""
+    lo, hi = fmt(min(values)), fmt(max(values))
+    return lo if lo == hi else f"{lo}–{hi}"
+
+
+def fewest_flops_then_accuracy(record: dict) -> dict:
+    """A deploy-front record's cheapest point within a point of the guide, ties in FLOPs broken by the best
+    validation accuracy. Records stored before that tie-break took the first trial: among their stored points,
+    a point at the same FLOPs with higher accuracy replaces it; what the points do not hold (its trial, test
+    accuracy, method, candidate) is then None."""
+    c = record["cheapest_within_1_point"]
+    if c is None:
+        return c
+    flops = c["flops_x"] * record["guide"]["flops"]
+    tied = [p for p in record["points"] if abs(p[1] - flops) < 0.5 and p[0] > c["accuracy"]]
+    if not tied:
+        return c
+    acc, _, lat = max(tied)
+    return {"trial": None, "flops_x": c["flops_x"], "latency_x": lat, "accuracy": acc, "test_accuracy": None,
+            "method": None, "candidate": None}
+
+
+# --- the deployer's study (deploy_front.json) ---
+NOT, KD, MIXED = "deploy (NoT)", "deploy, KD only", "deploy, NoT or KD per trial"
+SEEDS = (0, 1, 2)
+
+
+def _run(d: dict, study: str, seed: int) -> dict:
+    return d["runs"][f"{study} / seed {seed}"]
+
+
+def _start(d: dict, study: str, seed: int) -> dict:
+    """The enqueued start (trial 0): the stored cheapest point, which it is on these records."""
+    c = _run(d, study, seed)["cheapest_within_1_point"]
+    if c["trial"] not in (0, 1) or c["flops_x"] > 0.45:  # the mixed study's seed 0 ran the start as trial 1
+        raise ValueError(f"{study} / seed {seed}: the stored cheapest point is not the enqueued start")
+    return c
+
+
+def _per_seed(fn: Callable[[int], str]) -> str:
+    return " / ".join(fn(s) for s in SEEDS)
+
+
+figure("deploy_front.guide_val", "deploy_front", f"{NOT} / seed 0")(
+    lambda d: pct(_run(d, NOT, 0)["guide"]["accuracy"]))
+figure("deploy_front.guide_test", "deploy_front", f"{NOT} / seed 0")(
+    lambda d: pct(_run(d, NOT, 0)["guide"]["test_accuracy"]))
+figure("deploy_front.start_flops", "deploy_front", f"{NOT} / seed 0")(
+    lambda d: span([_start(d, NOT, s)["flops_x"] for s in SEEDS], times))
+figure("deploy_front.start_latency", "deploy_front", f"{NOT} / seed 0")(
+    lambda d: span([_start(d, NOT, s)["latency_x"] for s in SEEDS], times))
+figure("deploy_front.start_val_per_seed", "deploy_front", f"{NOT} / seed 0")(
+    lambda d: _per_seed(lambda s: pct(_start(d, NOT, s)["accuracy"])))
+figure("deploy_front.start_test_per_seed", "deploy_front", f"{NOT} / seed 0")(
+    lambda d: _per_seed(lambda s: pct(_start(d, NOT, s)["test_accuracy"])))
+figure("deploy_front.seed0_best", "deploy_front", f"{NOT} / seed 0")(
+    lambda d: (lambda b, g: f"trial {b['trial']}, {pct(b['accuracy'])} % at {times(b['flops'] / g)} the FLOPs and "
+               f"{times(b['latency_x'])} the latency")(_run(d, NOT, 0)["best"], _run(d, NOT, 0)["guide"]["flops"]))
+
+
+@figure("deploy_front.seed2_tie", "deploy_front", f"{NOT} / seed 2")
+def _seed2_tie(d: dict) -> str:
+    r = _run(d, NOT, 2)
+    c, win = fewest_flops_then_accuracy(r), [w for w in r["deploy_wins"] if w["trial"] != 0]
+    if c["trial"] is not None or len(win) != 1:
+        raise ValueError("seed 2's stored cheapest point has no better tie")
+    return (f"trial {win[0]['trial']}: {times(c['flops_x'])} the FLOPs, {times(c['latency_x'])} the latency, "
+            f"{pct(c['accuracy'])} % validation")
+
+
+figure("deploy_front.kd_start_val_per_seed", "deploy_front", f"{KD} / seed 0")(
+    lambda d: _per_seed(lambda s: pct(_start(d, KD, s)["accuracy"])))
+figure("deploy_front.kd_best_per_seed", "deploy_front", f"{KD} / seed 0")(
+    lambda d: _per_seed(lambda s: pct(_run(d, KD, s)["best"]["accuracy"])))
+figure("deploy_front.kd_best_flops_per_seed", "deploy_front", f"{KD} / seed 0")(
+    lambda d: _per_seed(lambda s: times(_run(d, KD, s)["best"]["flops"] / _run(d, KD, s)["guide"]["flops"])))
+figure("deploy_front.not_best_per_seed", "deploy_front", f"{NOT} / seed 0")(
+    lambda d: _per_seed(lambda s: pct(_run(d, NOT, s)["best"]["accuracy"])))
+figure("deploy_front.mixed_best_per_seed", "deploy_front", f"{MIXED} / seed 0")(
+    lambda d: _per_seed(lambda s: pct(_run(d, MIXED, s)["best"]["accuracy"])))
+for _study, _slug in ((NOT, "not"), (KD, "kd"), (MIXED, "mixed")):
+    figure(f"deploy_front.hv_median_{_slug}", "deploy_front")(
+        lambda d, st=_study: f"{statistics.median(_run(d, st, s)['hypervolume'] for s in SEEDS):.4g}")
+    figure(f"deploy_front.hv_per_seed_{_slug}", "deploy_front")(
+        lambda d, st=_study: _per_seed(lambda s: f"{_run(d, st, s)['hypervolume']:.4g}"))
+figure("deploy_front.kd_hv_higher_seeds", "deploy_front")(
+    lambda d: f"{sum(_run(d, KD, s)['hypervolume'] > _run(d, NOT, s)['hypervolume'] for s in SEEDS)} of {len(SEEDS)}")
+figure("deploy_front.kd_best_ahead_seeds", "deploy_front")(
+    lambda d: f"{sum(_run(d, KD, s)['best']['accuracy'] > _run(d, NOT, s)['best']['accuracy'] for s in SEEDS)} "
+              f"of {len(SEEDS)}")
+
+# --- the README's first study, run as a new user runs it (readme_study_cpu.json) ---
+README_RUN = "run0"
+
+
+def _readme(d: dict) -> dict:
+    return d["runs"][README_RUN]
+
+
+def _readme_trial0(d: dict) -> dict:
+    (t,) = [p for p in _readme(d)["front"] if p["trial"] == 0]
+    return t
+
+
+figure("readme_study.guide_val", "readme_study_cpu", README_RUN)(lambda d: pct(_readme(d)["guide"]["val_accuracy"]))
+figure("readme_study.guide_test", "readme_study_cpu", README_RUN)(
+    lambda d: pct(_readme(d)["guide"]["test_accuracy"]))
+figure("readme_study.trials", "readme_study_cpu", README_RUN)(lambda d: str(len(_readme(d)["trials"])))
+figure("readme_study.trial0_win", "readme_study_cpu", README_RUN)(
+    lambda d: _readme_trial0(d)["deploy_win"].replace("x ", "× ").rsplit(",", 1)[0])
+figure("readme_study.trial0_acc", "readme_study_cpu", README_RUN)(
+    lambda d: f"{pct(_readme_trial0(d)['accuracy'])} / {pct(_readme_trial0(d)['test_accuracy'])}")
+figure("readme_study.deploy_wins", "readme_study_cpu", README_RUN)(
+    lambda d: str(sum(bool(p["deploy_win"]) for p in _readme(d)["front"])))
+figure("readme_study.wall_s", "readme_study_cpu", README_RUN)(lambda d: f"{_readme(d)['wall_s']:.0f}")
+figure("readme_study.guide_s", "readme_study_cpu", README_RUN)(lambda d: f"{_readme(d)['guide_s']:.0f}")
+
+# --- NoT on MNIST-1D (conversion_mnist1d.json), W = 256 with each method's rule chosen on validation ---
+W256_RULES = {"not": "not-ft1e-3", "kd": "kd-fm-lr0.003", "scratch": "scratch-lr0.003"}
+
+
+def _conv(d: dict, method: str, seed: int) -> float:
+    return d["runs"][f"W256-s{seed}-{W256_RULES[method]}"]["test_accuracy"]
+
+
+def _guide(d: dict, seed: int) -> float:
+    return d["runs"][f"guide-s{seed}"]["test_accuracy"]
+
+
+for _m in W256_RULES:
+    figure(f"conversion_mnist1d.{_m}_w256", "conversion_mnist1d")(
+        lambda d, m=_m: pct(statistics.median(_conv(d, m, s) for s in SEEDS)))
+figure("conversion_mnist1d.guide", "conversion_mnist1d")(lambda d: pct(statistics.median(_guide(d, s) for s in SEEDS)))
+figure("conversion_mnist1d.not_minus_guide_per_seed", "conversion_mnist1d")(
+    lambda d: _per_seed(lambda s: f"{100 * (_conv(d, 'not', s) - _guide(d, s)):+.1f}".replace("-", "−")))
+figure("conversion_mnist1d.not_per_seed", "conversion_mnist1d")(
+    lambda d: _per_seed(lambda s: pct(_conv(d, "not", s))))
+figure("conversion_mnist1d.guide_per_seed", "conversion_mnist1d")(lambda d: _per_seed(lambda s: pct(_guide(d, s))))
+figure("conversion_mnist1d_fixed1000.guide", "conversion_mnist1d_fixed1000")(
+    lambda d: pct(statistics.median(d["runs"][f"guide-s{s}"]["test_accuracy"] for s in SEEDS)))
+
+# --- the guide and the thread count (guide_threads.json) ---
+for _t in (1, 2):
+    figure(f"guide_threads.test_{_t}", "guide_threads", f"{_t} threads / run 1")(
+        lambda d, t=_t: pct(d["runs"][f"{t} threads / run 1"]["test_accuracy"]))
+
+# --- the CNN -> MLPs study (study_not_vs_scratch.json) ---
+for _m in ("scratch", "kd"):
+    figure(f"study_not_vs_scratch.hv_ratio_{_m}", "study_not_vs_scratch")(
+        lambda d, m=_m: f"{d[f'hypervolume_ratio_{m}']:.2f}×")
+
+# --- real data at scale (scale.json), the stage loop (stage_loop.json) ---
+
+
+def _scale_sizes(d: dict) -> list[int]:
+    return sorted({int(k.split("-")[0]) for k in d["runs"]})
+
+
+figure("scale.stream_peak_mb", "scale")(
+    lambda d: span([d["runs"][f"{n}-stream"]["peak_rss_mb"] for n in _scale_sizes(d)], lambda x: f"{x:.0f}"))
+figure("scale.sizes", "scale")(lambda d: f"{min(_scale_sizes(d)):,} to {max(_scale_sizes(d)):,}")
+figure("scale.stream_over_cache", "scale")(
+    lambda d: span([d["runs"][f"{n}-stream"]["wall_s"] / d["runs"][f"{n}-cache"]["wall_s"] for n in _scale_sizes(d)],
+                   times))
+figure("stage_loop.ratio", "stage_loop")(lambda d: span([r["ratio"] for r in d["runs"].values()], lambda x: f"{x:.2f}"))
+
+# --- augmentation on digits (digits_augment.json): the targets' median over seeds, the guide's one run ---
+
+
+def _digits(d: dict, augment: str, who: str) -> float:
+    if who == "guide":
+        return d["runs"][f"{augment}-guide"]["test_accuracy"]
+    return statistics.median(d["runs"][f"{augment}-s{s}-{who}"]["test_accuracy"] for s in SEEDS)
+
+
+_WHO = ("guide", "not", "scratch", "kd")
+figure("digits_augment.standard_loss", "digits_augment")(
+    lambda d: span([100 * (_digits(d, "none", w) - _digits(d, "standard", w)) for w in _WHO], lambda x: f"{x:.1f}"))
+for _w in _WHO:
+    figure(f"digits_augment.standard_delta_{_w}", "digits_augment")(
+        lambda d, w=_w: f"{100 * (_digits(d, 'standard', w) - _digits(d, 'none', w)):+.1f}".replace("-", "−"))
+
+# --- early stops and partitions (search_efficiency.json) ---
+
+
+def _wall(d: dict, which: str, seed: int) -> float:
+    return d["runs"][f"{which}|seed{seed}|12"]["wall_s"]
+
+
+figure("search_efficiency.wall_per_seed", "search_efficiency")(
+    lambda d: _per_seed(lambda s: f"{_wall(d, 'searchable partitions', s):.0f} vs {_wall(d, 'fixed parts', s):.0f}"))
+figure("search_efficiency.wall_faster_seeds", "search_efficiency")(
+    lambda d: f"{sum(_wall(d, 'searchable partitions', s) < _wall(d, 'fixed parts', s) for s in SEEDS)} of "
+              f"{len(SEEDS)}")
