@@ -139,8 +139,8 @@ def cheapest_cell(name: str, r: dict) -> str:
 
 
 def table(results: dict, seeds: list[int], n_trials: int, meta: dict) -> str:
-    rows = ["| study | seed | hypervolume | deploy wins | cheapest within 1 point of the guide (fewest FLOPs, then best "
-            "accuracy): FLOPs × guide, latency × guide, val % (test %), method | guide val % | commit |",
+    rows = ["| study | seed | hypervolume | deploy wins | cheapest within 1 point of the guide (fewest FLOPs, then "
+            "best accuracy): FLOPs × guide, latency × guide, val % (test %), method | guide val % | commit |",
             "|---|---|---|---|---|---|---|"]
     for name in STUDIES:
         for seed in seeds:

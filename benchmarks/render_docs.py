@@ -5,9 +5,9 @@ copied it there. Here there is no copying by hand: a table block ``<!-- bench:NA
 is ``benchmarks/results/NAME.md`` (what the benchmark wrote) plus the provenance its ``NAME.json`` holds (its
 commit, or that none was recorded; a dirty tree; per-run commits), and an inline figure
 ``<!-- fig:NAME COMMIT -->VALUE<!-- /fig -->`` is computed from its results file by the function registered
-under NAME in
-``benchmarks/_figures.py`` (the one registry of figures). HTML comments render as nothing on GitHub and in MkDocs, so a reader sees the value; the
-comment names the figure and the commit of the record it came from.
+under NAME in ``benchmarks/_figures.py`` (the one registry of figures). HTML comments render as nothing on
+GitHub and in MkDocs, so a reader sees the value; the comment names the figure and the commit of the record it
+came from.
 
     python benchmarks/render_docs.py           # rewrite the pages
     python benchmarks/render_docs.py --check   # exit 1 and name what differs (tests/test_docs.py runs this)
