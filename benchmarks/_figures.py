@@ -25,18 +25,29 @@ def load(name: str) -> dict:
 @dataclass(frozen=True)
 class Figure:
     source: str  # the results file's name, without .json
-    run: str | None  # the run whose commit the figure names (None: the record's)
     value: Callable[[dict], str]
+
+
+class Reading(dict):
+    """A record's runs that remember which of them a figure read: the figure names those runs' commits."""
+
+    def __init__(self, runs: dict):
+        super().__init__(runs)
+        self.read: list[str] = []
+
+    def __getitem__(self, key: str):
+        self.read.append(key)
+        return super().__getitem__(key)
 
 
 FIGURES: dict[str, Figure] = {}
 
 
-def figure(name: str, source: str, run: str | None = None):
+def figure(name: str, source: str):
     """Register the function that computes figure ``name`` from ``results/SOURCE.json``."""
     def register(fn: Callable[[dict], str]) -> Callable[[dict], str]:
         assert name not in FIGURES, name
-        FIGURES[name] = Figure(source, run, fn)
+        FIGURES[name] = Figure(source, fn)
         return fn
     return register
 
@@ -49,10 +60,14 @@ def times(x: float) -> str:
     return f"{x:.2f}×"
 
 
-def span(values: list[float], fmt: Callable[[float], str]) -> str:
+def span(values: list[float], fmt: Callable[[float], str], unit: str = "") -> str:
     """``lo–hi`` as the prose writes a range (one value when they round alike)."""
     lo, hi = fmt(min(values)), fmt(max(values))
-    return lo if lo == hi else f"{lo}–{hi}"
+    return (lo if lo == hi else f"{lo}–{hi}") + unit
+
+
+def times_span(values: list[float]) -> str:
+    return span(values, lambda x: f"{x:.2f}", "×")
 
 
 def fewest_flops_then_accuracy(record: dict) -> dict:
@@ -93,24 +108,24 @@ def _per_seed(fn: Callable[[int], str]) -> str:
     return " / ".join(fn(s) for s in SEEDS)
 
 
-figure("deploy_front.guide_val", "deploy_front", f"{NOT} / seed 0")(
+figure("deploy_front.guide_val", "deploy_front")(
     lambda d: pct(_run(d, NOT, 0)["guide"]["accuracy"]))
-figure("deploy_front.guide_test", "deploy_front", f"{NOT} / seed 0")(
+figure("deploy_front.guide_test", "deploy_front")(
     lambda d: pct(_run(d, NOT, 0)["guide"]["test_accuracy"]))
-figure("deploy_front.start_flops", "deploy_front", f"{NOT} / seed 0")(
-    lambda d: span([_start(d, NOT, s)["flops_x"] for s in SEEDS], times))
-figure("deploy_front.start_latency", "deploy_front", f"{NOT} / seed 0")(
-    lambda d: span([_start(d, NOT, s)["latency_x"] for s in SEEDS], times))
-figure("deploy_front.start_val_per_seed", "deploy_front", f"{NOT} / seed 0")(
+figure("deploy_front.start_flops", "deploy_front")(
+    lambda d: times_span([_start(d, NOT, s)["flops_x"] for s in SEEDS]))
+figure("deploy_front.start_latency", "deploy_front")(
+    lambda d: times_span([_start(d, NOT, s)["latency_x"] for s in SEEDS]))
+figure("deploy_front.start_val_per_seed", "deploy_front")(
     lambda d: _per_seed(lambda s: pct(_start(d, NOT, s)["accuracy"])))
-figure("deploy_front.start_test_per_seed", "deploy_front", f"{NOT} / seed 0")(
+figure("deploy_front.start_test_per_seed", "deploy_front")(
     lambda d: _per_seed(lambda s: pct(_start(d, NOT, s)["test_accuracy"])))
-figure("deploy_front.seed0_best", "deploy_front", f"{NOT} / seed 0")(
+figure("deploy_front.seed0_best", "deploy_front")(
     lambda d: (lambda b, g: f"trial {b['trial']}, {pct(b['accuracy'])} % at {times(b['flops'] / g)} the FLOPs and "
                f"{times(b['latency_x'])} the latency")(_run(d, NOT, 0)["best"], _run(d, NOT, 0)["guide"]["flops"]))
 
 
-@figure("deploy_front.seed2_tie", "deploy_front", f"{NOT} / seed 2")
+@figure("deploy_front.seed2_tie", "deploy_front")
 def _seed2_tie(d: dict) -> str:
     r = _run(d, NOT, 2)
     c, win = fewest_flops_then_accuracy(r), [w for w in r["deploy_wins"] if w["trial"] != 0]
@@ -120,15 +135,15 @@ def _seed2_tie(d: dict) -> str:
             f"{pct(c['accuracy'])} % validation")
 
 
-figure("deploy_front.kd_start_val_per_seed", "deploy_front", f"{KD} / seed 0")(
+figure("deploy_front.kd_start_val_per_seed", "deploy_front")(
     lambda d: _per_seed(lambda s: pct(_start(d, KD, s)["accuracy"])))
-figure("deploy_front.kd_best_per_seed", "deploy_front", f"{KD} / seed 0")(
+figure("deploy_front.kd_best_per_seed", "deploy_front")(
     lambda d: _per_seed(lambda s: pct(_run(d, KD, s)["best"]["accuracy"])))
-figure("deploy_front.kd_best_flops_per_seed", "deploy_front", f"{KD} / seed 0")(
+figure("deploy_front.kd_best_flops_per_seed", "deploy_front")(
     lambda d: _per_seed(lambda s: times(_run(d, KD, s)["best"]["flops"] / _run(d, KD, s)["guide"]["flops"])))
-figure("deploy_front.not_best_per_seed", "deploy_front", f"{NOT} / seed 0")(
+figure("deploy_front.not_best_per_seed", "deploy_front")(
     lambda d: _per_seed(lambda s: pct(_run(d, NOT, s)["best"]["accuracy"])))
-figure("deploy_front.mixed_best_per_seed", "deploy_front", f"{MIXED} / seed 0")(
+figure("deploy_front.mixed_best_per_seed", "deploy_front")(
     lambda d: _per_seed(lambda s: pct(_run(d, MIXED, s)["best"]["accuracy"])))
 for _study, _slug in ((NOT, "not"), (KD, "kd"), (MIXED, "mixed")):
     figure(f"deploy_front.hv_median_{_slug}", "deploy_front")(
@@ -154,18 +169,18 @@ def _readme_trial0(d: dict) -> dict:
     return t
 
 
-figure("readme_study.guide_val", "readme_study_cpu", README_RUN)(lambda d: pct(_readme(d)["guide"]["val_accuracy"]))
-figure("readme_study.guide_test", "readme_study_cpu", README_RUN)(
+figure("readme_study.guide_val", "readme_study_cpu")(lambda d: pct(_readme(d)["guide"]["val_accuracy"]))
+figure("readme_study.guide_test", "readme_study_cpu")(
     lambda d: pct(_readme(d)["guide"]["test_accuracy"]))
-figure("readme_study.trials", "readme_study_cpu", README_RUN)(lambda d: str(len(_readme(d)["trials"])))
-figure("readme_study.trial0_win", "readme_study_cpu", README_RUN)(
+figure("readme_study.trials", "readme_study_cpu")(lambda d: str(len(_readme(d)["trials"])))
+figure("readme_study.trial0_win", "readme_study_cpu")(
     lambda d: _readme_trial0(d)["deploy_win"].replace("x ", "× ").rsplit(",", 1)[0])
-figure("readme_study.trial0_acc", "readme_study_cpu", README_RUN)(
+figure("readme_study.trial0_acc", "readme_study_cpu")(
     lambda d: f"{pct(_readme_trial0(d)['accuracy'])} / {pct(_readme_trial0(d)['test_accuracy'])}")
-figure("readme_study.deploy_wins", "readme_study_cpu", README_RUN)(
+figure("readme_study.deploy_wins", "readme_study_cpu")(
     lambda d: str(sum(bool(p["deploy_win"]) for p in _readme(d)["front"])))
-figure("readme_study.wall_s", "readme_study_cpu", README_RUN)(lambda d: f"{_readme(d)['wall_s']:.0f}")
-figure("readme_study.guide_s", "readme_study_cpu", README_RUN)(lambda d: f"{_readme(d)['guide_s']:.0f}")
+figure("readme_study.wall_s", "readme_study_cpu")(lambda d: f"{_readme(d)['wall_s']:.0f}")
+figure("readme_study.guide_s", "readme_study_cpu")(lambda d: f"{_readme(d)['guide_s']:.0f}")
 
 # --- NoT on MNIST-1D (conversion_mnist1d.json), W = 256 with each method's rule chosen on validation ---
 W256_RULES = {"not": "not-ft1e-3", "kd": "kd-fm-lr0.003", "scratch": "scratch-lr0.003"}
@@ -193,7 +208,7 @@ figure("conversion_mnist1d_fixed1000.guide", "conversion_mnist1d_fixed1000")(
 
 # --- the guide and the thread count (guide_threads.json) ---
 for _t in (1, 2):
-    figure(f"guide_threads.test_{_t}", "guide_threads", f"{_t} threads / run 1")(
+    figure(f"guide_threads.test_{_t}", "guide_threads")(
         lambda d, t=_t: pct(d["runs"][f"{t} threads / run 1"]["test_accuracy"]))
 
 # --- the CNN -> MLPs study (study_not_vs_scratch.json) ---
@@ -212,8 +227,8 @@ figure("scale.stream_peak_mb", "scale")(
     lambda d: span([d["runs"][f"{n}-stream"]["peak_rss_mb"] for n in _scale_sizes(d)], lambda x: f"{x:.0f}"))
 figure("scale.sizes", "scale")(lambda d: f"{min(_scale_sizes(d)):,} to {max(_scale_sizes(d)):,}")
 figure("scale.stream_over_cache", "scale")(
-    lambda d: span([d["runs"][f"{n}-stream"]["wall_s"] / d["runs"][f"{n}-cache"]["wall_s"] for n in _scale_sizes(d)],
-                   times))
+    lambda d: times_span([d["runs"][f"{n}-stream"]["wall_s"] / d["runs"][f"{n}-cache"]["wall_s"]
+                          for n in _scale_sizes(d)]))
 figure("stage_loop.ratio", "stage_loop")(lambda d: span([r["ratio"] for r in d["runs"].values()], lambda x: f"{x:.2f}"))
 
 # --- augmentation on digits (digits_augment.json): the targets' median over seeds, the guide's one run ---

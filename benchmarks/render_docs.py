@@ -24,7 +24,7 @@ import re
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _figures import FIGURES, RESULTS, ROOT, load  # noqa: E402
+from _figures import FIGURES, RESULTS, ROOT, Reading, load  # noqa: E402
 
 PAGES = [ROOT / p for p in ("docs/benchmarks.md", "README.md", "docs/studies.md", "docs/method.md", "docs/index.md")]
 BLOCK = re.compile(r"^<!-- bench:(\w+) -->\n.*?^<!-- /bench:\1 -->$", re.S | re.M)
@@ -36,13 +36,13 @@ def meta_of(data: dict) -> dict:
     return data.get("meta", data)
 
 
-def commit_of(data: dict, run: str | None = None) -> str:
-    """The commit a figure names: its run's (when the record stamps runs), else the record's, else what is
-    known of it (the commit that added the file)."""
-    stamped = (data.get("runs", {}).get(run) or {}).get("commit") if run else None
+def commit_of(data: dict, runs: list[str]) -> str:
+    """The commit a figure names: those of the runs it read (when the record stamps runs), else the record's,
+    else what is known of it (the commit that added the file)."""
+    stamped = dict.fromkeys(c for r in runs if (c := (data["runs"].get(r) or {}).get("commit")))
     meta = meta_of(data)
     if stamped or meta.get("commit"):
-        return stamped or meta["commit"]
+        return ", ".join(stamped) or meta["commit"]
     return f"commit unknown, file added in {meta['added_in']}" if meta.get("added_in") else "commit unknown"
 
 
@@ -85,7 +85,9 @@ def block(name: str) -> str:
 def render_figure(name: str) -> str:
     fig = FIGURES[name]
     data = load(fig.source)
-    return f"<!-- fig:{name} {commit_of(data, fig.run)} -->{fig.value(data)}<!-- /fig -->"
+    runs = data["runs"] = Reading(data.get("runs", {}))
+    value = fig.value(data)
+    return f"<!-- fig:{name} {commit_of(data, runs.read)} -->{value}<!-- /fig -->"
 
 
 def render(text: str) -> str:
