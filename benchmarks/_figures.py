@@ -203,8 +203,19 @@ figure("conversion_mnist1d.not_minus_guide_per_seed", "conversion_mnist1d")(
 figure("conversion_mnist1d.not_per_seed", "conversion_mnist1d")(
     lambda d: _per_seed(lambda s: pct(_conv(d, "not", s))))
 figure("conversion_mnist1d.guide_per_seed", "conversion_mnist1d")(lambda d: _per_seed(lambda s: pct(_guide(d, s))))
+
+
+def _fixed1000(d: dict, key: str) -> float:
+    """The previous recipe's median test accuracy over the seeds: ``key`` is ``guide`` or ``W256-...``."""
+    return statistics.median(d["runs"][key.format(s=s)]["test_accuracy"] for s in SEEDS)
+
+
 figure("conversion_mnist1d_fixed1000.guide", "conversion_mnist1d_fixed1000")(
-    lambda d: pct(statistics.median(d["runs"][f"guide-s{s}"]["test_accuracy"] for s in SEEDS)))
+    lambda d: pct(_fixed1000(d, "guide-s{s}")))
+figure("conversion_mnist1d_fixed1000.not_w256", "conversion_mnist1d_fixed1000")(
+    lambda d: pct(_fixed1000(d, "W256-s{s}-progressive")))
+figure("conversion_mnist1d_fixed1000.not_gap", "conversion_mnist1d_fixed1000")(
+    lambda d: f"{100 * (_fixed1000(d, 'guide-s{s}') - _fixed1000(d, 'W256-s{s}-progressive')):.1f}")
 
 # --- the guide and the thread count (guide_threads.json) ---
 for _t in (1, 2):
@@ -235,17 +246,18 @@ figure("stage_loop.ratio", "stage_loop")(lambda d: span([r["ratio"] for r in d["
 
 
 def _digits(d: dict, augment: str, who: str) -> float:
+    """Test accuracy in % as the table rounds it, so differences agree with the table's."""
     if who == "guide":
-        return d["runs"][f"{augment}-guide"]["test_accuracy"]
-    return statistics.median(d["runs"][f"{augment}-s{s}-{who}"]["test_accuracy"] for s in SEEDS)
+        return round(100 * d["runs"][f"{augment}-guide"]["test_accuracy"], 1)
+    return round(100 * statistics.median(d["runs"][f"{augment}-s{s}-{who}"]["test_accuracy"] for s in SEEDS), 1)
 
 
 _WHO = ("guide", "not", "scratch", "kd")
 figure("digits_augment.standard_loss", "digits_augment")(
-    lambda d: span([100 * (_digits(d, "none", w) - _digits(d, "standard", w)) for w in _WHO], lambda x: f"{x:.1f}"))
+    lambda d: span([_digits(d, "none", w) - _digits(d, "standard", w) for w in _WHO], lambda x: f"{x:.1f}"))
 for _w in _WHO:
     figure(f"digits_augment.standard_delta_{_w}", "digits_augment")(
-        lambda d, w=_w: f"{100 * (_digits(d, 'standard', w) - _digits(d, 'none', w)):+.1f}".replace("-", "−"))
+        lambda d, w=_w: f"{_digits(d, 'standard', w) - _digits(d, 'none', w):+.1f}".replace("-", "−"))
 
 # --- early stops and partitions (search_efficiency.json) ---
 
@@ -259,3 +271,16 @@ figure("search_efficiency.wall_per_seed", "search_efficiency")(
 figure("search_efficiency.wall_faster_seeds", "search_efficiency")(
     lambda d: f"{sum(_wall(d, 'searchable partitions', s) < _wall(d, 'fixed parts', s) for s in SEEDS)} of "
               f"{len(SEEDS)}")
+
+# --- GPT-2 -> LSTM (lm_gpt2_to_rnn.json): each method's chosen rule, median test loss over the target seeds ---
+LM_RULES = {"not": "not-ft3e-3", "scratch": "scratch-lr3e-3"}
+
+
+def _lm(d: dict, width: int, method: str) -> float:
+    return statistics.median(d["runs"][f"H{width}-s{s}-{LM_RULES[method]}"]["test_loss"] for s in SEEDS)
+
+
+@figure("lm_gpt2_to_rnn.gap_closed_h128", "lm_gpt2_to_rnn")
+def _gap_closed(d: dict) -> str:
+    scratch, guide = _lm(d, 128, "scratch"), d["runs"]["guide"]["test_loss"]
+    return f"{100 * (scratch - _lm(d, 128, 'not')) / (scratch - guide):.0f} %"
