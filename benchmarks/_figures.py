@@ -284,3 +284,8 @@ def _lm(d: dict, width: int, method: str) -> float:
 def _gap_closed(d: dict) -> str:
     scratch, guide = _lm(d, 128, "scratch"), d["runs"]["guide"]["test_loss"]
     return f"{100 * (scratch - _lm(d, 128, 'not')) / (scratch - guide):.0f} %"
+
+# --- the README's first command from a fresh clone (quickstart.json, benchmarks/quickstart_timing.py) ---
+for _part in ("install", "study", "total"):
+    figure(f"quickstart.{_part}_min", "quickstart")(lambda d, p=_part: f"{d['runs']['run0'][f'{p}_s'] / 60:.1f}")
+figure("quickstart.date", "quickstart")(lambda d: d["meta"]["date"])
