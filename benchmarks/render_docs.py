@@ -58,7 +58,8 @@ def provenance_note(name: str, table: str) -> str:
     if not commit:
         added = f"; the results file was added to the repository in commit {meta['added_in']}" \
             if meta.get("added_in") else ""
-        lines.append(f"Commit: not recorded (the run predates the commit stamp){added}.")
+        last = f" and last changed in {meta['last_changed_in']}" if meta.get("last_changed_in") else ""
+        lines.append(f"Commit: not recorded (the run predates the commit stamp){added}{last}.")
     elif commit not in table:
         lines.append(f"Commit: {commit}.")
     runs = data.get("runs")
@@ -66,6 +67,11 @@ def provenance_note(name: str, table: str) -> str:
     counts = {c: stamps.count(c) for c in dict.fromkeys(stamps) if c}
     if counts and (len(counts) > 1 or any("+dirty" in c or "(" in c for c in counts)):
         lines.append("Runs per commit: " + "; ".join(f"{c}: {n} of {len(stamps)}" for c, n in counts.items()) + ".")
+    committed = [r.get("committed_in") for r in runs.values()] if isinstance(runs, dict) else []
+    if any(committed):
+        lines.append("Rows by the commit that committed them (git history; the code they ran is not recorded): "
+                     + "; ".join(f"{c or 'unknown'}: {committed.count(c)} of {len(committed)}"
+                                 for c in dict.fromkeys(committed)) + ".")
     dirty = [c for c in [commit, *counts] if c and "+dirty" in c]
     if dirty:
         lines.append("A commit marked +dirty means tracked code had uncommitted changes when that run ran: "
