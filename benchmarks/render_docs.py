@@ -97,13 +97,19 @@ def render_figure(name: str) -> str:
 
 
 def render(text: str) -> str:
-    """``text`` with every table block and figure written from the results files."""
+    """``text`` with every table block and figure written from the results files. A figure never starts a line:
+    there Markdown (GitHub's and MkDocs') reads the comment as an HTML block and breaks the paragraph, so such a
+    line is joined to the one before."""
     text = BLOCK.sub(lambda m: block(m.group(1)), text)
+    text = re.sub(r"(?<=\S)\n[ \t]*(?=<!-- fig:)", " ", text)
     return FIG.sub(lambda m: render_figure(m.group(1)), text)
 
 
-def unknown_figures(text: str) -> list[str]:
-    return [m.group(1) for m in FIG.finditer(text) if m.group(1) not in FIGURES]
+def faults(text: str) -> list[str]:
+    """What this script cannot write right: a figure with no registered function, one that starts a paragraph."""
+    unknown = [f"no registered figure {m.group(1)}" for m in FIG.finditer(text) if m.group(1) not in FIGURES]
+    return unknown + [f"a paragraph starts with figure {m.group(1)}"
+                      for m in re.finditer(r"(?:\A|\n[ \t]*\n)[ \t]*<!-- fig:([\w.]+)", text)]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -113,8 +119,8 @@ def main(argv: list[str] | None = None) -> int:
     stale = []
     for page in PAGES:
         text = page.read_text()
-        if unknown_figures(text):
-            sys.exit(f"{page.relative_to(ROOT)}: no registered figure {unknown_figures(text)}")
+        if faults(text):
+            sys.exit(f"{page.relative_to(ROOT)}: {'; '.join(faults(text))}")
         new = render(text)
         if new != text:
             stale.append(str(page.relative_to(ROOT)))
