@@ -289,3 +289,39 @@ def _gap_closed(d: dict) -> str:
 for _part in ("install", "study", "total"):
     figure(f"quickstart.{_part}_min", "quickstart")(lambda d, p=_part: f"{d['runs']['run0'][f'{p}_s'] / 60:.1f}")
 figure("quickstart.date", "quickstart")(lambda d: d["meta"]["date"])
+
+# --- the CNN -> MLPs study's three fronts (study_not_vs_scratch.json; no runs: one record per method) ---
+SVS_METHODS = ("not", "scratch", "kd")
+
+
+def _svs_point(d: dict, method: str, trial: int) -> dict:
+    (p,) = [p for p in d[method]["front"] if p["trial"] == trial]
+    return p
+
+
+def _svs_all(d: dict, key: str) -> list[float]:
+    return [p[key] for m in SVS_METHODS for p in d[m]["front"]]
+
+
+figure("study_not_vs_scratch.hv_ratio_scratch_exact", "study_not_vs_scratch")(
+    lambda d: f"{d['hypervolume_ratio_scratch']:.3f}")
+figure("study_not_vs_scratch.kd_hv_larger", "study_not_vs_scratch")(
+    lambda d: f"{100 * (1 / d['hypervolume_ratio_kd'] - 1):.0f} %")
+for _m in ("not", "kd"):
+    figure(f"study_not_vs_scratch.{_m}_trial0", "study_not_vs_scratch")(
+        lambda d, m=_m: f"{pct(_svs_point(d, m, 0)['accuracy'])} / {pct(_svs_point(d, m, 0)['test_accuracy'])}")
+figure("study_not_vs_scratch.kd_trial7", "study_not_vs_scratch")(
+    lambda d: f"{pct(_svs_point(d, 'kd', 7)['accuracy'])} % at {_svs_point(d, 'kd', 7)['flops']:,.0f} FLOPs")
+figure("study_not_vs_scratch.kd_trial16", "study_not_vs_scratch")(
+    lambda d: (lambda p: f"{pct(p['accuracy'])} % at {p['flops']:,.0f} FLOPs and "
+               f"{p['latency_ratio_to_guide']:.3f} ×")(_svs_point(d, "kd", 16)))
+figure("study_not_vs_scratch.latency_span", "study_not_vs_scratch")(
+    lambda d: span(_svs_all(d, "latency_ratio_to_guide"), lambda x: f"{x:.2f}", " ×"))
+figure("study_not_vs_scratch.flops_range", "study_not_vs_scratch")(
+    lambda d: f"{max(_svs_all(d, 'flops')) / min(_svs_all(d, 'flops')):.0f}×")
+figure("study_not_vs_scratch.not_trials_4_5_latency", "study_not_vs_scratch")(
+    lambda d: " and ".join(f"{_svs_point(d, 'not', t)['latency_ratio_to_guide']:.3f}" for t in (4, 5)))
+figure("study_not_vs_scratch.not_wall_s", "study_not_vs_scratch")(lambda d: f"{d['not']['wall_s']:.0f}")
+figure("study_not_vs_scratch.measure_s", "study_not_vs_scratch")(
+    lambda d: f"{d['overhead']['median_measure_s']:.1f}")
+figure("study_not_vs_scratch.overhead", "study_not_vs_scratch")(lambda d: f"{d['overhead']['median_ratio']:.2f}")

@@ -38,12 +38,14 @@ def meta_of(data: dict) -> dict:
 
 def commit_of(data: dict, runs: list[str]) -> str:
     """The commit a figure names: those of the runs it read (when the record stamps runs), else the record's,
-    else what is known of it (the commit that added the file)."""
+    else what is known of it (the commits that added and last changed the file)."""
     stamped = dict.fromkeys(c for r in runs if (c := (data["runs"].get(r) or {}).get("commit")))
     meta = meta_of(data)
     if stamped or meta.get("commit"):
         return ", ".join(stamped) or meta["commit"]
-    return f"commit unknown, file added in {meta['added_in']}" if meta.get("added_in") else "commit unknown"
+    known = [f"file {what} in {meta[key]}" for what, key in (("added", "added_in"), ("last changed", "last_changed_in"))
+             if meta.get(key)]
+    return "; ".join(["commit unknown", *known])
 
 
 def provenance_note(name: str, table: str) -> str:
