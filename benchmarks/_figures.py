@@ -197,6 +197,55 @@ def _guide(d: dict, seed: int) -> float:
 for _m in W256_RULES:
     figure(f"conversion_mnist1d.{_m}_w256", "conversion_mnist1d")(
         lambda d, m=_m: pct(statistics.median(_conv(d, m, s) for s in SEEDS)))
+# each width's rules as chosen on validation (the table's notes), and the runs every width has
+CONV_RUNS = {256: {"not": "not-ft1e-3", "kd": "kd-fm-lr0.003", "scratch": "scratch-lr0.003"},
+             64: {"not": "not-ft3e-3", "kd": "kd-fm-lr0.003", "scratch": "scratch-lr0.01"}}
+CONV_SHARED = {"not+kd": "not-ft1e-3+fm", "untrained": "untrained", "dmnn": "dmnn", "hinton0.5": "kd-hinton0.5",
+               "hinton0.9": "kd-hinton0.9", "ft1e-3": "not-ft1e-3", "ft3e-3": "not-ft3e-3"}
+
+
+def _cm(d: dict, width: int, who: str, key: str = "test_accuracy") -> float:
+    """The median over seeds, in %, of run ``who`` at ``width`` (the guide's for ``guide``)."""
+    if who == "guide":
+        return 100 * statistics.median(_guide(d, s) for s in SEEDS)
+    run = {**CONV_SHARED, **CONV_RUNS[width]}[who]
+    return 100 * statistics.median(d["runs"][f"W{width}-s{s}-{run}"][key] for s in SEEDS)
+
+
+def _stitch(d: dict, width: int, what: str, part: str) -> float:
+    return 100 * statistics.median(d["runs"][f"W{width}-s{s}-stitching"][what][part] for s in SEEDS)
+
+
+def _conv_fig(name: str, fn: Callable[[dict], str]) -> None:
+    figure(f"conversion_mnist1d.{name}", "conversion_mnist1d")(fn)
+
+
+def _gap(d: dict, width: int, a: str, b: str, fmt: str = ".1f") -> str:
+    return format(_cm(d, width, a) - _cm(d, width, b), fmt)
+
+
+_conv_fig("hinton_w256", lambda d: span([_cm(d, 256, "hinton0.5"), _cm(d, 256, "hinton0.9")], lambda x: f"{x:.1f}"))
+_conv_fig("not_w64", lambda d: f"{_cm(d, 64, 'not'):.1f}")
+_conv_fig("guide_minus_not_w64", lambda d: _gap(d, 64, "guide", "not", ".0f"))
+_conv_fig("not_minus_kd_w64", lambda d: _gap(d, 64, "not", "kd", ".0f"))
+_conv_fig("not_minus_scratch_w64", lambda d: _gap(d, 64, "not", "scratch"))
+_conv_fig("not_kd_w256", lambda d: f"{_cm(d, 256, 'not+kd'):.1f}")
+_conv_fig("not_kd_vs_not_w64", lambda d: f"{_cm(d, 64, 'not+kd'):.1f} vs {_cm(d, 64, 'not'):.1f}")
+_conv_fig("untrained_minus_scratch_w256", lambda d: _gap(d, 256, "untrained", "scratch"))
+_conv_fig("untrained_vs_scratch_w64", lambda d: f"{_cm(d, 64, 'untrained'):.1f} vs {_cm(d, 64, 'scratch'):.1f}")
+_conv_fig("not_minus_dmnn_w256", lambda d: _gap(d, 256, "not", "dmnn", ".0f"))
+for _w in (256, 64):
+    _conv_fig(f"dmnn_vs_not_w{_w}", lambda d, w=_w: f"{_cm(d, w, 'dmnn'):.1f} vs {_cm(d, w, 'not'):.1f}")
+_conv_fig("stitch_w256_conv2_conv3", lambda d: " and ".join(f"{_stitch(d, 256, 'penalty', p):+.1f}"
+                                                            for p in ("conv2", "conv3")))
+_conv_fig("floor_w256_conv2_conv3", lambda d: " and ".join(f"{_stitch(d, 256, 'floor', p):+.1f}"
+                                                           for p in ("conv2", "conv3")))
+_conv_fig("stitch_w256_conv1", lambda d: f"{_stitch(d, 256, 'penalty', 'conv1'):.1f}")
+_conv_fig("floor_w256_conv1", lambda d: f"{_stitch(d, 256, 'floor', 'conv1'):.1f}")
+_conv_fig("stitch_w64_span", lambda d: span([_stitch(d, 64, "penalty", p) for p in ("conv1", "conv2", "conv3")],
+                                            lambda x: f"{x:.0f}"))
+_conv_fig("val_ft_w64", lambda d: f"{_cm(d, 64, 'ft3e-3', 'val_accuracy'):.1f} vs "
+                                  f"{_cm(d, 64, 'ft1e-3', 'val_accuracy'):.1f}")
 figure("conversion_mnist1d.guide", "conversion_mnist1d")(lambda d: pct(statistics.median(_guide(d, s) for s in SEEDS)))
 figure("conversion_mnist1d.not_minus_guide_per_seed", "conversion_mnist1d")(
     lambda d: _per_seed(lambda s: f"{100 * (_conv(d, 'not', s) - _guide(d, s)):+.1f}".replace("-", "−")))

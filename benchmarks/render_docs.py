@@ -43,9 +43,9 @@ def commit_of(data: dict, runs: list[str]) -> str:
     meta = meta_of(data)
     if stamped or meta.get("commit"):
         return ", ".join(stamped) or meta["commit"]
-    known = [f"file {what} in {meta[key]}" for what, key in (("added", "added_in"), ("last changed", "last_changed_in"))
-             if meta.get(key)]
-    return "; ".join(["commit unknown", *known])
+    known = [f"{what} {meta[key].split()[0]}"
+             for what, key in (("added", "added_in"), ("last changed", "last_changed_in")) if meta.get(key)]
+    return "commit unknown" + (f" (file {', '.join(known)})" if known else "")
 
 
 def provenance_note(name: str, table: str) -> str:
