@@ -374,3 +374,33 @@ figure("study_not_vs_scratch.not_wall_s", "study_not_vs_scratch")(lambda d: f"{d
 figure("study_not_vs_scratch.measure_s", "study_not_vs_scratch")(
     lambda d: f"{d['overhead']['median_measure_s']:.1f}")
 figure("study_not_vs_scratch.overhead", "study_not_vs_scratch")(lambda d: f"{d['overhead']['median_ratio']:.2f}")
+
+# --- when a stage stops (stage_stop_rule.json): per rule, the median over seeds ---
+STOP_DEFAULT, STOP_2000 = "plateau, ≤ 4,000 (default)", "plateau, ≤ 2,000 (the default study's cap)"
+STOP_FIXED_4000, STOP_FIXED_2000 = "fixed 4,000, cosine", "fixed 2,000, cosine"
+STOP_RULES = (STOP_DEFAULT, STOP_2000, STOP_FIXED_4000, STOP_FIXED_2000)
+
+
+def _stop(d: dict, rule: str, key: str) -> float:
+    values = [d["runs"][f"{rule} / seed {s}"] for s in SEEDS]
+    return statistics.median(sum(r["steps"]) if key == "steps" else 100 * r[key] for r in values)
+
+
+def _stop_fig(name: str, fn: Callable[[dict], str]) -> None:
+    figure(f"stage_stop_rule.{name}", "stage_stop_rule")(fn)
+
+
+
+
+def _stop_vals(d: dict) -> list[float]:
+    return [_stop(d, r, "val_accuracy") for r in STOP_RULES]
+
+
+_stop_fig("val_span", lambda d: span(_stop_vals(d), lambda x: f"{x:.1f}"))
+_stop_fig("val_spread", lambda d: f"{max(_stop_vals(d)) - min(_stop_vals(d)):.1f}")
+for _slug, _rule in (("default", STOP_DEFAULT), ("cap2000", STOP_2000), ("fixed4000", STOP_FIXED_4000)):
+    _stop_fig(f"steps_{_slug}", lambda d, r=_rule: f"{_stop(d, r, 'steps'):,.0f}")
+_stop_fig("test_default", lambda d: f"{_stop(d, STOP_DEFAULT, 'test_accuracy'):.1f}")
+_stop_fig("test_fixed2000", lambda d: f"{_stop(d, STOP_FIXED_2000, 'test_accuracy'):.1f}")
+_stop_fig("test_fixed2000_worst_seed", lambda d: pct(min(d["runs"][f"{STOP_FIXED_2000} / seed {s}"]["test_accuracy"]
+                                                         for s in SEEDS)))
