@@ -404,3 +404,35 @@ _stop_fig("test_default", lambda d: f"{_stop(d, STOP_DEFAULT, 'test_accuracy'):.
 _stop_fig("test_fixed2000", lambda d: f"{_stop(d, STOP_FIXED_2000, 'test_accuracy'):.1f}")
 _stop_fig("test_fixed2000_worst_seed", lambda d: pct(min(d["runs"][f"{STOP_FIXED_2000} / seed {s}"]["test_accuracy"]
                                                          for s in SEEDS)))
+
+# --- the deployer's candidates (deploy_candidates.json): per candidate, the median over seeds ---
+CAND_32, CAND_16 = "conv1 kept; conv2, conv3 conv 32", "conv1 kept; conv2, conv3 conv 16"
+CAND_LOWRANK, CAND_SEP = "conv1 kept; conv2+conv3 lowrank 8", "conv1 kept; conv2, conv3 sepconv 32"
+
+
+def _cand(d: dict, method: str, name: str, key: str) -> float:
+    return statistics.median(d["runs"][f"{method} / seed {s}"]["candidates"][name][key] for s in SEEDS)
+
+
+def _cand_latency(d: dict, name: str) -> float:
+    """The median latency factor over both methods' runs, as the table gives it."""
+    return statistics.median(d["runs"][f"{m} / seed {s}"]["candidates"][name]["latency_x"]
+                             for m in ("not", "kd") for s in SEEDS)
+
+
+def _cand_vs(d: dict, name: str) -> str:
+    return f"{pct(_cand(d, 'not', name, 'accuracy'))} vs {pct(_cand(d, 'kd', name, 'accuracy'))}"
+
+
+figure("deploy_candidates.flops_32", "deploy_candidates")(lambda d: times(_cand(d, "not", CAND_32, "flops_x")))
+figure("deploy_candidates.not_vs_kd_16", "deploy_candidates")(lambda d: _cand_vs(d, CAND_16))
+figure("deploy_candidates.kd_vs_not_lowrank", "deploy_candidates")(
+    lambda d: f"{pct(_cand(d, 'kd', CAND_LOWRANK, 'accuracy'))} vs {pct(_cand(d, 'not', CAND_LOWRANK, 'accuracy'))}")
+figure("deploy_candidates.latency_sep", "deploy_candidates")(
+    lambda d: f"{_cand_latency(d, CAND_SEP):.1f}×")
+
+# --- the streamed stage against a bare loop (stream_throughput.json) ---
+figure("stream_throughput.pair_span", "stream_throughput")(
+    lambda d: span([p["ratio"] for pairs in d["pairs"].values() for p in pairs], lambda x: f"{x:.2f}"))
+figure("stream_throughput.files_wait_share", "stream_throughput")(
+    lambda d: f"{100 * d['summary']['files']['median_wait_share']:.0f} %")
