@@ -436,3 +436,14 @@ figure("stream_throughput.pair_span", "stream_throughput")(
     lambda d: span([p["ratio"] for pairs in d["pairs"].values() for p in pairs], lambda x: f"{x:.2f}"))
 figure("stream_throughput.files_wait_share", "stream_throughput")(
     lambda d: f"{100 * d['summary']['files']['median_wait_share']:.0f} %")
+figure("digits_augment.standard_not_lead", "digits_augment")(
+    lambda d: f"{_digits(d, 'standard', 'not') - max(_digits(d, 'standard', w) for w in ('scratch', 'kd')):.0f}")
+for _w in _WHO:
+    for _aug in ("none", "crop"):
+        figure(f"digits_augment.{_aug}_{_w}", "digits_augment")(lambda d, a=_aug, w=_w: f"{_digits(d, a, w):.1f}")
+figure("digits_augment.test_rows", "digits_augment")(lambda d: f"{d['runs']['none-guide']['rows'][2]}")
+figure("digits_augment.val_rows", "digits_augment")(lambda d: f"{d['runs']['none-guide']['rows'][1]}")
+figure("digits_augment.one_image", "digits_augment")(lambda d: f"{100 / d['runs']['none-guide']['rows'][2]:.2f}")
+figure("digits_augment.crop_gain_images", "digits_augment")(
+    lambda d: span([(_digits(d, "crop", w) - _digits(d, "none", w)) * d["runs"]["none-guide"]["rows"][2] / 100
+                    for w in ("not", "kd")], lambda x: f"{x:.0f}"))
