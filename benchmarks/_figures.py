@@ -447,3 +447,61 @@ figure("digits_augment.one_image", "digits_augment")(lambda d: f"{100 / d['runs'
 figure("digits_augment.crop_gain_images", "digits_augment")(
     lambda d: span([(_digits(d, "crop", w) - _digits(d, "none", w)) * d["runs"]["none-guide"]["rows"][2] / 100
                     for w in ("not", "kd")], lambda x: f"{x:.0f}"))
+
+
+def _search(d: dict, which: str, key: str) -> list:
+    return [d["runs"][f"{which}|seed{s}|{key}"] for s in SEEDS]
+
+
+def _fronts(d: dict, *studies: str) -> list[tuple[float, float, float, str]]:
+    """Front points (validation accuracy, FLOPs, latency × guide, candidate) of the partition studies' seeds."""
+    return [tuple(p) for which in studies for r in _search(d, which, "12") for p in r["front"]]
+
+
+def _layers(candidate: str) -> int:
+    return candidate.split(";")[0].count("mlp(")
+
+
+def _on_off(d: dict) -> list[tuple[dict, dict]]:
+    return list(zip(_search(d, "early-stop on", "240s"), _search(d, "early-stop off", "240s")))
+
+
+PART, FIXED = "searchable partitions", "fixed parts"
+TWO_LAYER_FLOOR = 0.745  # the 2-layer points the text compares: about 75 % validation and above
+figure("search_efficiency.hv_medians", "search_efficiency")(
+    lambda d: " vs ".join(f"{statistics.median(r['hypervolume'] for r in _search(d, f'early-stop {w}', '240s')):,.0f}"
+                          for w in ("on", "off")))
+figure("search_efficiency.hv_larger_seeds", "search_efficiency")(
+    lambda d: f"{sum(a['hypervolume'] > b['hypervolume'] for a, b in _on_off(d))} of {len(SEEDS)}")
+figure("search_efficiency.trials_on_off", "search_efficiency")(
+    lambda d: " against ".join(", ".join(str(r["trials"]) for r in _search(d, f"early-stop {w}", "240s"))
+                               for w in ("on", "off")))
+figure("search_efficiency.part_hv_ratio_per_seed", "search_efficiency")(
+    lambda d: ", ".join(f"{a['hypervolume'] / b['hypervolume']:.2f}"
+                        for a, b in zip(_search(d, PART, "12"), _search(d, FIXED, "12"))))
+figure("search_efficiency.part_hv_medians", "search_efficiency")(
+    lambda d: " vs ".join(f"{statistics.median(r['hypervolume'] for r in _search(d, w, '12')):,.0f}"
+                          for w in (PART, FIXED)))
+figure("search_efficiency.part_wall_medians", "search_efficiency")(
+    lambda d: " vs ".join(f"{statistics.median(r['wall_s'] for r in _search(d, w, '12')):.0f}" for w in (PART, FIXED)))
+figure("search_efficiency.part_cheapest_medians", "search_efficiency")(
+    lambda d: " vs ".join(f"{statistics.median(r['cheapest_front_flops'] for r in _search(d, w, '12')):,.0f}"
+                          for w in (PART, FIXED)))
+for _n in (1, 2, 3):
+    figure(f"search_efficiency.latency_{_n}_layers", "search_efficiency")(
+        lambda d, n=_n: times_span([p[2] for p in _fronts(d, PART, FIXED) if _layers(p[3]) == n]))
+
+
+def _two_layer(d: dict) -> list[tuple]:
+    return [p for p in _fronts(d, PART) if _layers(p[3]) == 2 and p[0] >= TWO_LAYER_FLOOR]
+
+
+figure("search_efficiency.two_layer_accuracy", "search_efficiency")(
+    lambda d: span([100 * p[0] for p in _two_layer(d)], lambda x: f"{x:.0f}"))
+figure("search_efficiency.two_layer_latency", "search_efficiency")(lambda d: times_span([p[2] for p in _two_layer(d)]))
+figure("search_efficiency.fixed_same_accuracy_latency", "search_efficiency")(
+    lambda d: times_span([p[2] for p in _fronts(d, FIXED)
+                          if min(q[0] for q in _two_layer(d)) <= p[0] <= max(q[0] for q in _two_layer(d))]))
+figure("search_efficiency.example_point", "search_efficiency")(
+    lambda d: (lambda p: f"{pct(p[0])} %, {p[2]:.3f} ×")(
+        max(p for p in _fronts(d, PART) if p[3].startswith("conv1+conv2=mlp(width=256), conv3=mlp(width=32)"))))
