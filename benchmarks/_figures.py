@@ -505,3 +505,45 @@ figure("search_efficiency.fixed_same_accuracy_latency", "search_efficiency")(
 figure("search_efficiency.example_point", "search_efficiency")(
     lambda d: (lambda p: f"{pct(p[0])} %, {p[2]:.3f} ×")(
         max(p for p in _fronts(d, PART) if p[3].startswith("conv1+conv2=mlp(width=256), conv3=mlp(width=32)"))))
+
+# --- GPT-2 -> LSTM, the reading (lm_gpt2_to_rnn.json; the previous recipe: lm_gpt2_to_rnn_fixed300.json) ---
+
+
+def _lm_runs(d: dict, width: int, method: str) -> list[dict]:
+    return [d["runs"][f"H{width}-s{s}-{LM_RULES[method]}"] for s in SEEDS]
+
+
+def _lm_diff_span(d: dict, width: int, sign: int) -> str:
+    diffs = [sign * (n["test_loss"] - s["test_loss"]) for n, s in zip(_lm_runs(d, width, "not"),
+                                                                       _lm_runs(d, width, "scratch"))]
+    return span(diffs, lambda x: f"{x:.3f}" if width == 128 else f"{x:.2f}")
+
+
+def _lm_old(d: dict, method: str) -> float:
+    return statistics.median(d["runs"][f"H128-s{s}-{method}"]["test_loss"] for s in SEEDS)
+
+
+def _lm_chosen_stages(d: dict) -> list[tuple[str, int]]:
+    return [(why, steps) for w in (128, 32) for r in _lm_runs(d, w, "not")
+            for why, steps in zip(r["stage_stopped"], r["stage_steps"])]
+
+
+figure("lm_gpt2_to_rnn.h128_not_lead", "lm_gpt2_to_rnn")(lambda d: _lm_diff_span(d, 128, -1))
+figure("lm_gpt2_to_rnn.h32_not_behind", "lm_gpt2_to_rnn")(lambda d: _lm_diff_span(d, 32, 1))
+for _m in ("not", "scratch"):
+    figure(f"lm_gpt2_to_rnn.h128_{_m}", "lm_gpt2_to_rnn")(lambda d, m=_m: f"{_lm(d, 128, m):.3f}")
+    figure(f"lm_gpt2_to_rnn_fixed300.h128_{_m}", "lm_gpt2_to_rnn_fixed300")(lambda d, m=_m: f"{_lm_old(d, m):.3f}")
+figure("lm_gpt2_to_rnn_fixed300.gap_closed_h128", "lm_gpt2_to_rnn_fixed300")(
+    lambda d: (lambda scratch, guide: f"{100 * (scratch - _lm_old(d, 'not')) / (scratch - guide):.0f} %")(
+        _lm_old(d, "scratch"), d["runs"]["guide"]["test_loss"]))
+figure("lm_gpt2_to_rnn.h32_cka", "lm_gpt2_to_rnn")(
+    lambda d: f"{statistics.median(r['heldout_cka'][-1] for r in _lm_runs(d, 32, 'not')):.2f}")
+figure("lm_gpt2_to_rnn.plateau_stages", "lm_gpt2_to_rnn")(
+    lambda d: f"{sum(why != 'max_steps' for why, _ in _lm_chosen_stages(d))} of {len(_lm_chosen_stages(d))}")
+figure("lm_gpt2_to_rnn.plateau_stage_steps", "lm_gpt2_to_rnn")(
+    lambda d: ", ".join(f"{steps:,}" for why, steps in _lm_chosen_stages(d) if why != "max_steps"))
+figure("lm_gpt2_to_rnn.not_lr_val", "lm_gpt2_to_rnn")(
+    lambda d: f"{d['runs']['H128-s0-not-ft1e-3']['val_loss']:.3f} vs {d['runs']['H128-s0-not-ft3e-3']['val_loss']:.3f}")
+figure("lm_gpt2_to_rnn.scratch_lr_val", "lm_gpt2_to_rnn")(
+    lambda d: f"{d['runs']['H128-s0-scratch-lr3e-3']['val_loss']:.3f} vs "
+              f"{d['runs']['H128-s0-scratch-lr1e-3']['val_loss']:.3f}")
