@@ -547,3 +547,26 @@ figure("lm_gpt2_to_rnn.not_lr_val", "lm_gpt2_to_rnn")(
 figure("lm_gpt2_to_rnn.scratch_lr_val", "lm_gpt2_to_rnn")(
     lambda d: f"{d['runs']['H128-s0-scratch-lr3e-3']['val_loss']:.3f} vs "
               f"{d['runs']['H128-s0-scratch-lr1e-3']['val_loss']:.3f}")
+
+# --- tiny ViT -> token-wise MLP on digits (vit_digits_to_mlp.json) ---
+
+
+def _vit(d: dict, method: str, key: str = "test_accuracy") -> float:
+    return statistics.median(d["runs"][f"s{s}-{method}"][key] for s in SEEDS)
+
+
+figure("vit_digits_to_mlp.guide", "vit_digits_to_mlp")(lambda d: pct(d["runs"]["guide"]["test_accuracy"]))
+for _m in ("not", "scratch"):
+    figure(f"vit_digits_to_mlp.{_m}", "vit_digits_to_mlp")(lambda d, m=_m: pct(_vit(d, m)))
+    figure(f"vit_digits_to_mlp.{_m}_wall_s", "vit_digits_to_mlp")(lambda d, m=_m: f"{_vit(d, m, 'wall_s'):.0f}")
+
+
+def _vit_gain(d: dict, seed: int) -> str:
+    runs = d["runs"]
+    gain = 100 * (runs[f"s{seed}-not"]["test_accuracy"] - runs[f"s{seed}-scratch"]["test_accuracy"])
+    return f"{gain:+.1f}".replace("-", "−")
+
+
+figure("vit_digits_to_mlp.not_minus_scratch_per_seed", "vit_digits_to_mlp")(
+    lambda d: ", ".join(_vit_gain(d, s) for s in SEEDS))
+figure("vit_digits_to_mlp.align_steps", "vit_digits_to_mlp")(lambda d: f"{_vit(d, 'not', 'align_steps'):,.0f}")
