@@ -570,3 +570,38 @@ def _vit_gain(d: dict, seed: int) -> str:
 figure("vit_digits_to_mlp.not_minus_scratch_per_seed", "vit_digits_to_mlp")(
     lambda d: ", ".join(_vit_gain(d, s) for s in SEEDS))
 figure("vit_digits_to_mlp.align_steps", "vit_digits_to_mlp")(lambda d: f"{_vit(d, 'not', 'align_steps'):,.0f}")
+
+# --- latency that ranks (latency_stability.json: runtime|measured|width|setting -> spread of 5 measurements) ---
+LONGEST = "200 blocks of 10 ms"
+RELATIVE = "relative to the guide"
+
+
+def _spreads(d: dict, *, runtime: str | None = None, absolute: bool | None = None,
+             setting: str | None = None) -> list[float]:
+    out = []
+    for key, r in d["runs"].items():
+        rt, measured, _, st = key.split("|")
+        if ((runtime is None or rt == runtime) and (absolute is None or (measured != RELATIVE) == absolute)
+                and (setting is None or st == setting)):
+            out.append(100 * r["spread"])
+    return out
+
+
+def _worst_short(d: dict, runtime: str) -> str:
+    """The worst relative spread of each setting shorter than the longest, as a range over those settings."""
+    settings = {k.split("|")[3] for k in d["runs"] if k.split("|")[1] == RELATIVE} - {LONGEST}
+    return span([max(_spreads(d, runtime=runtime, absolute=False, setting=s)) for s in settings],
+                lambda x: f"{x:.1f}")
+
+
+figure("latency_stability.absolute_span", "latency_stability")(
+    lambda d: span(_spreads(d, absolute=True), lambda x: f"{x:.0f}"))
+figure("latency_stability.relative_span", "latency_stability")(
+    lambda d: span(_spreads(d, absolute=False), lambda x: f"{x:.0f}"))
+for _rt in ("eager", "onnxruntime"):
+    figure(f"latency_stability.longest_worst_{_rt}", "latency_stability")(
+        lambda d, rt=_rt: f"{max(_spreads(d, runtime=rt, absolute=False, setting=LONGEST)):.1f}")
+    figure(f"latency_stability.shorter_worst_{_rt}", "latency_stability")(lambda d, rt=_rt: _worst_short(d, rt))
+figure("latency_stability.eager_16_vs_64", "latency_stability")(
+    lambda d: (lambda a, b: f"{100 * (b / a - 1):.0f} %")(
+        *(statistics.median(d["runs"][f"eager|{RELATIVE}|{w}|{LONGEST}"]["figures"]) for w in (16, 64))))
