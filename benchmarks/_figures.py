@@ -605,3 +605,11 @@ for _rt in ("eager", "onnxruntime"):
 figure("latency_stability.eager_16_vs_64", "latency_stability")(
     lambda d: (lambda a, b: f"{100 * (b / a - 1):.0f} %")(
         *(statistics.median(d["runs"][f"eager|{RELATIVE}|{w}|{LONGEST}"]["figures"]) for w in (16, 64))))
+
+# --- code before a change (the *_before records the history page keeps) ---
+figure("stage_loop_before.ratio", "stage_loop_before")(
+    lambda d: span([r["ratio"] for r in d["runs"].values()], lambda x: f"{x:.2f}"))
+figure("cache_memory_before.ratio", "cache_memory_before")(
+    lambda d: f"{(d['peak'] - max(d['rss_before'], 0)) / d['cache_bytes']:.2f}")  # as benchmarks/cache_memory.py
+figure("deploy_front.mixed_start_flops", "deploy_front")(
+    lambda d: times_span([_start(d, MIXED, s)["flops_x"] for s in SEEDS]))
