@@ -182,24 +182,23 @@ figure("readme_study.deploy_wins", "readme_study_cpu")(
 figure("readme_study.wall_s", "readme_study_cpu")(lambda d: f"{_readme(d)['wall_s']:.0f}")
 figure("readme_study.guide_s", "readme_study_cpu")(lambda d: f"{_readme(d)['guide_s']:.0f}")
 
-# --- NoT on MNIST-1D (conversion_mnist1d.json), W = 256 with each method's rule chosen on validation ---
-W256_RULES = {"not": "not-ft1e-3", "kd": "kd-fm-lr0.003", "scratch": "scratch-lr0.003"}
+# --- NoT on MNIST-1D (conversion_mnist1d.json): each width's rules as chosen on validation (the table's notes),
+# and the runs every width has ---
+CONV_RUNS = {256: {"not": "not-ft1e-3", "kd": "kd-fm-lr0.003", "scratch": "scratch-lr0.003"},
+             64: {"not": "not-ft3e-3", "kd": "kd-fm-lr0.003", "scratch": "scratch-lr0.01"}}
 
 
 def _conv(d: dict, method: str, seed: int) -> float:
-    return d["runs"][f"W256-s{seed}-{W256_RULES[method]}"]["test_accuracy"]
+    return d["runs"][f"W256-s{seed}-{CONV_RUNS[256][method]}"]["test_accuracy"]
 
 
 def _guide(d: dict, seed: int) -> float:
     return d["runs"][f"guide-s{seed}"]["test_accuracy"]
 
 
-for _m in W256_RULES:
+for _m in CONV_RUNS[256]:
     figure(f"conversion_mnist1d.{_m}_w256", "conversion_mnist1d")(
         lambda d, m=_m: pct(statistics.median(_conv(d, m, s) for s in SEEDS)))
-# each width's rules as chosen on validation (the table's notes), and the runs every width has
-CONV_RUNS = {256: {"not": "not-ft1e-3", "kd": "kd-fm-lr0.003", "scratch": "scratch-lr0.003"},
-             64: {"not": "not-ft3e-3", "kd": "kd-fm-lr0.003", "scratch": "scratch-lr0.01"}}
 CONV_SHARED = {"not+kd": "not-ft1e-3+fm", "untrained": "untrained", "dmnn": "dmnn", "hinton0.5": "kd-hinton0.5",
                "hinton0.9": "kd-hinton0.9", "ft1e-3": "not-ft1e-3", "ft3e-3": "not-ft3e-3"}
 
