@@ -612,3 +612,35 @@ figure("cache_memory_before.ratio", "cache_memory_before")(
     lambda d: f"{(d['peak'] - max(d['rss_before'], 0)) / d['cache_bytes']:.2f}")  # as benchmarks/cache_memory.py
 figure("deploy_front.mixed_start_flops", "deploy_front")(
     lambda d: times_span([_start(d, MIXED, s)["flops_x"] for s in SEEDS]))
+
+# --- how far a shorter deployer's study gets (deploy_front.json's points, in the order the trials counted) ---
+DEPLOY_REFERENCE = (0.0, 400000.0, 1.0)  # studies/mnist1d_deploy.toml's accuracy and FLOPs; latency 1 × the guide
+
+
+def hypervolume(points: list[list[float]], ref: tuple[float, float, float] = DEPLOY_REFERENCE) -> float:
+    """The volume (accuracy ↑, FLOPs ↓, latency × guide ↓) the points dominate up to ``ref``: slabs in latency,
+    each the area of a 2-D staircase."""
+    boxes = [(ref[0] - a, f, lat) for a, f, lat in points if a > ref[0] and f < ref[1] and lat < ref[2]]
+    levels = sorted({b[2] for b in boxes}) + [ref[2]]
+    volume = 0.0
+    for z0, z1 in zip(levels, levels[1:]):
+        active = sorted((x, y) for x, y, z in boxes if z <= z0)
+        area, lowest = 0.0, ref[1]
+        for (x, y), x_next in zip(active, [x for x, _ in active[1:]] + [0.0]):
+            lowest = min(lowest, y)
+            area += (x_next - x) * (ref[1] - lowest)
+        volume += area * (z1 - z0)
+    return volume
+
+
+def _hv_share(d: dict, seed: int, n: int) -> float:
+    r = _run(d, NOT, seed)
+    full = hypervolume(r["points"])
+    if abs(full - r["hypervolume"]) > 1e-6 * r["hypervolume"]:
+        raise ValueError(f"seed {seed}: the reference is not the study's (hypervolume {full} vs {r['hypervolume']})")
+    return hypervolume(r["points"][:n]) / full
+
+
+for _n in (8, 10):
+    figure(f"deploy_front.hv_share_first_{_n}", "deploy_front")(
+        lambda d, n=_n: _per_seed(lambda s: f"{_hv_share(d, s, n):.2f}"))
