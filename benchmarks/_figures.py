@@ -110,8 +110,6 @@ def _per_seed(fn: Callable[[int], str]) -> str:
 
 figure("deploy_front.guide_val", "deploy_front")(
     lambda d: pct(_run(d, NOT, 0)["guide"]["accuracy"]))
-figure("deploy_front.guide_test", "deploy_front")(
-    lambda d: pct(_run(d, NOT, 0)["guide"]["test_accuracy"]))
 figure("deploy_front.start_flops", "deploy_front")(
     lambda d: times_span([_start(d, NOT, s)["flops_x"] for s in SEEDS]))
 figure("deploy_front.start_latency", "deploy_front")(
