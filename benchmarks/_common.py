@@ -15,7 +15,6 @@ import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
-BENCHMARKS_PAGE = ROOT / "docs" / "benchmarks.md"  # the benchmark log of the docs site
 
 
 def machine() -> str:
@@ -131,18 +130,9 @@ def save_table(name: str, text: str) -> None:
 
 
 def publish(name: str, text: str) -> None:
-    """Write ``results/NAME.md``, copy it into the benchmarks page's block ``bench:NAME``, and print it."""
+    """Write ``results/NAME.md``, print it, and write the docs from the results files
+    (``benchmarks/render_docs.py``: the block ``bench:NAME`` and the figures that read NAME.json)."""
+    import render_docs
+
     save_table(name, text)
-    replace_between_markers(BENCHMARKS_PAGE, name, text)
-
-
-def replace_between_markers(path: Path, name: str, text: str) -> None:
-    """Replace the block between <!-- bench:NAME --> and <!-- /bench:NAME --> in ``path`` with ``text``."""
-    start, end = f"<!-- bench:{name} -->", f"<!-- /bench:{name} -->"
-    content = path.read_text()
-    if start not in content or end not in content:
-        print(f"({path.relative_to(ROOT)} has no {start} block; table not copied there)")
-        return
-    head, rest = content.split(start, 1)
-    _, tail = rest.split(end, 1)
-    path.write_text(f"{head}{start}\n{text.rstrip()}\n{end}{tail}")
+    render_docs.main([])
