@@ -24,7 +24,7 @@ from ..utils.files import atomic_write_text
 from ..utils.hashing import key_content, stable_hash
 from . import ranks
 from .context import StudyContext
-from .objectives import OBJECTIVES, Probe, costs, perplexity
+from .objectives import OBJECTIVES, Probe, costs, guide_latency, perplexity
 from .owners import DIED
 from .pruning import PruningRule
 from .reuse import trial_reuse
@@ -41,10 +41,19 @@ class Measured:
     attrs: dict
 
 
+def probe_for(ctx: StudyContext, *, strict_flops: bool = True) -> Probe:
+    """What the study's cost objectives read to measure a network: the data's shape and test rows, the
+    ``[latency]`` settings and the guide's own figures and runner (its latency is timed beside each network's)."""
+    lm = bool(ctx.guide.causal and ctx.guide.tokens)
+    example = ctx.data.test.head(max(ctx.config.latency.batch_sizes))[0]
+    return Probe(ctx.data.sample_shape, example, lm, ctx.config.latency, guide_latency(ctx.guide_figures),
+                 ctx.guide_runner, strict_flops)
+
+
 def measure(model, ctx: StudyContext, names: set[str], *, strict_flops: bool = True) -> Measured:
     """The cost objectives among ``names`` for a deploy model, and what the trial records beside them (see
     :mod:`nas_theseus.study.objectives`)."""
-    probe = Probe(ctx, strict_flops)
+    probe = probe_for(ctx, strict_flops=strict_flops)
     values, attrs = {}, {}
     for name in costs(names):
         values[name], extra = OBJECTIVES[name].measure(model, probe)
