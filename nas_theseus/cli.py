@@ -319,6 +319,39 @@ def _workers_arg(text: str):
         raise argparse.ArgumentTypeError(str(e)) from None
 
 
+def _positive_int(text: str) -> int:
+    """An option's count (``--n-trials``): an integer of at least 1, else argparse's one-line usage error."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
+    return value
+
+
+def _positive_seconds(text: str) -> float:
+    """An option's time (``--timeout``): a number of seconds above 0, else argparse's one-line usage error."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number of seconds above 0, got {text!r}") from None
+    if not value > 0:  # NaN included
+        raise argparse.ArgumentTypeError(f"must be a number of seconds above 0, got {text}")
+    return value
+
+
+def _port(text: str) -> int:
+    """``--port``: a TCP port, 1 to 65535."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a port number (1-65535), got {text!r}") from None
+    if not 1 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"must be a port number (1-65535), got {value}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="nas-theseus", formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG,
@@ -359,8 +392,9 @@ def _add_run(sub) -> None:
                                    "(`torchrun --nproc-per-node G -m nas_theseus run STUDY`) every trial trains on "
                                    "all G processes at once, data parallel; rank 0 talks to the storage.")
     _study_args(p)
-    p.add_argument("--n-trials", type=int, help="finished trials the study should reach (overrides study.n_trials)")
-    p.add_argument("--timeout", type=float, help="stop starting trials after this many seconds")
+    p.add_argument("--n-trials", type=_positive_int,
+                   help="finished trials the study should reach (overrides study.n_trials)")
+    p.add_argument("--timeout", type=_positive_seconds, help="stop starting trials after this many seconds")
     p.add_argument("--storage", help="Optuna storage URL (default: SQLite in the work directory)")
     p.add_argument("--force", action="store_true", help="continue even though the study file or search space changed")
     p.add_argument("--workers", type=_workers_arg, metavar="N|auto",
@@ -414,7 +448,7 @@ def _add_dashboard(sub) -> None:
                                    "stage reports and export command as user attributes, and the Pareto front.")
     p.add_argument("dir", help="the study's work directory")
     p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8080)
+    p.add_argument("--port", type=_port, default=8080)
     _artifacts_arg(p)
     p.set_defaults(func=_cmd_dashboard)
 

@@ -343,8 +343,26 @@ def _check_semantics(cfg: StudyConfig, where: str) -> None:
     _check_latency(cfg.latency, bad)
     _check_pruning(cfg, bad)
     _check_baseline(cfg, bad)
-    if cfg.study.n_trials < 1:
-        bad(f"study.n_trials must be >= 1, got {cfg.study.n_trials}")
+    _check_numbers(cfg, bad)
+
+
+# counts and seconds with a floor (None, where a key may be unset, means "not set"); study.timeout is apart: > 0
+MINIMUMS = (("study.n_trials", 1), ("study.startup_trials", 0), ("study.threads", 1),
+            ("study.heartbeat_interval", 1), ("study.grace_period", 1), ("study.max_retry", 0),
+            ("study.storage_retry", 0), ("latency.threads", 1), ("latency.warmup", 0), ("latency.repeats", 1))
+
+
+def _check_numbers(cfg: StudyConfig, bad) -> None:
+    """A budget or count below its floor (``n_trials = -3``, ``timeout = 0``) is refused before any work: it would
+    otherwise run nothing and exit as if done, or fail far from its cause."""
+    for key, least in MINIMUMS:
+        section, name = key.split(".")
+        value = getattr(getattr(cfg, section), name)
+        if value is not None and value < least:
+            bad(f"{key} must be >= {least}, got {value}")
+    timeout = cfg.study.timeout
+    if timeout is not None and not timeout > 0:  # NaN included
+        bad(f"study.timeout must be > 0 (seconds), got {timeout}")
 
 
 def _check_study(cfg: StudyConfig, bad) -> None:
