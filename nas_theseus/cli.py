@@ -319,6 +319,39 @@ def _workers_arg(text: str):
         raise argparse.ArgumentTypeError(str(e)) from None
 
 
+def _positive_int(text: str) -> int:
+    """An option's count (``--n-trials``): an integer of at least 1, else argparse's one-line usage error."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
+    return value
+
+
+def _positive_seconds(text: str) -> float:
+    """An option's time (``--timeout``): a number of seconds above 0, else argparse's one-line usage error."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number of seconds above 0, got {text!r}") from None
+    if not value > 0:  # NaN included
+        raise argparse.ArgumentTypeError(f"must be a number of seconds above 0, got {text}")
+    return value
+
+
+def _port(text: str) -> int:
+    """``--port``: a TCP port, 1 to 65535."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a port number (1-65535), got {text!r}") from None
+    if not 1 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"must be a port number (1-65535), got {value}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="nas-theseus", formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG,
@@ -326,32 +359,42 @@ def build_parser() -> argparse.ArgumentParser:
                     "search the accuracy / cost trade-off with Optuna.")
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for add in (_add_run, _add_pareto, _add_trials, _add_export, _add_report, _add_dashboard, _add_convert,
+                _add_blocks):
+        add(sub)
+    return parser
 
-    def study_args(p):
-        p.add_argument("study", help="study file (TOML), e.g. studies/mnist1d_cnn_to_mlp.toml, or the work "
-                                     "directory of a study begun before (its study as recorded there)")
-        p.add_argument("--workdir", help="work directory (default: runs/<study name>)")
-        p.add_argument("--set", action="append", metavar="KEY=VALUE",
-                       help="override a study-file key, e.g. --set convert.steps_per_stage=300 (repeatable)")
-        p.add_argument("--device", help="auto (the GPU where there is one, else the CPU), cpu, cuda or cuda:i "
-                                         "(overrides study.device, which is auto by default)")
-        p.add_argument("--no-progress", action="store_true", help="no progress bars")
-        artifacts_arg(p)
 
-    def artifacts_arg(p):
-        p.add_argument("--artifacts", metavar="URL",
-                       help="shared artifact store (file:///shared/path or s3://bucket/prefix) for trial networks, "
-                            "stage checkpoints and trained guides; overrides the study's [artifacts] store")
+def _study_args(p: argparse.ArgumentParser) -> None:
+    """The arguments of a command that reads a study file (``run``, ``convert``)."""
+    p.add_argument("study", help="study file (TOML), e.g. studies/mnist1d_cnn_to_mlp.toml, or the work "
+                                 "directory of a study begun before (its study as recorded there)")
+    p.add_argument("--workdir", help="work directory (default: runs/<study name>)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="override a study-file key, e.g. --set convert.steps_per_stage=300 (repeatable)")
+    p.add_argument("--device", help="auto (the GPU where there is one, else the CPU), cpu, cuda or cuda:i "
+                                     "(overrides study.device, which is auto by default)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    _artifacts_arg(p)
 
+
+def _artifacts_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--artifacts", metavar="URL",
+                   help="shared artifact store (file:///shared/path or s3://bucket/prefix) for trial networks, "
+                        "stage checkpoints and trained guides; overrides the study's [artifacts] store")
+
+
+def _add_run(sub) -> None:
     p = sub.add_parser("run", help="run or continue a study (Pareto search)",
                        description="Run the study's trials until study.n_trials have finished; running it again "
                                    "continues the same study (an interrupted trial resumes from its stage "
                                    "checkpoints). Prints the Pareto front at the end. Under torchrun "
                                    "(`torchrun --nproc-per-node G -m nas_theseus run STUDY`) every trial trains on "
                                    "all G processes at once, data parallel; rank 0 talks to the storage.")
-    study_args(p)
-    p.add_argument("--n-trials", type=int, help="finished trials the study should reach (overrides study.n_trials)")
-    p.add_argument("--timeout", type=float, help="stop starting trials after this many seconds")
+    _study_args(p)
+    p.add_argument("--n-trials", type=_positive_int,
+                   help="finished trials the study should reach (overrides study.n_trials)")
+    p.add_argument("--timeout", type=_positive_seconds, help="stop starting trials after this many seconds")
     p.add_argument("--storage", help="Optuna storage URL (default: SQLite in the work directory)")
     p.add_argument("--force", action="store_true", help="continue even though the study file or search space changed")
     p.add_argument("--workers", type=_workers_arg, metavar="N|auto",
@@ -365,23 +408,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--as-worker", action="store_true", help=argparse.SUPPRESS)  # set by --workers for its processes
     p.set_defaults(func=_cmd_run)
 
+
+def _add_pareto(sub) -> None:
     p = sub.add_parser("pareto", help="print the Pareto front of a study")
     p.add_argument("dir", help="the study's work directory")
     p.add_argument("--format", choices=("table", "csv", "json"), default="table")
     p.set_defaults(func=_cmd_pareto)
 
+
+def _add_trials(sub) -> None:
     p = sub.add_parser("trials", help="list every trial: state, objective values, why it failed or was pruned")
     p.add_argument("dir", help="the study's work directory")
     p.add_argument("--format", choices=("table", "json"), default="table")
     p.set_defaults(func=_cmd_trials)
 
+
+def _add_export(sub) -> None:
     p = sub.add_parser("export", help="export a trial's network (safetensors, torch.export, ONNX), verified")
     p.add_argument("dir", help="the study's work directory")
     p.add_argument("--trial", type=int, required=True, help="trial number (see `nas-theseus pareto DIR`)")
     p.add_argument("--out", help="output folder (default: DIR/exports/trial-N)")
-    artifacts_arg(p)
+    _artifacts_arg(p)
     p.set_defaults(func=_cmd_export)
 
+
+def _add_report(sub) -> None:
     p = sub.add_parser("report", help="write Pareto plots (PNG, HTML) and alignment curves")
     p.add_argument("dir", help="the study's work directory")
     p.add_argument("--out", help="output folder (default: DIR/report)")
@@ -390,24 +441,29 @@ def build_parser() -> argparse.ArgumentParser:
                         "baselines) whose fronts are drawn on the same plot, on this study's reference point")
     p.set_defaults(func=_cmd_report)
 
+
+def _add_dashboard(sub) -> None:
     p = sub.add_parser("dashboard", help="serve the study in optuna-dashboard (the `dashboard` extra)",
                        description="Serve the study's storage in optuna-dashboard: trials with their candidate, "
                                    "stage reports and export command as user attributes, and the Pareto front.")
     p.add_argument("dir", help="the study's work directory")
     p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8080)
-    artifacts_arg(p)
+    p.add_argument("--port", type=_port, default=8080)
+    _artifacts_arg(p)
     p.set_defaults(func=_cmd_dashboard)
 
+
+def _add_convert(sub) -> None:
     p = sub.add_parser("convert", help="one conversion with given parameters, no search")
-    study_args(p)
+    _study_args(p)
     p.add_argument("--params", required=True, help="JSON object of search-space parameters (as `pareto` prints)")
     p.add_argument("--out", help="also export the converted network to this folder")
     p.set_defaults(func=_cmd_convert)
 
+
+def _add_blocks(sub) -> None:
     p = sub.add_parser("blocks", help="list the registered target blocks and their options")
     p.set_defaults(func=_cmd_blocks)
-    return parser
 
 
 def _version() -> str:

@@ -321,10 +321,51 @@ def test_bad_study_files_are_one_line_errors(tmp_path, capsys, edit, message):
     ('baseline.kd="hintn"', "unknown baseline.kd 'hintn' (did you mean 'hinton'?)"),
     ("latency.block_ms=-1", "latency.block_ms must be >= 0 (milliseconds), got -1.0"),
     ("baseline.fit={lr_rate=1}", "baseline.fit: unknown training setting(s) ['lr_rate']"),
+    ("study.n_trials=-3", "study.n_trials must be >= 1, got -3"),
+    ("study.timeout=0", "study.timeout must be > 0 (seconds), got 0.0"),
+    ("study.timeout=-5", "study.timeout must be > 0 (seconds), got -5.0"),
+    ("study.threads=0", "study.threads must be >= 1, got 0"),
+    ("study.heartbeat_interval=0", "study.heartbeat_interval must be >= 1, got 0"),
+    ("study.max_retry=-1", "study.max_retry must be >= 0, got -1"),
+    ("latency.repeats=0", "latency.repeats must be >= 1, got 0"),
+    ("latency.threads=-1", "latency.threads must be >= 1, got -1"),
 ])
 def test_bad_overrides(tmp_path, capsys, override, message):
     assert main(["run", str(write_study(tmp_path)), "--set", override, "--no-progress"]) == 2
     assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["run", "{study}", "--n-trials", "-3"], "argument --n-trials: must be a positive integer, got -3"),
+    (["run", "{study}", "--n-trials", "0"], "argument --n-trials: must be a positive integer, got 0"),
+    (["run", "{study}", "--n-trials", "2.5"], "argument --n-trials: must be a positive integer, got '2.5'"),
+    (["run", "{study}", "--timeout", "0"], "argument --timeout: must be a number of seconds above 0, got 0"),
+    (["run", "{study}", "--timeout", "-60"], "argument --timeout: must be a number of seconds above 0, got -60"),
+    (["run", "{study}", "--workers", "0"], "argument --workers: --workers must be at least 1, got 0"),
+    (["run", "{study}", "--workers", "-2"], "argument --workers: --workers must be at least 1, got -2"),
+    (["dashboard", "{wd}", "--port", "0"], "argument --port: must be a port number (1-65535), got 0"),
+    (["dashboard", "{wd}", "--port", "70000"], "argument --port: must be a port number (1-65535), got 70000"),
+])
+def test_bad_numbers_on_the_command_line_are_refused_before_any_work(tmp_path, monkeypatch, capsys, argv, message):
+    """A zero or negative budget once ran nothing and exited 0 ("no complete trials yet"): now argparse's usage
+    and one line naming the option and the value, exit 2, before a guide, a storage or a folder is made."""
+    monkeypatch.chdir(tmp_path)  # the default work directory, runs/<name>, would be made here
+    study = write_study(tmp_path)
+    with pytest.raises(SystemExit) as e:
+        main([a.format(study=study, wd=tmp_path / "wd") for a in argv])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert err.splitlines()[-1].endswith(message) and "Traceback" not in err, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny.toml"]
+
+
+def test_good_numbers_on_the_command_line_parse():
+    from nas_theseus.cli import build_parser
+
+    args = build_parser().parse_args(["run", "s.toml", "--n-trials", "3", "--timeout", "1.5", "--workers", "auto"])
+    assert (args.n_trials, args.timeout, args.workers) == (3, 1.5, "auto")
+    assert build_parser().parse_args(["run", "s.toml", "--workers", "2"]).workers == 2
+    assert build_parser().parse_args(["dashboard", "wd"]).port == 8080
 
 
 def test_unknown_subcommand_and_missing_workdir(tmp_path, capsys):

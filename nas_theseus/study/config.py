@@ -333,9 +333,39 @@ def config_from_dict(raw: dict, *, base_dir: str, where: str = "study") -> Study
 
 
 def _check_semantics(cfg: StudyConfig, where: str) -> None:
+    """Whatever the types alone do not say: names that must be known, numbers in range, settings that agree;
+    the first mistake is one line naming the study file and the key."""
     def bad(msg):
         raise UserError(f"{where}: {msg}")
 
+    _check_study(cfg, bad)
+    _check_objectives(cfg, bad)
+    _check_latency(cfg.latency, bad)
+    _check_pruning(cfg, bad)
+    _check_baseline(cfg, bad)
+    _check_numbers(cfg, bad)
+
+
+# counts and seconds with a floor (None, where a key may be unset, means "not set"); study.timeout is apart: > 0
+MINIMUMS = (("study.n_trials", 1), ("study.startup_trials", 0), ("study.threads", 1),
+            ("study.heartbeat_interval", 1), ("study.grace_period", 1), ("study.max_retry", 0),
+            ("study.storage_retry", 0), ("latency.threads", 1), ("latency.warmup", 0), ("latency.repeats", 1))
+
+
+def _check_numbers(cfg: StudyConfig, bad) -> None:
+    """A budget or count below its floor (``n_trials = -3``, ``timeout = 0``) is refused before any work: it would
+    otherwise run nothing and exit as if done, or fail far from its cause."""
+    for key, least in MINIMUMS:
+        section, name = key.split(".")
+        value = getattr(getattr(cfg, section), name)
+        if value is not None and value < least:
+            bad(f"{key} must be >= {least}, got {value}")
+    timeout = cfg.study.timeout
+    if timeout is not None and not timeout > 0:  # NaN included
+        bad(f"study.timeout must be > 0 (seconds), got {timeout}")
+
+
+def _check_study(cfg: StudyConfig, bad) -> None:
     if cfg.study.sampler not in SAMPLERS:
         bad(f"unknown sampler {cfg.study.sampler!r}{did_you_mean(cfg.study.sampler, SAMPLERS)}; "
             f"valid: {', '.join(SAMPLERS)}")
@@ -345,6 +375,9 @@ def _check_semantics(cfg: StudyConfig, where: str) -> None:
     for m in methods:
         if m not in METHODS:
             bad(f"unknown method {m!r}{did_you_mean(m, METHODS)}; valid: {', '.join(METHODS)}")
+
+
+def _check_objectives(cfg: StudyConfig, bad) -> None:
     if not cfg.objectives:
         bad("objectives is empty: name at least one of " + ", ".join(OBJECTIVES))
     for name, direction in cfg.objectives.items():
@@ -357,44 +390,51 @@ def _check_semantics(cfg: StudyConfig, where: str) -> None:
             bad(f"unknown objective {name!r} in constraints/hypervolume_reference{did_you_mean(name, OBJECTIVES)}")
         if not isinstance(bound, (int, float)) or isinstance(bound, bool):
             bad(f"the bound for {name} must be a number, got {bound!r}")
-    from ..convert import KD_VARIANTS
+
+
+def _check_latency(latency: LatencySection, bad) -> None:
     from ..measure.runtimes import RUNTIMES
 
-    sizes, runtimes = cfg.latency.batch_sizes, cfg.latency.runtimes
+    sizes, runtimes = latency.batch_sizes, latency.runtimes
     if not sizes or not all(isinstance(b, int) and not isinstance(b, bool) and b >= 1 for b in sizes):
-        bad(f"latency.batch_size must be a positive integer or a list of them, got {cfg.latency.batch_size!r}")
+        bad(f"latency.batch_size must be a positive integer or a list of them, got {latency.batch_size!r}")
     for name in runtimes or [None]:
         if name not in RUNTIMES:
             bad(f"unknown latency.runtime {name!r}{did_you_mean(str(name), RUNTIMES)}; valid: {', '.join(RUNTIMES)}")
     try:
-        latency_device = torch.device(cfg.latency.device)
+        latency_device = torch.device(latency.device)
     except (RuntimeError, ValueError):
-        bad(f"latency.device must be cpu, cuda or cuda:i, got {cfg.latency.device!r}")
+        bad(f"latency.device must be cpu, cuda or cuda:i, got {latency.device!r}")
     if latency_device.type not in ("cpu", "cuda"):
-        bad(f"latency.device must be cpu, cuda or cuda:i, got {cfg.latency.device!r}")
+        bad(f"latency.device must be cpu, cuda or cuda:i, got {latency.device!r}")
     cpu_only = [name for name in runtimes if RUNTIMES[name].cpu_only]
     if latency_device.type != "cpu" and cpu_only:
         bad(f"latency.runtime {cpu_only[0]!r} runs on the CPU only, but latency.device is "
-            f"{cfg.latency.device!r}: time it on the CPU (latency.device = \"cpu\", the default) or use "
+            f"{latency.device!r}: time it on the CPU (latency.device = \"cpu\", the default) or use "
             f"'eager' or 'compile'")
-    if cfg.latency.block_ms < 0:
-        bad(f"latency.block_ms must be >= 0 (milliseconds), got {cfg.latency.block_ms!r}")
+    if latency.block_ms < 0:
+        bad(f"latency.block_ms must be >= 0 (milliseconds), got {latency.block_ms!r}")
+
+
+def _check_pruning(cfg: StudyConfig, bad) -> None:
     if cfg.pruning.stages not in ("last", "all"):
         bad(f"pruning.stages must be 'last' or 'all', got {cfg.pruning.stages!r}")
     if cfg.pruning.enabled and not costs(cfg.objectives, before_training=True):
         bad(f"pruning.enabled: the rule compares costs known before training ("
             f"{', '.join(costs(OBJECTIVES, before_training=True))}), and this study's objectives "
             f"({', '.join(cfg.objectives)}) have none, so it could never prune; add one or set enabled = false")
-    if cfg.pruning.enabled and "not" not in methods:
+    if cfg.pruning.enabled and "not" not in cfg.methods:
         bad(f"pruning.enabled: the rule looks at conversion stages, and method = {cfg.study.method!r} has none, "
             f"so it could never prune; set enabled = false")
+
+
+def _check_baseline(cfg: StudyConfig, bad) -> None:
+    from ..convert import KD_VARIANTS
 
     if cfg.baseline.kd not in KD_VARIANTS:
         bad(f"unknown baseline.kd {cfg.baseline.kd!r}{did_you_mean(cfg.baseline.kd, KD_VARIANTS)}; valid: "
             f"{', '.join(KD_VARIANTS)}")
     try:
-        cfg.baseline_fit(next((m for m in methods if m != "not"), "scratch"))
+        cfg.baseline_fit(next((m for m in cfg.methods if m != "not"), "scratch"))
     except (TypeError, UserError) as e:
         bad(f"baseline.fit: {e}")
-    if cfg.study.n_trials < 1:
-        bad(f"study.n_trials must be >= 1, got {cfg.study.n_trials}")

@@ -8,6 +8,8 @@ import socket
 import time
 import warnings
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import optuna
 import torch
@@ -24,7 +26,7 @@ from ..utils.files import atomic_write_text
 from ..utils.hashing import key_content, stable_hash
 from . import ranks
 from .context import StudyContext
-from .objectives import OBJECTIVES, Probe, costs, perplexity
+from .objectives import OBJECTIVES, Probe, costs, guide_latency, perplexity
 from .owners import DIED
 from .pruning import PruningRule
 from .reuse import trial_reuse
@@ -41,10 +43,19 @@ class Measured:
     attrs: dict
 
 
+def probe_for(ctx: StudyContext, *, strict_flops: bool = True) -> Probe:
+    """What the study's cost objectives read to measure a network: the data's shape and test rows, the
+    ``[latency]`` settings and the guide's own figures and runner (its latency is timed beside each network's)."""
+    lm = bool(ctx.guide.causal and ctx.guide.tokens)
+    example = ctx.data.test.head(max(ctx.config.latency.batch_sizes))[0]
+    return Probe(ctx.data.sample_shape, example, lm, ctx.config.latency, guide_latency(ctx.guide_figures),
+                 ctx.guide_runner, strict_flops)
+
+
 def measure(model, ctx: StudyContext, names: set[str], *, strict_flops: bool = True) -> Measured:
     """The cost objectives among ``names`` for a deploy model, and what the trial records beside them (see
     :mod:`nas_theseus.study.objectives`)."""
-    probe = Probe(ctx, strict_flops)
+    probe = probe_for(ctx, strict_flops=strict_flops)
     values, attrs = {}, {}
     for name in costs(names):
         values[name], extra = OBJECTIVES[name].measure(model, probe)
@@ -91,14 +102,42 @@ def run_trial(trial: optuna.Trial, ctx: StudyContext, wd: WorkDir, activations, 
     shared = ranks.shared_trial(trial)  # under torchrun: every rank builds this candidate
     candidate, conv_cfg = ctx.candidate(shared)
     method = ctx.method(shared)
-    names = ctx.guide.part_names
-    trial.set_user_attr("candidate", candidate.describe(names))
+    trial.set_user_attr("candidate", candidate.describe(ctx.guide.part_names))
     key = candidate_key(candidate, conv_cfg, method)
     trial.set_user_attr(CANDIDATE_KEY, key)
     earlier = _finished_with(trial, key)
     if earlier is not None:  # a repeated proposal: the earlier trial's answer, no work (and no budget) spent
         ranks.tell(False)  # under torchrun: the other ranks skip it
         return _answer_from(trial, earlier, cfg)
+    stages = _record_setting(trial, ctx, method, worker)
+    trained = _train_and_measure(trial, ctx, wd, activations, candidate, conv_cfg, method, stages,
+                                 progress=progress)
+    values = trained.objective_values()
+    folder, timings = _save(trial, ctx, wd, candidate, conv_cfg, trained, values, start)
+    _record_results(trial, wd, trained, folder, timings)
+    for name, bound in cfg.constraints.items():
+        # feasible when <= 0: a ceiling for minimised metrics, a floor for accuracy
+        value = values[name]
+        trial.set_constraint(name, (bound - value) if OBJECTIVES[name].direction == "maximize" else (value - bound))
+    return tuple(values[name] for name in cfg.objectives)
+
+
+@dataclass
+class _Trained:
+    """A trial's trained network and its measured costs: what the trial saves and records."""
+
+    result: Any  # the conversion's (or baseline's) result: the model, accuracies, losses, timings
+    measured: Measured
+    measure_s: float
+
+    def objective_values(self) -> dict:
+        """Every objective's value: the scores from the result, the costs as measured."""
+        return {**{n: o.score(self.result) for n, o in OBJECTIVES.items() if not o.cost}, **self.measured.values}
+
+
+def _record_setting(trial: optuna.Trial, ctx: StudyContext, method: str, worker: str) -> list:
+    """Record where and how the trial runs (method, device, versions, threads, worker, host); returns its list of
+    stage reports, recorded empty (a retried trial inherits its predecessor's attributes)."""
     trial.set_user_attr("method", method)
     trial.set_user_attr("device", describe_device(ctx.device))
     trial.set_user_attr("versions", versions(ctx.device))
@@ -109,10 +148,12 @@ def run_trial(trial: optuna.Trial, ctx: StudyContext, wd: WorkDir, activations, 
     trial.set_user_attr("stages", stages)  # a retried trial inherits its predecessor's attributes
     if DIED in trial.user_attrs:  # the predecessor's reason, not this trial's (its retry_history links them)
         trial.set_user_attr(DIED, None)
+    return stages
 
-    costs: dict = {}
-    rule = PruningRule(cfg.pruning.margin, cfg.pruning.stages) if cfg.pruning.enabled else None
 
+def _stage_recorder(trial: optuna.Trial, stages: list, rule: PruningRule | None, n_stages: int, pre_costs: dict):
+    """What the conversion calls after each stage: the stage's report recorded on the trial, then the pruning
+    rule's decision (if the study prunes), taken alike by every rank under torchrun."""
     def on_stage(report, hybrid):
         stages.append({"parts": report.parts, "alignment": report.alignment,  # held-out (validation rows)
                        "alignment_train": report.alignment_train, "steps": report.steps,
@@ -122,17 +163,27 @@ def run_trial(trial: optuna.Trial, ctx: StudyContext, wd: WorkDir, activations, 
         trial.set_user_attr("stages", stages)
         if rule is not None:
             ranks.prune_decision(lambda: rule.check(trial, report.index, n_stages, report.hybrid_val_accuracy,
-                                                    costs))
+                                                    pre_costs))
 
+    return on_stage
+
+
+def _train_and_measure(trial: optuna.Trial, ctx: StudyContext, wd: WorkDir, activations, candidate, conv_cfg,
+                       method: str, stages: list, *, progress: bool) -> _Trained:
+    """The trial's network trained and its costs measured; a network that cannot be converted, counted or
+    measured fails the trial with its reason recorded (:class:`TrialFailed`), not the study."""
+    cfg = ctx.config
+    pre_costs: dict = {}
+    rule = PruningRule(cfg.pruning.margin, cfg.pruning.stages) if cfg.pruning.enabled else None
     wanted = set(cfg.objectives) | set(cfg.constraints)
-    n_stages = len(plan_stages(candidate, conv_cfg))
+    on_stage = _stage_recorder(trial, stages, rule, len(plan_stages(candidate, conv_cfg)), pre_costs)
     memory = GpuMemory(ctx.device)
     try:
         try:
             if cfg.pruning.enabled:  # in the trial: a network that cannot be measured fails it, not the study
-                costs.update(pre_training_costs(ctx, candidate, conv_cfg))
-                if costs:
-                    trial.set_user_attr("pre_training_costs", costs)
+                pre_costs.update(pre_training_costs(ctx, candidate, conv_cfg))
+                if pre_costs:
+                    trial.set_user_attr("pre_training_costs", pre_costs)
         except BaseException:
             ranks.tell(False)  # under torchrun: the other ranks skip it
             raise
@@ -141,20 +192,27 @@ def run_trial(trial: optuna.Trial, ctx: StudyContext, wd: WorkDir, activations, 
         with quiet.training(enabled=is_main()), ranks.agreed():
             result = train(ctx, wd, activations, candidate, conv_cfg, method, on_stage=on_stage,
                            progress=progress)
-        model, val_acc, test_acc = result.model, result.val_accuracy, result.test_accuracy
         if getattr(result, "activations", None):
             trial.set_user_attr("activations", result.activations)  # cache or stream, and why
         for key, value in trial_reuse(stages).items():
             trial.set_user_attr(key, value)
         measuring = time.perf_counter()
-        measured = measure(model, ctx, wanted)
+        measured = measure(result.model, ctx, wanted)
         measure_s = time.perf_counter() - measuring
     except (ConversionError, UncountedOpsError, UserError) as e:
         memory.record(trial)
         trial.set_user_attr("fail_reason", f"{type(e).__name__}: {e}")
         raise TrialFailed(f"trial {trial.number}: {e}") from e
     memory.record(trial)
-    values = {**{n: o.score(result) for n, o in OBJECTIVES.items() if not o.cost}, **measured.values}
+    return _Trained(result, measured, measure_s)
+
+
+def _save(trial: optuna.Trial, ctx: StudyContext, wd: WorkDir, candidate, conv_cfg, trained: _Trained,
+          values: dict, start: float) -> tuple[Path, dict]:
+    """The trial's folder: its network with ``arch.json``, reference outputs and ``metrics.json`` (uploaded to the
+    study's artifact store, if any); returns the folder and the trial's timings."""
+    result, measured, measure_s = trained.result, trained.measured, trained.measure_s
+    model = result.model
     saving = time.perf_counter()
     folder = wd.trial(trial.number)
     arch = arch_document(model.cpu(), guide_source=ctx.guide.source, sample_shape=ctx.data.sample_shape,
@@ -164,26 +222,28 @@ def run_trial(trial: optuna.Trial, ctx: StudyContext, wd: WorkDir, activations, 
     save_reference(folder, model, ctx.data.test.head(32)[0])
     timings = {**getattr(result, "timings", {}), "measure_s": round(measure_s, 3)}
     timings["save_s"] = round(time.perf_counter() - saving, 3)
-    metrics = {**values, "val_accuracy": val_acc, "test_accuracy": test_acc, "val_loss": result.val_loss,
-               "test_loss": result.test_loss, "test_perplexity": perplexity(result.test_loss), **measured.attrs,
+    metrics = {**values, "val_accuracy": result.val_accuracy, "test_accuracy": result.test_accuracy,
+               "val_loss": result.val_loss, "test_loss": result.test_loss,
+               "test_perplexity": perplexity(result.test_loss), **measured.attrs,
                "measure_s": measure_s, "timings": timings, "trial_wall_s": time.perf_counter() - start}
     atomic_write_text(folder / "metrics.json", json.dumps(metrics, indent=2))
     if ctx.artifacts is not None:
         upload_network(trial, folder, ctx.artifacts)
-    trial.set_user_attr("test_accuracy", test_acc)
-    trial.set_user_attr("val_accuracy", val_acc)
+    return folder, timings
+
+
+def _record_results(trial: optuna.Trial, wd: WorkDir, trained: _Trained, folder: Path, timings: dict) -> None:
+    """The trial's figures and where its network is, as user attributes (``pareto``, ``trials``, the dashboard)."""
+    result = trained.result
+    trial.set_user_attr("test_accuracy", result.test_accuracy)
+    trial.set_user_attr("val_accuracy", result.val_accuracy)
     trial.set_user_attr("test_perplexity", perplexity(result.test_loss))
     trial.set_user_attr("trial_dir", str(folder))
     trial.set_user_attr("export", f"nas-theseus export {wd.root} --trial {trial.number}  "
                                   f"(writes {wd.root / 'exports' / f'trial-{trial.number}'})")
     trial.set_user_attr("timings", timings)
-    for key, value in measured.attrs.items():
+    for key, value in trained.measured.attrs.items():
         trial.set_user_attr(key, value)
-    for name, bound in cfg.constraints.items():
-        # feasible when <= 0: a ceiling for minimised metrics, a floor for accuracy
-        value = values[name]
-        trial.set_constraint(name, (bound - value) if OBJECTIVES[name].direction == "maximize" else (value - bound))
-    return tuple(values[name] for name in cfg.objectives)
 
 
 NETWORK_ARTIFACT = "network_artifact"

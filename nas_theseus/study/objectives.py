@@ -16,8 +16,11 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, ClassVar
+from typing import Any, ClassVar
+
+import torch
 
 from ..measure import (
     CONVENTION,
@@ -32,28 +35,23 @@ from ..measure.latency import example_input
 from ..utils.quiet import quiet
 from ..utils.registry import Registry
 
-if TYPE_CHECKING:
-    from .context import StudyContext
-
 
 @dataclass
 class Probe:
-    """What a cost measurement of one deploy network needs from the study."""
+    """What a cost measurement of one deploy network reads, handed in by the study (``objective.probe_for``): the
+    data it needs, not the study itself, so an objective knows nothing of the study's context."""
 
-    ctx: StudyContext
+    sample_shape: tuple  # one sample's shape (for a language model: the context length first)
+    example: torch.Tensor  # the test rows measurements run on (as many as the largest latency batch size)
+    lm: bool  # a causal token guide: FLOPs and latency per generated token
+    latency: Any  # the study's ``[latency]`` settings (runtimes, batch sizes, warmup, repeats, threads, ...)
+    guide_ms: dict  # {(runtime, batch size): the guide's median ms} once the study has measured its guide
+    guide_runner: Callable  # (runtime, x, threads) -> the guide prepared there, timed beside each network
     strict_flops: bool = True
 
     @property
-    def lm(self) -> bool:
-        return bool(self.ctx.guide.causal and self.ctx.guide.tokens)
-
-    @property
     def context(self) -> int | None:
-        return self.ctx.data.sample_shape[0] if self.lm else None
-
-    @property
-    def example(self):
-        return self.ctx.data.test.head(max(self.ctx.config.latency.batch_sizes))[0]
+        return self.sample_shape[0] if self.lm else None
 
 
 class Objective:
@@ -142,7 +140,7 @@ class Flops(Objective):
     label = "FLOPs per sample, per token for LMs (multiply-adds)"
 
     def measure(self, model, probe: Probe) -> tuple[float, dict]:
-        full = count_flops(model, probe.ctx.data.sample_shape, strict=probe.strict_flops, example=probe.example)
+        full = count_flops(model, probe.sample_shape, strict=probe.strict_flops, example=probe.example)
         if not probe.lm:
             return full, {"flops_convention": CONVENTION}
         step = decode_flops(model, probe.context, probe.example[:1], strict=probe.strict_flops)
@@ -174,9 +172,8 @@ class Latency(Objective):
     before_training = True  # a network's time does not depend on its weights: the pruning rule times it untrained
 
     def measure(self, model, probe: Probe) -> tuple[float, dict]:
-        ctx = probe.ctx
-        lat_cfg, example, device = ctx.config.latency, probe.example, ctx.latency_device
-        guide_ms = {} if probe.lm else _guide_latency(ctx.guide_figures)
+        lat_cfg, example, device = probe.latency, probe.example, probe.latency.device
+        guide_ms = {} if probe.lm else probe.guide_ms
         rows = []
         # in a quiet slot, with fixed threads: no worker of this machine trains or times beside it (quiet.py)
         with quiet():
@@ -184,9 +181,9 @@ class Latency(Objective):
                 for batch_size in lat_cfg.batch_sizes:
                     reference = None
                     if (runtime, batch_size) in guide_ms:
-                        x = example_input(ctx.data.sample_shape, batch_size, device=device, example=example)
-                        reference = ctx.guide_runner(runtime, x, lat_cfg.threads)
-                    rows.append(measure_latency(model, ctx.data.sample_shape, batch_size=batch_size,
+                        x = example_input(probe.sample_shape, batch_size, device=device, example=example)
+                        reference = probe.guide_runner(runtime, x, lat_cfg.threads)
+                    rows.append(measure_latency(model, probe.sample_shape, batch_size=batch_size,
                                                 device=device, warmup=lat_cfg.warmup,
                                                 repeats=lat_cfg.repeats, threads=lat_cfg.threads, example=example,
                                                 runtime=runtime, reference=reference,
@@ -212,7 +209,7 @@ class Latency(Objective):
         return table[0]["figure_ms"], attrs
 
 
-def _guide_latency(figures: dict | None) -> dict:
+def guide_latency(figures: dict | None) -> dict:
     """{(runtime, batch size): the guide's median ms} from the study's guide reference (empty without one)."""
     if not figures or "error" in figures:
         return {}

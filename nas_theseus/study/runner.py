@@ -24,7 +24,9 @@ import signal
 import socket
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import optuna
 import torch
@@ -293,21 +295,44 @@ def _run(config: StudyConfig, ctx: StudyContext, wd: WorkDir, identity: str, wor
     ctx.say_device()
     activations = wd.activations(ctx.guide, ctx.data, device=ctx.device, progress=progress) \
         if ctx.caches_activations() else None  # else the trials' conversions stream the guide
-    bar = progress_bar(total=remaining, desc=f"trials ({config.study.name})", unit="trial", enabled=progress,
-                       leave=True)
+    loop = _Loop(progress_bar(total=remaining, desc=f"trials ({config.study.name})", unit="trial",
+                              enabled=progress, leave=True))
+    objective = _objective(config, ctx, wd, activations, study, storage_obj, loop, progress=progress, worker=worker)
+    after_trial = _after_trial(owners, loop, target)
+    limit = timeout if timeout is not None else config.study.timeout
+    deadline = budget.deadline = None if limit is None else time.monotonic() + limit
+    try:
+        with _sigterm_as_interrupt(), _quiet_optuna_failures():
+            _optimize(study, objective, after_trial, loop, target, deadline)
+    finally:
+        loop.bar.close()
+    ranks.tell(False)  # under torchrun: the other ranks, no more trials
+    return study
 
-    last: list[int] = []  # the number of the trial this worker ran last
-    streak = [0]  # repeated proposals in a row (answered from earlier trials)
+
+@dataclass
+class _Loop:
+    """What a worker's trials share while it runs them: its progress bar, the number of the trial it ran last,
+    and how many repeated proposals (answered from earlier trials) came in a row."""
+
+    bar: Any
+    last: list[int] = field(default_factory=list)
+    streak: int = 0
+
+
+def _objective(config: StudyConfig, ctx: StudyContext, wd: WorkDir, activations, study: optuna.Study,
+               storage_obj: ResilientRDBStorage, loop: _Loop, *, progress: bool, worker: str):
+    """The function Optuna optimizes: one trial run (:func:`run_trial`); an interrupted trial is re-enqueued (the
+    next run resumes it from its stage checkpoints), a trial another worker took over is told apart."""
+    def requeue(trial: optuna.Trial, e: BaseException) -> None:
+        trial.set_user_attr(REQUEUED, True)
+        study.enqueue_trial(trial.params, user_attrs={"resumes_trial": trial.number})
+        e.requeued_trial = trial.number  # the CLI says which trial comes back
 
     def objective(trial: optuna.Trial):
         set_threads(config)  # recorded by run_trial; re-read per trial as workers come and go
         storage_obj.running_trial = trial.number
-        last[:] = [trial.number]
-        def requeue(e: BaseException) -> None:
-            trial.set_user_attr(REQUEUED, True)
-            study.enqueue_trial(trial.params, user_attrs={"resumes_trial": trial.number})
-            e.requeued_trial = trial.number  # the CLI says which trial comes back
-
+        loop.last[:] = [trial.number]
         try:
             try:
                 return run_trial(trial, ctx, wd, activations, progress=progress, worker=worker)
@@ -318,62 +343,68 @@ def _run(config: StudyConfig, ctx: StudyContext, wd: WorkDir, identity: str, wor
                     from e
         except KeyboardInterrupt as e:  # Ctrl-C, SIGTERM, or a lost rank (torchrun SIGTERMs the rest)
             _STOPPING[0] = True  # a second SIGTERM no longer interrupts the re-enqueueing
-            requeue(e)
+            requeue(trial, e)
             raise
         except optuna.exceptions.UpdateFinishedTrialError as e:
             raise TrialTakenOver(str(e)) from e
         finally:
             storage_obj.running_trial = None
 
+    return objective
+
+
+def _after_trial(owners: LocalOwners, loop: _Loop, target: int):
+    """Optuna's callback after each trial: a line for a pruned or failed trial, the bar moved, and the study
+    stopped once the budget is reached or the sampler only repeats earlier candidates."""
     def after_trial(study: optuna.Study, trial) -> None:
         owners.idle()  # told: no longer this worker's to resume
         if trial.state == TrialState.COMPLETE and REPEAT_OF in trial.user_attrs:
-            streak[0] += 1  # answered from an earlier trial: no budget spent
-            if streak[0] >= MAX_REPEATS_IN_A_ROW:
-                bar.write(f"the sampler proposed only earlier candidates {streak[0]} times in a row: the search "
-                          f"space looks exhausted; stopping", file=sys.stderr)
+            loop.streak += 1  # answered from an earlier trial: no budget spent
+            if loop.streak >= MAX_REPEATS_IN_A_ROW:
+                loop.bar.write(f"the sampler proposed only earlier candidates {loop.streak} times in a row: the "
+                               f"search space looks exhausted; stopping", file=sys.stderr)
                 study.stop()
             return
-        streak[0] = 0
-        bar.update(1)
+        loop.streak = 0
+        loop.bar.update(1)
         if trial.state == TrialState.PRUNED and "prune_reason" in trial.user_attrs:
-            bar.write(f"trial {trial.number} pruned: {trial.user_attrs['prune_reason']}", file=sys.stderr)
+            loop.bar.write(f"trial {trial.number} pruned: {trial.user_attrs['prune_reason']}", file=sys.stderr)
         if trial.state == TrialState.FAIL and "fail_reason" in trial.user_attrs:
-            bar.write(f"trial {trial.number} failed: {trial.user_attrs['fail_reason']}", file=sys.stderr)
+            loop.bar.write(f"trial {trial.number} failed: {trial.user_attrs['fail_reason']}", file=sys.stderr)
         if finished_trials(study) >= target:
             study.stop()
 
-    limit = timeout if timeout is not None else config.study.timeout
-    deadline = budget.deadline = None if limit is None else time.monotonic() + limit
-    try:
-        with _sigterm_as_interrupt(), _quiet_optuna_failures():
-            while True:
-                left = target - finished_trials(study)
-                if left <= 0 or (deadline is not None and time.monotonic() >= deadline):
-                    break
-                if streak[0] >= MAX_REPEATS_IN_A_ROW:
-                    break
-                try:
-                    # repeats and trials retried elsewhere use up optimize's count without filling the budget:
-                    # the loop goes on until the budget, the deadline or an exhausted search space ends it
-                    study.optimize(objective, n_trials=left, catch=(TrialFailed,), callbacks=[after_trial],
-                                   timeout=None if deadline is None else deadline - time.monotonic())
-                except BudgetReached:  # asked for a trial when none may start: the others' trials filled it
-                    break
-                except (TrialTakenOver, ValueError, AssertionError) as e:
-                    # our heartbeat lapsed (a storage outage longer than the grace period): another worker
-                    # declared our trial dead and retries it; Optuna cannot tell it ("Cannot tell a FAIL
-                    # trial"), so abandon this copy
-                    text = f"{e} {e.__context__}"
-                    optuna_could_not_tell = "Cannot tell" in text or "Should not reach" in text
-                    if not (last and (isinstance(e, TrialTakenOver) or optuna_could_not_tell)
-                            and _taken_over(study, last[0])):
-                        raise
-                    number = last.pop()
-                    bar.write(f"trial {number} was declared dead by another worker while the storage was "
-                              f"unreachable and is retried there; this worker goes on with the next trial",
-                              file=sys.stderr)
-    finally:
-        bar.close()
-    ranks.tell(False)  # under torchrun: the other ranks, no more trials
-    return study
+    return after_trial
+
+
+def _optimize(study: optuna.Study, objective, after_trial, loop: _Loop, target: int, deadline: float | None) -> None:
+    """Optuna's optimize() until the budget, the deadline or an exhausted search space ends it: repeats and trials
+    retried elsewhere use up optimize's count without filling the budget, so it is called again."""
+    while True:
+        left = target - finished_trials(study)
+        if left <= 0 or (deadline is not None and time.monotonic() >= deadline):
+            break
+        if loop.streak >= MAX_REPEATS_IN_A_ROW:
+            break
+        try:
+            study.optimize(objective, n_trials=left, catch=(TrialFailed,), callbacks=[after_trial],
+                           timeout=None if deadline is None else deadline - time.monotonic())
+        except BudgetReached:  # asked for a trial when none may start: the others' trials filled it
+            break
+        except (TrialTakenOver, ValueError, AssertionError) as e:
+            if not _taken_over_during_outage(study, loop, e):
+                raise
+            number = loop.last.pop()
+            loop.bar.write(f"trial {number} was declared dead by another worker while the storage was "
+                           f"unreachable and is retried there; this worker goes on with the next trial",
+                           file=sys.stderr)
+
+
+def _taken_over_during_outage(study: optuna.Study, loop: _Loop, e: BaseException) -> bool:
+    """Whether ``e`` says our heartbeat lapsed (a storage outage longer than the grace period): another worker
+    declared our trial dead and retries it; Optuna cannot tell it ("Cannot tell a FAIL trial"), so this worker
+    abandons its copy."""
+    text = f"{e} {e.__context__}"
+    optuna_could_not_tell = "Cannot tell" in text or "Should not reach" in text
+    return bool(loop.last and (isinstance(e, TrialTakenOver) or optuna_could_not_tell)
+                and _taken_over(study, loop.last[0]))
