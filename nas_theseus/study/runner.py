@@ -39,6 +39,7 @@ from ..utils.locks import Slot, held_slots, usable_cores
 from ..utils.progress import progress_bar
 from . import ranks
 from .budget import Budget, BudgetReached, finished_trials
+from .clean import trim_to_cap
 from .config import StudyConfig
 from .context import StudyContext, build_context
 from .guide_reference import record_guide_reference
@@ -327,6 +328,7 @@ def _run(config: StudyConfig, ctx: StudyContext, wd: WorkDir, identity: str, wor
 
     def after_trial(study: optuna.Study, trial) -> None:
         owners.idle()  # told: no longer this worker's to resume
+        trim_to_cap(study, wd.checkpoints, config.study.checkpoint_cap)  # least recently used, none in use
         if trial.state == TrialState.COMPLETE and REPEAT_OF in trial.user_attrs:
             streak[0] += 1  # answered from an earlier trial: no budget spent
             if streak[0] >= MAX_REPEATS_IN_A_ROW:
