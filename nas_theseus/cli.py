@@ -25,6 +25,7 @@ examples:
   nas-theseus export runs/mnist1d_deploy --trial 0           # deployable folder, verified against the trial
   nas-theseus report runs/mnist1d_deploy                     # Pareto plot (PNG + HTML), alignment curves
   nas-theseus dashboard runs/mnist1d_deploy                  # optuna-dashboard on http://127.0.0.1:8080
+  nas-theseus clean runs/mnist1d_deploy --max-size 5G        # free disk: stage checkpoints no trial needs
   nas-theseus convert studies/mnist1d_cnn_to_mlp.toml \
       --params '{"conv1.width": 64, "conv2.width": 32, "conv3.width": 32, "order.0": 0, "order.1": 0}'
   nas-theseus run studies/mnist1d_deploy.toml --workers 8    # 8 workers: one per GPU on an 8-GPU node
@@ -310,6 +311,44 @@ def _cmd_convert(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_clean(args: argparse.Namespace) -> int:
+    from .study.clean import clean
+
+    wd, _, study = _open(Path(args.dir))
+    print(f"{wd.checkpoints}: {clean(study, wd.checkpoints, max_size=args.max_size, dry_run=args.dry_run)}")
+    return 0
+
+
+def _size_arg(text: str) -> int:
+    from .utils.sizes import parse_size
+
+    try:
+        return parse_size(text, "--max-size")
+    except UserError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def _add_clean(sub) -> None:
+    """``nas-theseus clean DIR``: the stage checkpoints no complete trial needs, or beyond a size, removed."""
+    p = sub.add_parser("clean", help="free disk: remove stage checkpoints off every complete trial's path, or "
+                                     "beyond a size",
+                       description="Remove the work directory's stage checkpoints that are on no complete trial's "
+                                   "path (pruned, failed, interrupted trials' stages), and with --max-size the "
+                                   "least recently used others until the checkpoints fit. Only checkpoint files "
+                                   "nas-theseus wrote are removed, never the study's database, trial networks, "
+                                   "exports or files of yours, and none in use: while a trial runs (or waits to "
+                                   "resume), nothing written or used since it started. Safe while a study runs; "
+                                   "a trial that wanted a removed checkpoint trains that stage again. Prints one "
+                                   "summary line.")
+    p.add_argument("dir", help="the study's work directory")
+    p.add_argument("--max-size", type=_size_arg, metavar="SIZE",
+                   help="then remove the least recently used checkpoints until they take at most SIZE (5G, 500M, "
+                        "2048: bytes; K/M/G/T are powers of 1024)")
+    p.add_argument("--dry-run", action="store_true", help="print what would be freed (files and bytes per kind); "
+                                                          "remove nothing")
+    p.set_defaults(func=_cmd_clean)
+
+
 def _workers_arg(text: str):
     from .study.launcher import parse_workers
 
@@ -360,7 +399,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for add in (_add_run, _add_pareto, _add_trials, _add_export, _add_report, _add_dashboard, _add_convert,
-                _add_blocks):
+                _add_clean, _add_blocks):
         add(sub)
     return parser
 

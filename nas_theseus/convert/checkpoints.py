@@ -8,6 +8,8 @@ atomic (temp file + ``os.replace``). Tensors are stored on the CPU and loaded wi
 caller's ``load_state_dict`` copies them onto its own device), so a stage trained on a GPU resumes on a CPU or
 another GPU. An unreadable or mismatching file is one warning and counts as absent.
 Temp files of writers that died before ``os.replace`` are swept when a store opens, once an hour old.
+Loading a checkpoint sets its mtime to now, so the mtime says when it was last written or used: what
+``nas-theseus clean`` and ``study.checkpoint_cap`` go by (:mod:`nas_theseus.study.clean`), least recently used first.
 In a data-parallel run (:mod:`nas_theseus.utils.distributed`) rank 0 alone reads and writes, and hands what
 it read to the other ranks.
 
@@ -34,6 +36,7 @@ from ..utils.distributed import from_main, is_main
 from ..utils.files import atomic_write
 
 FORMAT = 1
+STALE_TEMP_S = 3600.0  # a temp file this old belongs to a writer that died before its os.replace
 
 
 def to_cpu(obj):
@@ -48,7 +51,7 @@ def to_cpu(obj):
 
 
 class CheckpointStore:
-    def __init__(self, root: str | os.PathLike | None, *, stale_temp_s: float = 3600.0,
+    def __init__(self, root: str | os.PathLike | None, *, stale_temp_s: float = STALE_TEMP_S,
                  remote: ArtifactStore | None = None):
         self.root = Path(root) if root is not None else None
         self.remote = remote if self.root is not None else None
@@ -92,7 +95,7 @@ class CheckpointStore:
         if self.root is None:
             return None
         path = self.path(key)
-        if not path.exists() and not self._fetch(key):
+        if not _mark_used(path) and not self._fetch(key):
             return None
         try:
             data = unseal(path.read_bytes())
@@ -100,6 +103,8 @@ class CheckpointStore:
             if payload.get("format") != FORMAT or payload.get("key") != key:
                 raise ValueError("wrong format or key")
             return payload
+        except FileNotFoundError:  # removed by `nas-theseus clean` since it was marked: the stage is trained again
+            return None
         except Exception as e:  # noqa: BLE001 - any unreadable checkpoint is recomputed, never a crash
             warnings.warn(f"stage checkpoint {path.name} is unreadable ({type(e).__name__}: {e}); recomputing it",
                           stacklevel=2)
@@ -122,6 +127,18 @@ class CheckpointStore:
             return False
         atomic_write(self.path(key), lambda tmp: Path(tmp).write_bytes(raw))
         return True
+
+
+def _mark_used(path: Path) -> bool:
+    """Set ``path``'s mtime to now, before it is read (``clean`` leaves a file whose mtime moved since it looked);
+    False when there is no such file."""
+    try:
+        os.utime(path)
+    except FileNotFoundError:
+        return False
+    except OSError:  # a folder this process may read but not write: used all the same, just not marked
+        return path.exists()
+    return True
 
 
 def _remote_name(key: str) -> str:

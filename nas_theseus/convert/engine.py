@@ -111,7 +111,7 @@ def _convert(guide: Guide, candidate: Candidate, data: TaskData, config: Convert
     return ConversionResult(model, candidate, config, reports, ft_report, pre_acc, val_acc, test_acc,
                             time.perf_counter() - start, finetune_resumed=ft_resumed, val_loss=val_loss,
                             test_loss=test_loss, timings={k: round(v, 3) for k, v in run.timings.items()},
-                            activations={"mode": mode, "why": why})
+                            activations={"mode": mode, "why": why}, checkpoints=run.store.keys)
 
 
 def _cache(guide: Guide, data: TaskData, activations: GuideActivations | None, device, progress: bool,
@@ -223,15 +223,20 @@ def _announce(line: str, progress: bool) -> None:
 
 class _TimedStore:
     """A :class:`CheckpointStore` whose reads and writes add their wall time to ``timings["checkpoint_s"]``
-    (the conversion's other timings are kept beside it)."""
+    (the conversion's other timings are kept beside it), and that lists the keys of the checkpoints the
+    conversion loaded or saved (``keys``, in order: its path of stages, then fine-tuning)."""
 
     def __init__(self, store: CheckpointStore):
         self.store, self.timings = store, {"align_s": 0.0, "finetune_s": 0.0, "checkpoint_s": 0.0}
+        self.keys: list[str] = []
 
     def load(self, key: str):
         t0 = time.perf_counter()
         try:
-            return self.store.load(key)
+            saved = self.store.load(key)
+            if saved is not None:
+                self.keys.append(key)
+            return saved
         finally:
             self.timings["checkpoint_s"] += time.perf_counter() - t0
 
@@ -239,6 +244,7 @@ class _TimedStore:
         t0 = time.perf_counter()
         try:
             self.store.save(key, payload)
+            self.keys.append(key)
         finally:
             self.timings["checkpoint_s"] += time.perf_counter() - t0
 

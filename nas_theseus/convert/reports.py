@@ -54,6 +54,7 @@ class ConversionResult:
     test_loss: float = float("nan")
     timings: dict = field(default_factory=dict)  # wall seconds: align_s, finetune_s, checkpoint_s (this call's)
     activations: dict = field(default_factory=dict)  # where the guide's activations came from: mode and why
+    checkpoints: list = field(default_factory=list)  # content keys of its stages, then fine-tuning
 
     def summary(self) -> dict:
         """JSON-able summary (everything but the model)."""

@@ -21,13 +21,14 @@ from ..convert.config import DEFAULT_FINETUNE
 from ..errors import UserError, did_you_mean
 from ..training import FitConfig
 from ..utils.hashing import key_content, keyed_fields, stable_hash
+from ..utils.sizes import parse_size
 from .objectives import OBJECTIVES, costs  # the registry: one class per objective
 
 SAMPLERS = ("tpe", "nsga2", "random")
 METHODS = ("not", "scratch", "kd")
 # Keys a resumed run may change without --force: budgets and where the work runs, not what is searched.
 RESUMABLE_KEYS = ("study.n_trials", "study.timeout", "study.device", "study.threads", "study.heartbeat_interval",
-                  "study.grace_period", "study.max_retry", "study.storage_retry")
+                  "study.grace_period", "study.max_retry", "study.storage_retry", "study.checkpoint_cap")
 
 
 @keyed_fields("name", "search_space", "n_trials", "timeout", "sampler", "startup_trials", "seed", "method",
@@ -45,7 +46,8 @@ class StudySection:
     grace period, default 2 x the interval, belongs to a dead worker and is retried, at most max_retry times);
     storage_retry (seconds a worker keeps retrying an unreachable or locked database before it gives up); enqueue
     (parameter sets, as `pareto` prints them, that the study tries first: Optuna's ``enqueue_trial``, skipped if
-    already tried)."""
+    already tried); checkpoint_cap (a size such as ``"5G"``: after every trial, the least recently used stage
+    checkpoints beyond it are removed, none in use, :mod:`nas_theseus.study.clean`; None = no cap)."""
 
     name: str
     search_space: str
@@ -62,6 +64,11 @@ class StudySection:
     max_retry: int = 3
     storage_retry: float = 300.0
     enqueue: list = field(default_factory=list)
+    checkpoint_cap: str | int | None = None
+
+    def __post_init__(self):
+        if self.checkpoint_cap is not None:
+            parse_size(self.checkpoint_cap, "study.checkpoint_cap")
 
 
 @keyed_fields("source", "weights", "seed", "options", "fit", "parts", "stem", "head")

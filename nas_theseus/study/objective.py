@@ -194,6 +194,8 @@ def _train_and_measure(trial: optuna.Trial, ctx: StudyContext, wd: WorkDir, acti
                            progress=progress)
         if getattr(result, "activations", None):
             trial.set_user_attr("activations", result.activations)  # cache or stream, and why
+        if getattr(result, "checkpoints", None):
+            trial.set_user_attr(CHECKPOINT_PATH, result.checkpoints)
         for key, value in trial_reuse(stages).items():
             trial.set_user_attr(key, value)
         measuring = time.perf_counter()
@@ -267,6 +269,7 @@ def upload_network(trial: optuna.Trial, folder, store) -> None:
 
 CANDIDATE_KEY = "candidate_key"
 REPEAT_OF = "repeat_of"
+CHECKPOINT_PATH = "checkpoints"  # a trial's stage checkpoints (their keys, in order): what `clean` keeps
 # what a repeat copies from the trial it repeats: results, not the bookkeeping of the run that made them
 _RESULT_ATTRS = ("method", "stages", "test_accuracy", "val_accuracy", "test_perplexity", "trial_dir", "export",
                  NETWORK_ARTIFACT, "network_artifact_error",

@@ -41,6 +41,7 @@ from ..utils.locks import Slot, held_slots, usable_cores
 from ..utils.progress import progress_bar
 from . import ranks
 from .budget import Budget, BudgetReached, finished_trials
+from .clean import trim_to_cap
 from .config import StudyConfig
 from .context import StudyContext, build_context
 from .guide_reference import record_guide_reference
@@ -358,6 +359,7 @@ def _after_trial(owners: LocalOwners, loop: _Loop, target: int):
     stopped once the budget is reached or the sampler only repeats earlier candidates."""
     def after_trial(study: optuna.Study, trial) -> None:
         owners.idle()  # told: no longer this worker's to resume
+        trim_to_cap(study, wd.checkpoints, config.study.checkpoint_cap)  # least recently used, none in use
         if trial.state == TrialState.COMPLETE and REPEAT_OF in trial.user_attrs:
             loop.streak += 1  # answered from an earlier trial: no budget spent
             if loop.streak >= MAX_REPEATS_IN_A_ROW:

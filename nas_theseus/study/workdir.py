@@ -4,7 +4,8 @@
     DIR/study.db                the default SQLite storage
     DIR/cache/activations-*.f32/   the guide's activations over the training split (one per guide+data),
                                    float32 .npy files every worker memory-maps
-    DIR/checkpoints/*.ckpt      content-keyed stage checkpoints (shared by every trial and worker)
+    DIR/checkpoints/*.ckpt      content-keyed stage checkpoints (shared by every trial and worker; what
+                                `nas-theseus clean` and study.checkpoint_cap trim, :mod:`.clean`)
     DIR/trials/N/               arch.json, model.safetensors, reference.safetensors, metrics.json per COMPLETE trial
     DIR/exports/trial-N/        what `nas-theseus export` writes
     DIR/report/                 what `nas-theseus report` writes
