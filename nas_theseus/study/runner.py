@@ -299,7 +299,7 @@ def _run(config: StudyConfig, ctx: StudyContext, wd: WorkDir, identity: str, wor
     loop = _Loop(progress_bar(total=remaining, desc=f"trials ({config.study.name})", unit="trial",
                               enabled=progress, leave=True))
     objective = _objective(config, ctx, wd, activations, study, storage_obj, loop, progress=progress, worker=worker)
-    after_trial = _after_trial(owners, loop, target)
+    after_trial = _after_trial(owners, loop, target, wd.checkpoints, config.study.checkpoint_cap)
     limit = timeout if timeout is not None else config.study.timeout
     deadline = budget.deadline = None if limit is None else time.monotonic() + limit
     try:
@@ -354,12 +354,13 @@ def _objective(config: StudyConfig, ctx: StudyContext, wd: WorkDir, activations,
     return objective
 
 
-def _after_trial(owners: LocalOwners, loop: _Loop, target: int):
-    """Optuna's callback after each trial: a line for a pruned or failed trial, the bar moved, and the study
-    stopped once the budget is reached or the sampler only repeats earlier candidates."""
+def _after_trial(owners: LocalOwners, loop: _Loop, target: int, checkpoints: Path, cap: str | int | None):
+    """Optuna's callback after each trial: the stage checkpoints trimmed to ``cap`` (``study.checkpoint_cap``),
+    a line for a pruned or failed trial, the bar moved, and the study stopped once the budget is reached or the
+    sampler only repeats earlier candidates."""
     def after_trial(study: optuna.Study, trial) -> None:
         owners.idle()  # told: no longer this worker's to resume
-        trim_to_cap(study, wd.checkpoints, config.study.checkpoint_cap)  # least recently used, none in use
+        trim_to_cap(study, checkpoints, cap)  # least recently used first, none in use
         if trial.state == TrialState.COMPLETE and REPEAT_OF in trial.user_attrs:
             loop.streak += 1  # answered from an earlier trial: no budget spent
             if loop.streak >= MAX_REPEATS_IN_A_ROW:
