@@ -48,11 +48,6 @@ class StudyContext:
         g = self.guide
         return nn.Sequential(g.stem, *(p.module for p in g.parts), g.head)
 
-    @property
-    def latency_device(self) -> str:
-        """Where latency is timed (``latency.device``, the CPU by default)."""
-        return self.config.latency.device
-
     def guide_runner(self, runtime: str, x: torch.Tensor, threads: int):
         """The guide prepared in ``runtime`` on ``x``, on ``x``'s device (made once per process: an ONNX export,
         a compile; on a copy of the guide where that device is not the guide's, which stays where it is)."""
