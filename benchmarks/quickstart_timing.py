@@ -9,8 +9,9 @@ repository's HEAD in a temporary folder, with an empty guide cache and, unless `
     python benchmarks/quickstart_timing.py               # about 10 minutes on 2 cores, network needed
     python benchmarks/quickstart_timing.py --pip-cache   # wheels from pip's cache (not a fresh machine: said so)
 
-Writes ``benchmarks/results/quickstart.{json,md}``; the README's quickstart figures are written from the JSON by
-``benchmarks/render_docs.py`` (figures ``quickstart.*`` in ``_figures.py``). Uncommitted changes are not in
+Writes ``benchmarks/results/quickstart.{json,md}``: the two parts' times, and the run's guide, trials and front
+(its work directory is the study's default, ``runs/<study>``); the README's quickstart figures are written from
+the JSON by ``benchmarks/render_docs.py`` (figures ``quickstart.*`` in ``_figures.py``). Uncommitted changes are not in
 the clone: the record names HEAD, the code that ran.
 """
 
@@ -23,10 +24,12 @@ import subprocess
 import sys
 import tempfile
 import time
+import tomllib
 from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _common import RESULTS, ROOT, provenance, publish, run_meta  # noqa: E402
+from readme_study import study_outcome  # noqa: E402
 
 MARKER = "<!-- quickstart-command -->"
 STUDY_STARTS = "nas-theseus run "
@@ -64,6 +67,11 @@ def measure(pip_cache: bool) -> dict:
         if proc.returncode != 0:
             return {**record, "ok": False, "failed": "install", "tail": (proc.stdout + proc.stderr)[-3000:]}
         record["study_s"], proc = timed(f". .venv/bin/activate && {study}", clone, env)
+        if proc.returncode == 0:  # the run's own front and guide: the README's figures come from this run
+            name = tomllib.loads((clone / study.split()[-1]).read_text())["study"]["name"]
+            workdir = clone / "runs" / name  # the default work directory, as the README's next commands use it
+            record.update(study_outcome(workdir, Path(tmp) / "cache", [str(clone / ".venv" / "bin" / "nas-theseus")],
+                                        env))
         versions = subprocess.run([str(clone / ".venv" / "bin" / "python"), "-c",
                                    "import platform, optuna, torch; print(platform.python_version(), "
                                    "torch.__version__, optuna.__version__)"],

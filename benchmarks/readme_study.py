@@ -43,25 +43,31 @@ def run_readme_study(device: str, *, settings: tuple[str, ...] = (), folder: Pat
         wall = time.perf_counter() - t0
         if proc.returncode != 0:
             return {"ok": False, "rc": proc.returncode, "tail": (proc.stdout + proc.stderr)[-3000:]}
-        front = json.loads(subprocess.run([sys.executable, "-m", "nas_theseus", "pareto", str(tmp / "wd"),
-                                           "--format", "json"], cwd=ROOT, env=env, capture_output=True,
-                                          text=True, check=True).stdout)
-        trials = []
-        for path in sorted((tmp / "wd" / "trials").glob("*/metrics.json"), key=lambda p: int(p.parent.name)):
-            m = json.loads(path.read_text())
-            trials.append({"trial": int(path.parent.name), "wall_s": round(m["trial_wall_s"], 2),
-                           **{k: m["timings"].get(k) for k in PARTS}, "val_accuracy": m["val_accuracy"],
-                           "test_accuracy": m["test_accuracy"], "flops": m.get("flops"),
-                           "latency_ms": m.get("latency_ms")})
-        guide = [json.loads(p.read_text()) for p in (tmp / "cache" / "guides").glob("*.json")]
-    trial_s = sum(t["wall_s"] for t in trials)
-    return {"ok": bool(trials), "device": device, "wall_s": round(wall, 1), "trials_s": round(trial_s, 1),
-            "per_trial_s": round(trial_s / max(1, len(trials)), 2),
-            "guide_s": guide[0].get("wall_s") if guide else None, "rest_s": round(wall - trial_s, 1),
+        outcome = study_outcome(tmp / "wd", tmp / "cache", [sys.executable, "-m", "nas_theseus"], env)
+    trial_s = sum(t["wall_s"] for t in outcome["trials"])
+    return {"ok": bool(outcome["trials"]), "device": device, "wall_s": round(wall, 1), "trials_s": round(trial_s, 1),
+            "per_trial_s": round(trial_s / max(1, len(outcome["trials"])), 2), "rest_s": round(wall - trial_s, 1),
+            **outcome, "settings": list(settings)}
+
+
+def study_outcome(workdir: Path, cache: Path, nas_theseus: list[str], env: dict) -> dict:
+    """What a finished run of the study left: its guide (accuracy, epochs, training seconds, from the guide
+    cache), each trial's figures and where its time went (``trials/*/metrics.json``), and the front as
+    ``nas-theseus pareto --format json`` prints it (``nas_theseus``: the command that runs the package)."""
+    front = json.loads(subprocess.run([*nas_theseus, "pareto", str(workdir), "--format", "json"], cwd=ROOT, env=env,
+                                      capture_output=True, text=True, check=True).stdout)
+    trials = []
+    for path in sorted((workdir / "trials").glob("*/metrics.json"), key=lambda p: int(p.parent.name)):
+        m = json.loads(path.read_text())
+        trials.append({"trial": int(path.parent.name), "wall_s": round(m["trial_wall_s"], 2),
+                       **{k: m["timings"].get(k) for k in PARTS}, "val_accuracy": m["val_accuracy"],
+                       "test_accuracy": m["test_accuracy"], "flops": m.get("flops"),
+                       "latency_ms": m.get("latency_ms")})
+    guide = [json.loads(p.read_text()) for p in (cache / "guides").glob("*.json")]
+    return {"guide_s": guide[0].get("wall_s") if guide else None,
             "guide": {k: guide[0].get(k) for k in ("val_accuracy", "test_accuracy", "epochs")} if guide else None,
             "trials": trials, "front": [{k: r.get(k) for k in ("trial", "accuracy", "test_accuracy", "flops",
-                                                                 "latency_ms", "deploy_win")} for r in front],
-            "settings": list(settings)}
+                                                                 "latency_ms", "deploy_win")} for r in front]}
 
 
 def table(runs: dict, meta: dict) -> str:
