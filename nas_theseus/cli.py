@@ -358,14 +358,16 @@ def _workers_arg(text: str):
         raise argparse.ArgumentTypeError(str(e)) from None
 
 
-def _positive_int(text: str) -> int:
-    """An option's count (``--n-trials``): an integer of at least 1, else argparse's one-line usage error."""
+def _trial_count(text: str) -> int:
+    """``--n-trials``: a whole number of trials, or 0 to prepare the study and run none; else argparse's one-line
+    usage error."""
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
+        raise argparse.ArgumentTypeError(f"must be a whole number of trials, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be a number of trials, or 0 to prepare the study and run none, "
+                                         f"got {value}")
     return value
 
 
@@ -431,8 +433,10 @@ def _add_run(sub) -> None:
                                    "(`torchrun --nproc-per-node G -m nas_theseus run STUDY`) every trial trains on "
                                    "all G processes at once, data parallel; rank 0 talks to the storage.")
     _study_args(p)
-    p.add_argument("--n-trials", type=_positive_int,
-                   help="finished trials the study should reach (overrides study.n_trials)")
+    p.add_argument("--n-trials", type=_trial_count,
+                   help="finished trials the study should reach (overrides study.n_trials); 0 prepares the study "
+                        "(trains and caches the guide, makes its storage and the guide's reference) and runs no "
+                        "trial, as before starting many workers")
     p.add_argument("--timeout", type=_positive_seconds, help="stop starting trials after this many seconds")
     p.add_argument("--storage", help="Optuna storage URL (default: SQLite in the work directory)")
     p.add_argument("--force", action="store_true", help="continue even though the study file or search space changed")

@@ -98,10 +98,20 @@ def _chain(e: BaseException):
 
 
 def _where(e: BaseException) -> str:
+    """``file.py:function`` of the innermost frame of nas_theseus; a shared helper of ``nas_theseus/utils`` (the
+    loss window both training loops read through) is named with its caller: ``loss_window.py:read from
+    stages.py:_window_sum``."""
     ours = [f for f in traceback.extract_tb(e.__traceback__) if "/nas_theseus/" in f.filename.replace("\\", "/")]
     if not ours:
         return "outside nas_theseus"
-    return f"{ours[-1].filename.replace(chr(92), '/').rsplit('/', 1)[-1]}:{ours[-1].name}"
+    where = _frame(ours[-1])
+    if "/nas_theseus/utils/" in ours[-1].filename.replace("\\", "/") and len(ours) > 1:
+        where += f" from {_frame(ours[-2])}"
+    return where
+
+
+def _frame(frame) -> str:
+    return f"{frame.filename.replace(chr(92), '/').rsplit('/', 1)[-1]}:{frame.name}"
 
 
 def one_device(module: torch.nn.Module) -> torch.device:

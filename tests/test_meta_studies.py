@@ -25,7 +25,8 @@ from nas_theseus.targets import BlockSpec
 
 STUDIES = Path(__file__).resolve().parent.parent / "studies"
 ON_META = ['study.device="meta"', 'guide.weights="random"']
-LOSS_READ = "stages.py:settle"  # the stage loop reads its losses once per window: the first value a trial reads
+# the stage loop reads its losses once per window (through the loss window): the first value a trial reads
+LOSS_READ = "loss_window.py:read from stages.py:_window_sum"
 
 
 def meta_config(study: str, tmp_path, *extra: str):
@@ -93,7 +94,7 @@ def test_the_baselines_train_on_meta_up_to_their_first_loss_read(method, tmp_pat
     trial = trial_that_converts(ctx, config)
     with device_guard():
         where = until_a_value_is_read(lambda: run_trial(trial, ctx, WorkDir(tmp_path / "wd"), None, progress=False))
-    assert where == "training.py:check"  # the training losses, read once per window of steps
+    assert where == "loss_window.py:read from training.py:_summed"  # the training losses, read once per window of steps
 
 
 def test_the_readme_study_runs_on_meta_through_its_dry_run_to_the_guides_reference(tmp_path):

@@ -336,9 +336,9 @@ def test_bad_overrides(tmp_path, capsys, override, message):
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["run", "{study}", "--n-trials", "-3"], "argument --n-trials: must be a positive integer, got -3"),
-    (["run", "{study}", "--n-trials", "0"], "argument --n-trials: must be a positive integer, got 0"),
-    (["run", "{study}", "--n-trials", "2.5"], "argument --n-trials: must be a positive integer, got '2.5'"),
+    (["run", "{study}", "--n-trials", "-3"],
+     "argument --n-trials: must be a number of trials, or 0 to prepare the study and run none, got -3"),
+    (["run", "{study}", "--n-trials", "2.5"], "argument --n-trials: must be a whole number of trials, got '2.5'"),
     (["run", "{study}", "--timeout", "0"], "argument --timeout: must be a number of seconds above 0, got 0"),
     (["run", "{study}", "--timeout", "-60"], "argument --timeout: must be a number of seconds above 0, got -60"),
     (["run", "{study}", "--workers", "0"], "argument --workers: --workers must be at least 1, got 0"),
@@ -365,6 +365,7 @@ def test_good_numbers_on_the_command_line_parse():
     args = build_parser().parse_args(["run", "s.toml", "--n-trials", "3", "--timeout", "1.5", "--workers", "auto"])
     assert (args.n_trials, args.timeout, args.workers) == (3, 1.5, "auto")
     assert build_parser().parse_args(["run", "s.toml", "--workers", "2"]).workers == 2
+    assert build_parser().parse_args(["run", "s.toml", "--n-trials", "0"]).n_trials == 0  # prepare, no trial
     assert build_parser().parse_args(["dashboard", "wd"]).port == 8080
 
 

@@ -48,8 +48,8 @@ def probe_for(ctx: StudyContext, *, strict_flops: bool = True) -> Probe:
     ``[latency]`` settings and the guide's own figures and runner (its latency is timed beside each network's)."""
     lm = bool(ctx.guide.causal and ctx.guide.tokens)
     example = ctx.data.test.head(max(ctx.config.latency.batch_sizes))[0]
-    return Probe(ctx.data.sample_shape, example, lm, ctx.config.latency, guide_latency(ctx.guide_figures),
-                 ctx.guide_runner, strict_flops)
+    guide_ms = {} if lm else guide_latency(ctx.guide_figures)  # a language model's is per token: not beside
+    return Probe(ctx.data.sample_shape, example, lm, ctx.config.latency, guide_ms, ctx.guide_runner, strict_flops)
 
 
 def measure(model, ctx: StudyContext, names: set[str], *, strict_flops: bool = True) -> Measured:

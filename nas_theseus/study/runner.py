@@ -288,9 +288,13 @@ def _run(config: StudyConfig, ctx: StudyContext, wd: WorkDir, identity: str, wor
     record_guide_reference(study, ctx)  # the guide's own figures, once per study (also for earlier studies)
     done = finished_trials(study)
     remaining = target - done
-    if remaining <= 0:
+    if target == 0:  # --n-trials 0: the study prepared (guide, storage, reference), no trial
+        logger.info("study %r prepared (guide trained and cached, storage and guide reference made); no trial run "
+                    "(--n-trials 0)", config.study.name)
+    elif remaining <= 0:
         logger.warning("study %r already has %d finished trials (budget %d); raise study.n_trials (--n-trials) to "
                        "run more", config.study.name, done, target)
+    if remaining <= 0:
         ranks.tell(False)  # under torchrun: the other ranks, no trial comes
         return study
     ctx.say_device()
