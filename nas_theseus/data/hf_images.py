@@ -29,8 +29,8 @@ import torch
 from ..errors import UserError
 from .base import TaskData, stratified_indices
 from .decoded_images import Images
-from .packed_images import packed_task
 from .hub import hf_offline, import_datasets, parquet_files
+from .packed_images import packed_task
 
 SPLITS = ("train", "validation", "test")
 

@@ -126,6 +126,6 @@ class _Bytes(Dataset):
         return len(self.images)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
-        a = np.asarray(self.images.image(i), dtype=np.uint8)
+        a = np.array(self.images.image(i), dtype=np.uint8)  # a copy: writable, as torch wants it
         a = a[None] if a.ndim == 2 else a.transpose(2, 0, 1)
         return torch.from_numpy(np.ascontiguousarray(a)), self.images.labels[i]
