@@ -169,3 +169,17 @@ def test_data_pack_on_the_command_line_packs_once_for_the_study(tmp_path, cache,
     data = load_data("imagefolder", root=str(root), size=8, channels=1, packed=True)
     assert data.config["packed"] in out and len(_packs(cache)) == 1
     assert main(["data", "pack", str(root), "--option", "size"]) == 2
+
+
+def test_a_hugging_face_image_dataset_packs_like_a_folder(hf_offline, tmp_path, cache):
+    from test_hf_images import make_dataset
+
+    datasets = hf_offline
+    make_dataset(datasets, 40).save_to_disk(str(tmp_path / "saved"))
+    opts = dict(path=str(tmp_path / "saved"), image="img", label="fine", size=8, channels=1)
+    held, packed = load_data("hfimages", **opts, in_memory=True), load_data("hfimages", **opts, packed=True)
+    assert isinstance(packed.train, PackedImages) and packed.config["classes"] == ["a", "b", "c"]
+    for name in ("train", "val", "test"):
+        a, b = getattr(held, name), getattr(packed, name)
+        assert torch.equal(a.head(100)[0], b.head(100)[0]) and torch.equal(a.head(100)[1], b.head(100)[1])
+    assert load_data("hfimages", **opts, packed=True).config["packed"] == packed.config["packed"]

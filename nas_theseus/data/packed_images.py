@@ -60,18 +60,19 @@ def packed_task(name: str, parts: list[Images], identities: list, config: dict, 
     meta = {"name": name, "key": key, "source": config.get("root"), "classes": config["classes"],
             "channels": parts[0].channels, "width": parts[0].size[0], "height": parts[0].size[1]}
     try:
-        with file_lock(cache_dir() / "locks" / f"pack-{key}.lock"):  # one process packs, the others wait
+        # one process packs (or checks, or maps) at a time, the others wait: none maps a shard being replaced
+        with file_lock(cache_dir() / "locks" / f"pack-{key}.lock"):
             manifest = read_pack(folder)
             if manifest is None:
                 summary = write_pack(folder, parts, meta, workers=workers, progress=progress_enabled())
                 if progress_enabled():
                     print(summary.line(), file=sys.stderr)
                 manifest = json.loads((folder / MANIFEST).read_text())
+            return _task(name, folder, manifest, config, split_seed=split_seed, val_fraction=val_fraction)
     except OSError as e:
         warnings.warn(f"{name} data: could not pack into {folder} ({e.strerror or e}); nothing of it was kept, "
                       f"the source is untouched and read unpacked", stacklevel=2)
         return image_task(name, parts, identities, config, **unpacked)
-    return _task(name, folder, manifest, config, split_seed=split_seed, val_fraction=val_fraction)
 
 
 def _too_large(parts: list[Images], in_memory: bool | str) -> bool:
