@@ -1,6 +1,7 @@
 """Image classification data in the Hugging Face ``datasets`` format, from a local copy (``hfimages`` data).
 
-Needs the optional ``datasets`` package (``pip install 'nas-theseus[wikitext]'``: the same extra as WikiText).
+Needs the optional ``datasets`` package (``pip install 'nas-theseus[datasets]'``; the extra's older name,
+``wikitext``, still works).
 ``path`` is
 
 * a folder written by ``save_to_disk``: a ``DatasetDict`` (``dataset_dict.json``) or one ``Dataset``
