@@ -26,6 +26,7 @@ examples:
   nas-theseus report runs/mnist1d_deploy                     # Pareto plot (PNG + HTML), alignment curves
   nas-theseus dashboard runs/mnist1d_deploy                  # optuna-dashboard on http://127.0.0.1:8080
   nas-theseus clean runs/mnist1d_deploy --max-size 5G        # free disk: stage checkpoints no trial needs
+  nas-theseus data pack studies/imagefolder_cnn_to_mlp.toml # images decoded once into uint8 shards (packed = true)
   nas-theseus convert studies/mnist1d_cnn_to_mlp.toml \
       --params '{"conv1.width": 64, "conv2.width": 32, "conv3.width": 32, "order.0": 0, "order.1": 0}'
   nas-theseus run studies/mnist1d_deploy.toml --workers 8    # 8 workers: one per GPU on an 8-GPU node

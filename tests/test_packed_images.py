@@ -183,3 +183,14 @@ def test_a_hugging_face_image_dataset_packs_like_a_folder(hf_offline, tmp_path, 
         a, b = getattr(held, name), getattr(packed, name)
         assert torch.equal(a.head(100)[0], b.head(100)[0]) and torch.equal(a.head(100)[1], b.head(100)[1])
     assert load_data("hfimages", **opts, packed=True).config["packed"] == packed.config["packed"]
+
+
+def test_data_pack_reads_a_study_files_data(tmp_path, cache, capsys):
+    from pathlib import Path
+
+    study = Path(__file__).resolve().parent.parent / "studies" / "imagefolder_cnn_to_mlp.toml"
+    root = write_folder(tmp_path / "imgs")
+    assert main(["data", "pack", str(study), "--option", f"root={root}", "--option", "size=8"]) == 0
+    assert "sample shape (3, 8, 8)" in capsys.readouterr().out and len(_packs(cache)) == 1
+    assert main(["data", "pack", str(study)]) == 2  # its own root, ../data/images, is not there
+    assert "imagefolder data: no such folder" in capsys.readouterr().err
