@@ -76,7 +76,7 @@ def test_a_second_load_reuses_the_pack_and_other_options_pack_anew(tmp_path, cac
     assert other.config["packed"] != first.config["packed"] and other.fingerprint != first.fingerprint
     assert len(_packs(cache)) == 2
     manifest = json.loads((_packs(cache)[0] / "manifest.json").read_text())
-    assert {"classes", "splits", "key", "source", "images", "bytes"} <= set(manifest)
+    assert {"classes", "splits", "key", "source", "source_fingerprint", "images", "bytes"} <= set(manifest)
     assert manifest["images"] == 30 and manifest["classes"] == ["a", "b", "c"]
 
 

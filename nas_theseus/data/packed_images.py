@@ -57,8 +57,9 @@ def packed_task(name: str, parts: list[Images], identities: list, config: dict, 
     key = stable_hash({"format": FORMAT, "name": name, "config": {k: v for k, v in config.items() if k != "root"},
                        "rows": identities})
     folder = pack_folder(name, key)
-    meta = {"name": name, "key": key, "source": config.get("root"), "classes": config["classes"],
-            "channels": parts[0].channels, "width": parts[0].size[0], "height": parts[0].size[1]}
+    meta = {"name": name, "key": key, "source": config.get("root"), "source_fingerprint": stable_hash(identities),
+            "classes": config["classes"], "channels": parts[0].channels, "width": parts[0].size[0],
+            "height": parts[0].size[1]}
     try:
         # one process packs (or checks, or maps) at a time, the others wait: none maps a shard being replaced
         with file_lock(cache_dir() / "locks" / f"pack-{key}.lock"):
