@@ -91,14 +91,14 @@ def test_packed_auto_packs_what_would_not_be_held_in_memory(tmp_path, cache):
         load_data("imagefolder", root=str(root), packed="yes")
 
 
-@pytest.mark.parametrize("damage", ["garbage", "truncated"])
-def test_a_corrupt_image_fails_the_pack_in_one_line_naming_it(tmp_path, cache, damage):
+@pytest.mark.parametrize("damage,workers", [("garbage", 0), ("truncated", 0), ("truncated", 1)])
+def test_a_corrupt_image_fails_the_pack_in_one_line_naming_it(tmp_path, cache, damage, workers):
     root = write_folder(tmp_path / "imgs", size=(32, 32))
     bad = root / "b" / "4.png"
     data = bad.read_bytes()
     bad.write_bytes(b"not a png" if damage == "garbage" else data[: len(data) // 2])
     with pytest.raises(UserError) as e:
-        load_data("imagefolder", root=str(root), size=8, packed=True, workers=0)
+        load_data("imagefolder", root=str(root), size=8, packed=True, workers=workers)
     assert str(e.value).startswith(f"imagefolder data: cannot read image {bad}") and "\n" not in str(e.value)
     assert all(not any(p.iterdir()) for p in _packs(cache))  # nothing kept, nothing trusted
 
