@@ -3,7 +3,8 @@
 (stratified, ``test_fraction``), and a validation split out of the training images (``val_fraction``).
 
 The images are converted, resized, standardised and held in memory or read through a ``DataLoader`` as
-:mod:`nas_theseus.data.decoded_images` says. The data's fingerprint is made of the files' relative paths, sizes
+:mod:`nas_theseus.data.decoded_images` says, or packed once into uint8 shards and read memory-mapped
+(``packed``: :mod:`nas_theseus.data.packed_images`). The data's fingerprint is made of the files' relative paths, sizes
 and modification times, and the options: no image is read for it.
 """
 
