@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import errno
 import json
+import os
 
 import pytest
 import torch
@@ -194,3 +195,13 @@ def test_data_pack_reads_a_study_files_data(tmp_path, cache, capsys):
     assert "sample shape (3, 8, 8)" in capsys.readouterr().out and len(_packs(cache)) == 1
     assert main(["data", "pack", str(study)]) == 2  # its own root, ../data/images, is not there
     assert "imagefolder data: no such folder" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/maps"), reason="reads Linux's /proc/self/maps")
+def test_packed_rows_stay_on_disk_memory_mapped(tmp_path, cache):
+    """Memory flat in the number of images: the shards are mapped, not read into the process."""
+    root = write_folder(tmp_path / "imgs")
+    data = load_data("imagefolder", root=str(root), size=8, packed=True, augment="standard")
+    next(iter(data.train.batches(8, order=torch.randperm(len(data.train)), augment=data.augmentation)))
+    maps = open("/proc/self/maps").read()
+    assert all(f"{data.config['packed']}/{split}.npy" in maps for split in ("train", "val", "test"))
