@@ -26,6 +26,7 @@ examples:
   nas-theseus report runs/mnist1d_deploy                     # Pareto plot (PNG + HTML), alignment curves
   nas-theseus dashboard runs/mnist1d_deploy                  # optuna-dashboard on http://127.0.0.1:8080
   nas-theseus clean runs/mnist1d_deploy --max-size 5G        # free disk: stage checkpoints no trial needs
+  nas-theseus data pack studies/imagefolder_cnn_to_mlp.toml # images decoded once into uint8 shards (packed = true)
   nas-theseus convert studies/mnist1d_cnn_to_mlp.toml \
       --params '{"conv1.width": 64, "conv2.width": 32, "conv3.width": 32, "order.0": 0, "order.1": 0}'
   nas-theseus run studies/mnist1d_deploy.toml --workers 8    # 8 workers: one per GPU on an 8-GPU node
@@ -401,7 +402,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for add in (_add_run, _add_pareto, _add_trials, _add_export, _add_report, _add_dashboard, _add_convert,
-                _add_clean, _add_blocks):
+                _add_clean, _add_blocks, _add_data):
         add(sub)
     return parser
 
@@ -507,6 +508,60 @@ def _add_convert(sub) -> None:
 def _add_blocks(sub) -> None:
     p = sub.add_parser("blocks", help="list the registered target blocks and their options")
     p.set_defaults(func=_cmd_blocks)
+
+
+def _add_data(sub) -> None:
+    """``nas-theseus data pack SOURCE``: an image data set packed ahead into the cache, as a study reads it."""
+    p = sub.add_parser("data", help="prepare data ahead of a study (data pack: images into uint8 shards)")
+    actions = p.add_subparsers(dest="action", metavar="ACTION", required=True)
+    pack = actions.add_parser(
+        "pack", help="decode an image folder or Hugging Face image dataset once into uint8 shards in the cache",
+        description="Decode every image once, at the data's size and channels, into memory-mapped uint8 shards "
+                    "under $NAS_THESEUS_CACHE/packed (keyed by the images and options: a study with packed = true "
+                    "or \"auto\" and the same [data] reuses them). Prints one summary line.")
+    pack.add_argument("source", help="a study file (its [data] is packed) or a folder of images (or, with "
+                                     "--dataset hfimages, a Hugging Face dataset folder)")
+    pack.add_argument("--dataset", choices=("imagefolder", "hfimages"), default="imagefolder",
+                      help="how a folder SOURCE is read (default: imagefolder)")
+    pack.add_argument("--option", action="append", metavar="KEY=VALUE",
+                      help="a data option, e.g. --option size=64 --option channels=1 (repeatable; for a study "
+                           "file, overrides its [data] option)")
+    pack.set_defaults(func=_cmd_data_pack)
+
+
+def _cmd_data_pack(args: argparse.Namespace) -> int:
+    from .data import load_data
+
+    name, options = _pack_source(args)
+    data = load_data(name, **{**options, "packed": True})
+    if not data.config.get("packed"):
+        raise UserError(f"{args.source} was not packed (the warning above says why); the source is untouched")
+    print(f"{data.describe()}: packed in {data.config['packed']}")
+    return 0
+
+
+def _pack_source(args: argparse.Namespace) -> tuple[str, dict]:
+    """The loader and options a pack is made for: a study file's [data] (paths relative to the file), or
+    ``--dataset`` over the folder; ``--option`` values are JSON (a bare word is a string)."""
+    options = {}
+    for item in args.option or []:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise UserError(f"--option {item!r}: expected KEY=VALUE, e.g. size=64")
+        try:
+            options[key.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            options[key.strip()] = value
+    source = Path(args.source)
+    if source.suffix != ".toml":
+        return args.dataset, {("path" if args.dataset == "hfimages" else "root"): str(source), **options}
+    from .study.config import load_study_config
+
+    config = load_study_config(str(source), [])
+    base = Path(config.base_dir)
+    found = {k: str((base / Path(v).expanduser()).resolve()) if k in ("root", "path") else v
+             for k, v in config.data.options.items()}
+    return config.data.name, {**found, **options}
 
 
 def _version() -> str:

@@ -149,7 +149,7 @@ def check_augment(augment: Augment, sample_shape: tuple[int, ...], *, batched: b
         raise UserError(f"{where}: augment = {augment.spec!r} transforms one decoded image at a time; these images "
                         f"are held in memory as tensors (augmented a batch at a time): use augment = \"standard\" "
                         f"or \"crop\", "
-                        f"or read the images from files (imagefolder with in_memory = false)")
+                        f"or read the images from files (imagefolder with in_memory = false, packed = false)")
 
 
 def seeded(seed: int) -> random.Random:

@@ -164,7 +164,8 @@ class TaskData:
         cached = self.__dict__.get("_fingerprint")
         if cached is None:
             splits = (self.train, self.val, self.test)
-            if all(isinstance(s, Split) for s in splits):  # tensors in memory: hashed whole, as always
+            # tensors in memory (no fingerprint of their own, unlike packed images): hashed whole, as always
+            if all(isinstance(s, Split) and type(s).fingerprint is Split.fingerprint for s in splits):
                 cached = tensor_fingerprint(*(t for s in splits for t in (s.x, s.y)))
             else:
                 cached = stable_hash({"splits": [s.fingerprint() for s in splits]})

@@ -93,7 +93,7 @@ def image_task(name: str, parts: list[Images], identities: list, config: dict, *
     read through a DataLoader, fingerprinted by ``identities`` (what identifies each split's rows unread)."""
     if in_memory not in ("auto", True, False):
         raise UserError(f"{name} data: in_memory must be \"auto\", true or false, got {in_memory!r}")
-    mean, std = _statistics(parts[0], split_seed)
+    mean, std = image_statistics(parts[0], split_seed)
     parts = [p.with_statistics(mean, std) for p in parts]
     channels, (w, h) = parts[0].channels, parts[0].size
     if in_memory is True or (in_memory == "auto" and sum(map(len, parts)) * channels * w * h * 4
@@ -108,7 +108,7 @@ def image_task(name: str, parts: list[Images], identities: list, config: dict, *
                             "in_memory": isinstance(splits[0], Split)})
 
 
-def _statistics(images: Images, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def image_statistics(images: Images, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Per-channel mean and standard deviation of up to ``STAT_IMAGES`` training images (a seeded sample)."""
     g = torch.Generator().manual_seed(seed)
     idx = torch.randperm(len(images), generator=g)[:STAT_IMAGES].sort().values.tolist()

@@ -1,6 +1,7 @@
 """Image classification data in the Hugging Face ``datasets`` format, from a local copy (``hfimages`` data).
 
-Needs the optional ``datasets`` package (``pip install 'nas-theseus[wikitext]'``: the same extra as WikiText).
+Needs the optional ``datasets`` package (``pip install 'nas-theseus[datasets]'``; the extra's older name,
+``wikitext``, still works).
 ``path`` is
 
 * a folder written by ``save_to_disk``: a ``DatasetDict`` (``dataset_dict.json``) or one ``Dataset``
@@ -28,8 +29,9 @@ import torch
 
 from ..errors import UserError
 from .base import TaskData, stratified_indices
-from .decoded_images import Images, image_task
+from .decoded_images import Images
 from .hub import hf_offline, import_datasets, parquet_files
+from .packed_images import packed_task
 
 SPLITS = ("train", "validation", "test")
 
@@ -56,8 +58,10 @@ class HFImages(Images):
 
 def load_hf_images(*, path: str, image: str = "image", label: str = "label", size: int | None = 32,
                    channels: int = 3, val_fraction: float = 0.1, test_fraction: float = 0.2, split_seed: int = 0,
-                   in_memory: bool | str = "auto", workers: int | None = None) -> TaskData:
-    """Images and labels of a local Hugging Face dataset (see the module docstring); never downloads."""
+                   in_memory: bool | str = "auto", workers: int | None = None,
+                   packed: bool | str = False) -> TaskData:
+    """Images and labels of a local Hugging Face dataset (see the module docstring); never downloads.
+    ``packed``: read from uint8 shards packed once (:mod:`nas_theseus.data.packed_images`)."""
     if channels not in (1, 3):
         raise UserError(f"hfimages data: channels must be 1 or 3, got {channels}")
     datasets = import_datasets("hfimages")
@@ -94,8 +98,8 @@ def load_hf_images(*, path: str, image: str = "image", label: str = "label", siz
                    **(carving if name == "train" or name in carved else {})} for name in SPLITS]
     config = {"root": str(folder), "image": image, "label": label, "size": size, "channels": channels,
               "classes": classes, "splits": sorted(splits)}
-    return image_task("hfimages", parts, identities, config, in_memory=in_memory, workers=workers,
-                      split_seed=split_seed, val_fraction=val_fraction)
+    return packed_task("hfimages", parts, identities, config, packed=packed, in_memory=in_memory,
+                       workers=workers, split_seed=split_seed, val_fraction=val_fraction)
 
 
 def _read(datasets, folder: Path) -> dict:

@@ -15,7 +15,7 @@ def import_datasets(what: str):
         import datasets
     except ImportError:
         raise UserError(f"{what} data needs the Hugging Face 'datasets' package: "
-                        "pip install 'nas-theseus[wikitext]'") from None
+                        "pip install 'nas-theseus[datasets]'") from None
     return datasets
 
 

@@ -3,7 +3,8 @@
 (stratified, ``test_fraction``), and a validation split out of the training images (``val_fraction``).
 
 The images are converted, resized, standardised and held in memory or read through a ``DataLoader`` as
-:mod:`nas_theseus.data.decoded_images` says. The data's fingerprint is made of the files' relative paths, sizes
+:mod:`nas_theseus.data.decoded_images` says, or packed once into uint8 shards and read memory-mapped
+(``packed``: :mod:`nas_theseus.data.packed_images`). The data's fingerprint is made of the files' relative paths, sizes
 and modification times, and the options: no image is read for it.
 """
 
@@ -15,7 +16,8 @@ import torch
 
 from ..errors import UserError
 from .base import TaskData, stratified_indices
-from .decoded_images import Images, image_task
+from .decoded_images import Images
+from .packed_images import packed_task
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 
@@ -41,9 +43,11 @@ class ImageFiles(Images):
 
 def load_image_folder(*, root: str, size: int | None = 32, channels: int = 3, val_fraction: float = 0.1,
                       test_fraction: float = 0.2, split_seed: int = 0, in_memory: bool | str = "auto",
-                      workers: int | None = None) -> TaskData:
+                      workers: int | None = None, packed: bool | str = False) -> TaskData:
     """Images under ``root/<class>/`` (see the module docstring); ``in_memory``: ``"auto"``, true or false;
-    ``workers``: DataLoader processes (default: :func:`~nas_theseus.data.dataset_split.default_workers`)."""
+    ``workers``: DataLoader processes (default: :func:`~nas_theseus.data.dataset_split.default_workers`);
+    ``packed``: read from uint8 shards packed once (true; ``"auto"``: when not held in memory), see
+    :mod:`nas_theseus.data.packed_images`."""
     folder = Path(root).expanduser()
     if not folder.is_dir():
         raise UserError(f"imagefolder data: no such folder {folder}")
@@ -68,8 +72,8 @@ def load_image_folder(*, root: str, size: int | None = 32, channels: int = 3, va
     parts = [ImageFiles(*part, **kw) for part in (train, val, test)]
     config = {"root": str(folder), "size": size, "channels": channels, "classes": classes}
     identities = [_file_identity(part[0], folder) for part in (train, val, test)]
-    return image_task("imagefolder", parts, identities, config, in_memory=in_memory, workers=workers,
-                      split_seed=split_seed, val_fraction=val_fraction)
+    return packed_task("imagefolder", parts, identities, config, packed=packed, in_memory=in_memory,
+                       workers=workers, split_seed=split_seed, val_fraction=val_fraction)
 
 
 def _list(base: Path, classes: list[str], *, allow_empty_classes: bool = False) -> tuple[list[Path], list[int]]:

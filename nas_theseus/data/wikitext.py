@@ -1,6 +1,6 @@
 """WikiText for language modelling, as bytes: ``load_wikitext`` (the ``wikitext`` data).
 
-Needs the optional ``datasets`` package (``pip install 'nas-theseus[wikitext]'``). It reads a local copy only
+Needs the optional ``datasets`` package (``pip install 'nas-theseus[datasets]'``). It reads a local copy only
 and never downloads: ``path`` is
 
 * a directory written by ``DatasetDict.save_to_disk`` (``dataset_dict.json``; splits ``train``,
