@@ -56,9 +56,9 @@ peak = {"RssAnon:": 0, "RssFile:": 0}
 def sample():  # the process's anonymous and file-backed resident memory, its peak over the run (every 20 ms)
     while True:
         for line in open("/proc/self/status"):
-            key, _, value = line.partition(" ")
-            if key in peak:
-                peak[key] = max(peak[key], int(value.split()[0]))
+            fields = line.split()  # "RssAnon:", the value, "kB"
+            if fields and fields[0] in peak:
+                peak[fields[0]] = max(peak[fields[0]], int(fields[1]))
         time.sleep(0.02)
 threading.Thread(target=sample, daemon=True).start()
 from nas_theseus.convert import Candidate, ConvertConfig, convert
