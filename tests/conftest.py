@@ -90,7 +90,7 @@ def hf_offline(tmp_path, monkeypatch):
     """`datasets` imported, HF offline mode in the environment, its caches in tmp_path, and no network at all."""
     import socket
 
-    datasets = pytest.importorskip("datasets", reason="needs pip install 'nas-theseus[wikitext]'")
+    datasets = pytest.importorskip("datasets", reason="needs pip install 'nas-theseus[datasets]'")
     import huggingface_hub.constants
 
     # `datasets` reads these when first imported, so they alone do not make it offline: our loaders force it

@@ -190,7 +190,7 @@ def test_wikitext_without_datasets(monkeypatch, tmp_path):
     import sys
 
     monkeypatch.setitem(sys.modules, "datasets", None)  # `import datasets` raises ImportError
-    with pytest.raises(UserError, match=r"pip install 'nas-theseus\[wikitext\]'"):
+    with pytest.raises(UserError, match=r"pip install 'nas-theseus\[datasets\]'"):
         load_data("wikitext", path=str(tmp_path))
 
 
