@@ -68,7 +68,10 @@ def _ours(wd) -> dict[str, int]:
 
 
 def _listing(wd) -> set[str]:
-    return {str(p.relative_to(wd)) for p in wd.rglob("*")}
+    """Every path under ``wd`` but SQLite's journal files (``study.db-wal``, ``-shm``, ``-journal``), which SQLite
+    itself makes and removes as the database is opened (older versions of the stack leave them after a read)."""
+    return {str(p.relative_to(wd)) for p in wd.rglob("*")
+            if not p.name.endswith(("-wal", "-shm", "-journal"))}
 
 
 def _paths(wd) -> tuple[list[str], list[str]]:
