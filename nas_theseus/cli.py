@@ -320,6 +320,57 @@ def _cmd_clean(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_library(args: argparse.Namespace) -> int:
+    from .study.library_answers import answer, convert_proposals
+
+    library, predictor, proposals, study, ctx, wd = answer(Path(args.dir), args.budget or [], top=args.top,
+                                                           progress=not args.no_progress)
+    if args.format == "json":
+        print(json.dumps([{"predicted_val_accuracy": p.predicted, "costs": p.costs, "ratios": p.ratios,
+                           "candidate": p.candidate.to_dict(), "params": p.params} for p in proposals], indent=2))
+    else:
+        _print_proposals(library, predictor, proposals, ctx.guide.part_names, args.budget or [])
+    if args.convert and proposals:
+        numbers = convert_proposals(study, ctx, wd, proposals, progress=not args.no_progress)
+        print(f"converted as trial(s) {', '.join(map(str, numbers)) or '(none: each was converted before)'}; "
+              f"nas-theseus pareto {wd.root} lists them")
+    return 0 if proposals else 1
+
+
+def _print_proposals(library, predictor, proposals, part_names: list[str], budgets: list[str]) -> None:
+    print(f"block library {library.key}: {library.build.get('blocks', len(library.options))} blocks, guide "
+          f"{library.guide_accuracy:.4f} validation accuracy; {predictor.describe()}")
+    if not proposals:
+        print(f"no candidate of the library fits {' and '.join(budgets) or 'the budgets'}")
+        return
+    for rank, p in enumerate(proposals, 1):
+        ratios = ", ".join(f"{v:.2f}x {name}" for name, v in p.ratios.items())
+        print(f"{rank:>3}. predicted {p.predicted:.4f}  ({ratios})  {p.candidate.describe(part_names)}")
+        print(f"     params {json.dumps(p.params)}")
+
+
+def _add_library(sub) -> None:
+    """``nas-theseus library DIR --budget flops=0.5``: the best predicted candidates for any budget."""
+    p = sub.add_parser("library", help="the best candidates the block library predicts for any budget (seconds, no "
+                                       "training); --convert converts them",
+                       description="Answer budgets from the study's block library (docs/library.md): every block "
+                                   "its search space offers, trained once alone and scored once (built first where "
+                                   "missing: that trains). Prints the candidates with the best predicted validation "
+                                   "accuracy within every budget, with the prediction's rank agreement (Kendall "
+                                   "tau) against the study's converted trials.")
+    p.add_argument("dir", help="the study's work directory")
+    p.add_argument("--budget", action="append", metavar="NAME=VALUE",
+                   help="a bound on a cost: flops=0.5 (a ratio to the guide's), flops=abs:120000, latency=0.8 "
+                        "(latency_ms: the library's summed per-module latency; needs a study that times latency); "
+                        "repeatable, all must hold")
+    p.add_argument("--top", type=int, default=3, help="how many distinct candidates (best first; default 3)")
+    p.add_argument("--convert", action="store_true",
+                   help="convert the candidates (those not converted yet) as trials of the study, then list them")
+    p.add_argument("--format", choices=("table", "json"), default="table")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(func=_cmd_library)
+
+
 def _size_arg(text: str) -> int:
     from .utils.sizes import parse_size
 
@@ -402,7 +453,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for add in (_add_run, _add_pareto, _add_trials, _add_export, _add_report, _add_dashboard, _add_convert,
-                _add_clean, _add_blocks, _add_data):
+                _add_clean, _add_library, _add_blocks, _add_data):
         add(sub)
     return parser
 

@@ -87,13 +87,7 @@ def _convert(guide: Guide, candidate: Candidate, data: TaskData, config: Convert
     start = time.perf_counter()
     guide.to(device)  # first: a regrouped guide shares its modules, and everything below runs where they live
     guide = guide.grouped(candidate.partition)  # one part per run of the guide's parts (Candidate.partition)
-    mode, why = choose_activations(config.activations, data, guide)
-    _announce(f"guide activations: {mode} ({why})", progress)
-    if mode == "stream":
-        feed = GuideStream(guide, data, autocast=config.autocast,
-                           channels_last=config.channels_last and torch.device(device).type == "cuda")
-    else:
-        feed = _cache(guide, data, activations, device, progress, activation_dir)
+    feed, mode, why = guide_feed(guide, data, config, activations, device, progress, activation_dir)
     run = _Conversion(guide, candidate, data, config, feed, device, progress,
                       _TimedStore(CheckpointStore(checkpoint_dir, remote=artifacts)))
     stages = plan_stages(candidate, config)
@@ -112,6 +106,20 @@ def _convert(guide: Guide, candidate: Candidate, data: TaskData, config: Convert
                             time.perf_counter() - start, finetune_resumed=ft_resumed, val_loss=val_loss,
                             test_loss=test_loss, timings={k: round(v, 3) for k, v in run.timings.items()},
                             activations={"mode": mode, "why": why}, checkpoints=run.store.keys)
+
+
+def guide_feed(guide: Guide, data: TaskData, config: ConvertConfig, activations: GuideActivations | None, device,
+               progress: bool, activation_dir=None) -> tuple[GuideActivations | GuideStream, str, str]:
+    """Where the stages of a conversion of (grouped) ``guide`` read the guide's activations: the cache or the
+    stream (``config.activations``), with the choice and why (announced once)."""
+    mode, why = choose_activations(config.activations, data, guide)
+    _announce(f"guide activations: {mode} ({why})", progress)
+    if mode == "stream":
+        feed = GuideStream(guide, data, autocast=config.autocast,
+                           channels_last=config.channels_last and torch.device(device).type == "cuda")
+    else:
+        feed = _cache(guide, data, activations, device, progress, activation_dir)
+    return feed, mode, why
 
 
 def _cache(guide: Guide, data: TaskData, activations: GuideActivations | None, device, progress: bool,

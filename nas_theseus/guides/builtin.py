@@ -29,21 +29,35 @@ class MNIST1DCNN(nn.Module):
     """The MNIST-1D benchmark CNN (Greydanus 2020): three strided conv stages and a linear head.
 
     (B, 40) -> stem (B, 1, 40) -> conv1 (B, C, 19) -> conv2 (B, C, 10) -> conv3 (B, C, 5) -> head (B, 10)
+
+    ``depth`` > 3 makes a deeper guide of ``depth`` conv parts, the three strided ones spread among stride-1
+    ones (depth 6: conv1, conv3, conv5 strided), for studies whose question needs more parts to replace.
     """
 
-    def __init__(self, channels: int = 25, num_classes: int = 10, length: int = 40):
+    def __init__(self, channels: int = 25, num_classes: int = 10, length: int = 40, depth: int = 3):
         super().__init__()
+        if depth < 3:
+            raise TypeError(f"depth must be at least 3 (the three strided parts), got {depth}")
         self.stem = _Unsqueeze()
-        self.conv1 = nn.Sequential(nn.Conv1d(1, channels, 5, stride=2, padding=1), nn.ReLU())
-        self.conv2 = nn.Sequential(nn.Conv1d(channels, channels, 3, stride=2, padding=1), nn.ReLU())
-        self.conv3 = nn.Sequential(nn.Conv1d(channels, channels, 3, stride=2, padding=1), nn.ReLU())
-        out_len = length
-        for k, s in ((5, 2), (3, 2), (3, 2)):
-            out_len = (out_len + 2 - k) // s + 1
+        strided = {round(j * depth / 3) for j in range(3)}
+        out_len, c_in = length, 1
+        for i in range(depth):
+            k, s = (5 if i == 0 else 3), (2 if i in strided else 1)
+            setattr(self, f"conv{i + 1}", nn.Sequential(nn.Conv1d(c_in, channels, k, stride=s, padding=1),
+                                                       nn.ReLU()))
+            out_len, c_in = (out_len + 2 - k) // s + 1, channels
+        self.depth = depth
         self.head = nn.Sequential(nn.Flatten(), nn.Linear(channels * out_len, num_classes))
 
+    @property
+    def part_names(self) -> list[str]:
+        return [f"conv{i + 1}" for i in range(self.depth)]
+
     def forward(self, x):
-        return self.head(self.conv3(self.conv2(self.conv1(self.stem(x)))))
+        h = self.stem(x)
+        for name in self.part_names:
+            h = getattr(self, name)(h)
+        return self.head(h)
 
 
 class DigitsCNN(nn.Module):
@@ -104,7 +118,7 @@ def builtin_guide(name: str, data: TaskData, *, weights: str = "train", seed: in
         raise UserError(f"built-in guide {name!r} has no pretrained weights: use 'train', 'random' or a path")
     elif weights != "random":
         load_weights_file(module, weights)
-    parts = ["conv1", "conv2", "conv3"]
+    parts = getattr(module, "part_names", ["conv1", "conv2", "conv3"])
     return Guide.from_module(module, parts, sample_shape=data.sample_shape, stem=spec.stem, head="head",
                              source=source)
 

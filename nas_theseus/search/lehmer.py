@@ -44,3 +44,9 @@ def suggest_swap_order(trial, n_parts: int, prefix: str = "order") -> list[int]:
     """
     code = [trial.suggest_int(f"{prefix}.{i}", 0, n_parts - 1 - i) for i in range(n_parts - 1)]
     return lehmer_decode([*code, 0])
+
+
+def swap_order_params(order, prefix: str = "order") -> dict:
+    """The parameters :func:`suggest_swap_order` takes to return ``order`` (its inverse, for ``enqueue_trial``)."""
+    code = lehmer_encode(order)
+    return {f"{prefix}.{i}": c for i, c in enumerate(code[:-1])}

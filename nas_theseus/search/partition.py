@@ -17,3 +17,18 @@ def suggest_partition(trial, n_parts: int, *, max_run: int | None = None, prefix
         else:
             current += 1
     return tuple([*runs, current])
+
+
+def partition_params(partition, *, max_run: int | None = None, prefix: str = "partition") -> dict:
+    """The parameters :func:`suggest_partition` takes to return ``partition`` (its inverse, for
+    ``enqueue_trial``): ``{prefix}.cut{i}`` for every boundary it asks about."""
+    params, current = {}, 1
+    ends = {sum(partition[:i + 1]) - 1 for i in range(len(partition))}
+    for i in range(sum(partition) - 1):
+        cut = i in ends
+        if current != max_run:
+            params[f"{prefix}.cut{i}"] = cut
+        elif not cut:
+            raise ValueError(f"partition {list(partition)} has a run longer than max_run={max_run}")
+        current = 1 if cut else current + 1
+    return params

@@ -5,6 +5,15 @@ The function suggests values with the usual ``trial.suggest_*`` calls and return
 :class:`~nas_theseus.convert.ConvertConfig` fields that the trial varies (``schedule``, ``alignment``...).
 Suggested values must be primitives (None/bool/int/float/str) with stable names, so
 ``optuna.trial.FixedTrial(trial.params)`` rebuilds any trial's architecture exactly.
+
+A space that the block library (:mod:`nas_theseus.library`) can read also defines two functions beside it:
+
+* ``block_options(guide, start, stop)``: the blocks it offers for the run of guide parts ``start..stop-1``, a
+  list of :class:`~nas_theseus.targets.BlockSpec` (``None``: keep the guide's part; the empty list: the space
+  never forms that run);
+* ``candidate_params(guide, candidate)``: the parameters for which ``search_space`` returns ``candidate`` (what
+  ``enqueue_trial`` takes), or ``None`` when the space does not hold it. The library checks every answer with
+  ``FixedTrial`` (the space must give the same candidate back).
 """
 
 from __future__ import annotations
@@ -27,6 +36,8 @@ class SearchSpace:
     path: Path
     fn: Callable
     sha256: str
+    block_options: Callable | None = None  # the library's hooks (module docstring); None where not defined
+    candidate_params: Callable | None = None
 
     def __call__(self, trial, guide) -> tuple[Candidate, dict]:
         out = self.fn(_CheckedTrial(trial), guide)
@@ -71,4 +82,5 @@ def load_search_space(path: str | Path) -> SearchSpace:
     fn = getattr(module, "search_space", None)
     if not callable(fn):
         raise UserError(f"search space {path} defines no search_space(trial, guide) function")
-    return SearchSpace(path, fn, hashlib.sha256(source).hexdigest())
+    hooks = [getattr(module, name, None) for name in ("block_options", "candidate_params")]
+    return SearchSpace(path, fn, hashlib.sha256(source).hexdigest(), *(h if callable(h) else None for h in hooks))

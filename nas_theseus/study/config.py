@@ -19,6 +19,7 @@ import torch
 from ..convert import ConvertConfig
 from ..convert.config import DEFAULT_FINETUNE
 from ..errors import UserError, did_you_mean
+from ..library.build import LIBRARY_COSTS, LibrarySettings
 from ..training import FitConfig
 from ..utils.hashing import key_content, keyed_fields, stable_hash
 from ..utils.sizes import parse_size
@@ -183,6 +184,7 @@ class StudyConfig:
     baseline: BaselineSection = BaselineSection()
     pruning: PruningSection = PruningSection()
     artifacts: ArtifactsSection = ArtifactsSection()
+    library: LibrarySettings = LibrarySettings()
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
@@ -215,6 +217,7 @@ class StudyConfig:
         d = key_content(self)
         d.pop("base_dir")
         d.pop("artifacts", None)  # where results are kept
+        d.pop("library", None)  # what the study tries first, not what it searches: a library may join a study
         for key in RESUMABLE_KEYS:
             section, name = key.split(".")
             d[section].pop(name, None)
@@ -350,13 +353,15 @@ def _check_semantics(cfg: StudyConfig, where: str) -> None:
     _check_latency(cfg.latency, bad)
     _check_pruning(cfg, bad)
     _check_baseline(cfg, bad)
+    _check_library(cfg, bad)
     _check_numbers(cfg, bad)
 
 
 # counts and seconds with a floor (None, where a key may be unset, means "not set"); study.timeout is apart: > 0
 MINIMUMS = (("study.n_trials", 1), ("study.startup_trials", 0), ("study.threads", 1),
             ("study.heartbeat_interval", 1), ("study.grace_period", 1), ("study.max_retry", 0),
-            ("study.storage_retry", 0), ("latency.threads", 1), ("latency.warmup", 0), ("latency.repeats", 1))
+            ("study.storage_retry", 0), ("latency.threads", 1), ("latency.warmup", 0), ("latency.repeats", 1),
+            ("library.steps", 1), ("library.latency_repeats", 1))
 
 
 def _check_numbers(cfg: StudyConfig, bad) -> None:
@@ -445,3 +450,16 @@ def _check_baseline(cfg: StudyConfig, bad) -> None:
         cfg.baseline_fit(next((m for m in cfg.methods if m != "not"), "scratch"))
     except (TypeError, UserError) as e:
         bad(f"baseline.fit: {e}")
+
+
+def _check_library(cfg: StudyConfig, bad) -> None:
+    lib = cfg.library
+    if lib.cost not in LIBRARY_COSTS:
+        bad(f"unknown library.cost {lib.cost!r}{did_you_mean(lib.cost, LIBRARY_COSTS)}; valid: "
+            f"{', '.join(LIBRARY_COSTS)}")
+    if not lib.levels or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0
+                                 for v in lib.levels):
+        bad(f"library.levels must be a list of ratios to the guide's {lib.cost} above 0, got {lib.levels!r}")
+    if lib.enabled and "not" not in cfg.methods:
+        bad(f"library.enabled: the library's candidates are converted by Network of Theseus, and method = "
+            f"{cfg.study.method!r} does not convert; set enabled = false")

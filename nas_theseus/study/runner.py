@@ -45,6 +45,7 @@ from .clean import trim_to_cap
 from .config import StudyConfig
 from .context import StudyContext, build_context
 from .guide_reference import record_guide_reference
+from .library import seed_study
 from .objective import REPEAT_OF, TrialFailed, run_trial
 from .objective import train as train_trial
 from .owners import LocalOwners
@@ -256,6 +257,7 @@ def prepare_study(config: StudyConfig, workdir: str | Path, *, storage: str | No
     ctx, identity = _checked_context(config, wd, build_context(config, progress=progress), force)
     study, _ = open_study(config, wd, storage=storage, force=force, identity=identity)
     record_guide_reference(study, ctx)
+    seed_study(study, ctx, wd, progress=progress)  # [library] enabled: built once, its front enqueued
     return study
 
 
@@ -286,6 +288,7 @@ def _run(config: StudyConfig, ctx: StudyContext, wd: WorkDir, identity: str, wor
     # failed and re-enqueued now; Optuna sweeps again before every trial
     optuna.storages.fail_stale_trials(study)
     record_guide_reference(study, ctx)  # the guide's own figures, once per study (also for earlier studies)
+    seed_study(study, ctx, wd, progress=progress)  # [library] enabled: built once, its front enqueued
     done = finished_trials(study)
     remaining = target - done
     if target == 0:  # --n-trials 0: the study prepared (guide, storage, reference), no trial
