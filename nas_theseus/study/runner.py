@@ -257,6 +257,8 @@ def prepare_study(config: StudyConfig, workdir: str | Path, *, storage: str | No
     ctx, identity = _checked_context(config, wd, build_context(config, progress=progress), force)
     study, _ = open_study(config, wd, storage=storage, force=force, identity=identity)
     record_guide_reference(study, ctx)
+    if config.library.enabled:
+        set_threads(config)  # the library trains: the same share of the cores as a trial
     seed_study(study, ctx, wd, progress=progress)  # [library] enabled: built once, its front enqueued
     return study
 
@@ -288,6 +290,8 @@ def _run(config: StudyConfig, ctx: StudyContext, wd: WorkDir, identity: str, wor
     # failed and re-enqueued now; Optuna sweeps again before every trial
     optuna.storages.fail_stale_trials(study)
     record_guide_reference(study, ctx)  # the guide's own figures, once per study (also for earlier studies)
+    if config.library.enabled:
+        set_threads(config)  # the library trains: the same share of the cores as a trial
     seed_study(study, ctx, wd, progress=progress)  # [library] enabled: built once, its front enqueued
     done = finished_trials(study)
     remaining = target - done
