@@ -636,3 +636,44 @@ def _hv_share(d: dict, seed: int, n: int) -> float:
 for _n in (8, 10):
     figure(f"deploy_front.hv_share_first_{_n}", "deploy_front")(
         lambda d, n=_n: _per_seed(lambda s: f"{_hv_share(d, s, n):.2f}"))
+
+
+# --- benchmarks/library_vs_tpe.py: the block library against TPE alone -------------------------------------------
+
+def _library_runs(d: dict) -> list[dict]:
+    runs = [d["runs"][key] for key in sorted(d["runs"]) if key.startswith("seed")]  # read: their commits named
+    if not runs:
+        raise ValueError("library_vs_tpe.json holds no seed")
+    return runs
+
+
+@figure("library_vs_tpe.build_s", "library_vs_tpe")
+def _library_build_s(d: dict) -> str:
+    return span([r["library_build"]["wall_s"] for r in _library_runs(d)], lambda x: f"{x:.0f}")
+
+
+@figure("library_vs_tpe.build_in_trials", "library_vs_tpe")
+def _library_build_in_trials(d: dict) -> str:
+    """The build's wall time in trials of the TPE arm (its budget over the trials it finished)."""
+    return span([r["library_build"]["wall_s"] / (r["budget_s"] / r["arms"]["tpe"]["finished"])
+                 for r in _library_runs(d)], lambda x: f"{x:.1f}", " trials")
+
+
+@figure("library_vs_tpe.answer_ms", "library_vs_tpe")
+def _library_answer_ms(d: dict) -> str:
+    return span([1000 * r["answer_s"] / 5 for r in _library_runs(d)], lambda x: f"{x:.0f}")
+
+
+@figure("library_vs_tpe.hv_ratios", "library_vs_tpe")
+def _library_hv_ratios(d: dict) -> str:
+    return " / ".join(f"{r['hypervolume_ratio']:.2f}×" for r in _library_runs(d))
+
+
+@figure("library_vs_tpe.taus", "library_vs_tpe")
+def _library_taus(d: dict) -> str:
+    return " / ".join("—" if r["tau_raw"] is None else f"{r['tau_raw']:+.2f}" for r in _library_runs(d))
+
+
+@figure("library_vs_tpe.cli_s", "library_vs_tpe")
+def _library_cli_s(d: dict) -> str:
+    return span([r["cli_s"] for r in _library_runs(d)], lambda x: f"{x:.1f}", " s")

@@ -27,7 +27,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _figures import FIGURES, RESULTS, ROOT, Reading, load  # noqa: E402
 
 PAGES = [ROOT / p for p in ("docs/benchmarks.md", "README.md", "docs/studies.md", "docs/method.md", "docs/index.md",
-                                     "docs/python-api.md")]
+                                     "docs/python-api.md", "docs/library.md")]
 BLOCK = re.compile(r"^<!-- bench:(\w+) -->\n.*?^<!-- /bench:\1 -->$", re.S | re.M)
 FIG = re.compile(r"<!-- fig:([\w.]+)[^>]*-->(.*?)<!-- /fig -->", re.S)
 

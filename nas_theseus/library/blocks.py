@@ -32,12 +32,11 @@ class BlockScore:
     stage_key: str  # its stage checkpoint (the trained weights)
 
 
-def score_block(guide, start: int, stop: int, spec: BlockSpec, data, config, *, device: str, store: CheckpointStore,
-                activations=None, guide_logits=None) -> tuple[BlockScore, bool]:
-    """The score of ``spec`` in place of parts ``start..stop-1``: read back where it is stored, else trained and
-    scored now (and stored); returns it and whether it was read back. ``guide_logits``: the guide's validation
-    logits, computed once per build (:func:`guide_val_logits`)."""
-    key = block_key(guide, start, stop, spec, data, config, device)
+def score_block(guide, start: int, stop: int, spec: BlockSpec, data, config, *, key: str, device: str,
+                store: CheckpointStore, activations=None, guide_logits=None) -> tuple[BlockScore, bool]:
+    """The score of ``spec`` in place of parts ``start..stop-1``, stored under ``key`` (:func:`block_key`): read
+    back where it is stored, else trained and scored now (and stored); returns it and whether it was read back.
+    ``guide_logits``: the guide's validation logits, computed once per build (:func:`guide_val_logits`)."""
     saved = store.load(key)
     if saved is not None:
         return BlockScore(**saved["score"]), True

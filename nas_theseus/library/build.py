@@ -114,7 +114,7 @@ def build_library(guide, space: SearchSpace, data, convert: ConvertConfig, setti
     with bar:
         for (start, stop, spec), block in zip(trained, keys):
             bar.set_postfix_str(f"{'+'.join(guide.part_names[start:stop])}={spec}")
-            scores[block], was_read = score_block(guide, start, stop, spec, data, config, device=device,
+            scores[block], was_read = score_block(guide, start, stop, spec, data, config, key=block, device=device,
                                                   store=store, activations=activations, guide_logits=logits)
             read += was_read
             bar.update()
