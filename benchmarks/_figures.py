@@ -641,7 +641,8 @@ for _n in (8, 10):
 # --- benchmarks/library_vs_tpe.py: the block library against TPE alone -------------------------------------------
 
 def _library_runs(d: dict) -> list[dict]:
-    runs = [d["runs"][key] for key in sorted(d["runs"]) if key.startswith("seed")]  # read: their commits named
+    # the main arms' records (seedN), not the variant's (seedN+VARIANT); read: their commits named
+    runs = [d["runs"][key] for key in sorted(d["runs"]) if key.startswith("seed") and key[4:].isdigit()]
     if not runs:
         raise ValueError("library_vs_tpe.json holds no seed")
     return runs

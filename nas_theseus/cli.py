@@ -363,7 +363,8 @@ def _add_library(sub) -> None:
                    help="a bound on a cost: flops=0.5 (a ratio to the guide's), flops=abs:120000, latency=0.8 "
                         "(latency_ms: the library's summed per-module latency; needs a study that times latency); "
                         "repeatable, all must hold")
-    p.add_argument("--top", type=int, default=3, help="how many distinct candidates (best first; default 3)")
+    p.add_argument("--top", type=_at_least_one, default=3, help="how many distinct candidates (best first; "
+                                                                  "default 3)")
     p.add_argument("--convert", action="store_true",
                    help="convert the candidates (those not converted yet) as trials of the study, then list them")
     p.add_argument("--format", choices=("table", "json"), default="table")
@@ -420,6 +421,17 @@ def _trial_count(text: str) -> int:
     if value < 0:
         raise argparse.ArgumentTypeError(f"must be a number of trials, or 0 to prepare the study and run none, "
                                          f"got {value}")
+    return value
+
+
+def _at_least_one(text: str) -> int:
+    """A count of 1 or more (``library --top``), else argparse's one-line usage error."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
     return value
 
 

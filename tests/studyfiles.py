@@ -29,7 +29,8 @@ fit = {{ max_epochs = 2, patience = 2 }}
 
 
 SHIPPED = ["mnist1d_deploy.toml",  # the README's first command's study first
-           "mnist1d_cnn_to_mlp.toml", "mnist1d_cnn_to_mlp_partitions.toml", "digits_vit_to_mlp.toml",
+           "mnist1d_cnn_to_mlp.toml", "mnist1d_cnn_to_mlp_partitions.toml", "mnist1d_deep_deploy.toml",
+           "digits_vit_to_mlp.toml",
            "cifar10_resnet18_to_mlp.toml", "pydoc_gpt2_to_rnn.toml", "imagefolder_cnn_to_mlp.toml"]
 TINY = ["study.n_trials=2", "study.startup_trials=1", "convert.steps_per_stage=4", "convert.probe_size=64",
         "convert.finetune.max_epochs=1", "guide.fit.max_epochs=2"]
@@ -42,6 +43,8 @@ def small_settings(study: str, tmp_path) -> list[str]:
     """``--set`` overrides that make a shipped study small enough for a test on the CPU (its data made under
     ``tmp_path``, once, where the study reads files)."""
     settings = list(TINY)
+    if study.startswith("mnist1d_deep"):  # its block library: 66 blocks, each a few steps
+        settings += ["library.steps=2", "guide.options.channels=8"]
     if study.startswith("cifar10"):  # a small fake CIFAR-10 in the real format, on the CPU
         from test_local_data import write_fake_cifar10
 

@@ -221,3 +221,13 @@ def test_a_study_seeds_itself_from_the_library_and_answers_budgets(tmp_path, cap
     study = optuna.load_study(study_name="lib", storage=f"sqlite:///{wd / 'study.db'}")
     assert study.user_attrs["library"] == seeded  # seeded once: a resumed run enqueues nothing again
     assert len([t for t in study.trials if "library_predicted" in t.user_attrs]) == len(from_library) + len(added)
+
+
+def test_a_study_refuses_a_library_its_space_cannot_feed_before_any_trial(tmp_path, capsys):
+    study_file, wd = tmp_path / "lib.toml", tmp_path / "wd"
+    study_file.write_text(STUDY.format(space=REPO / "search_spaces" / "mnist1d_cnn_to_mlp.py")
+                          + tiny_training(steps_per_stage=4))
+    assert main(["run", str(study_file), "--workdir", str(wd), "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("error: library.enabled: search space mnist1d_cnn_to_mlp.py cannot enumerate")
+    assert not (wd / "study.db").exists()

@@ -168,3 +168,20 @@ def test_every_guide_kind_regroups_on_meta_for_every_partition_with_the_shapes_o
                 acts = grouped.activations(grouped.example_input(2))
             assert acts[0].device == META and [tuple(a.shape[1:]) for a in acts[:-1]] == grouped.shapes
             assert grouped.identity  # from the base guide's weights, hashed before they left for meta
+
+
+def test_the_block_library_trains_on_meta_up_to_its_first_loss_read(tmp_path):
+    """The library's blocks are trained where the study's device is: its first block's stage gets to the loss read
+    on ``meta`` (guide activations from a CPU twin, as a trial's)."""
+    from nas_theseus.library.build import build_library
+
+    study = "mnist1d_deep_deploy.toml"
+    ctx = build_context(meta_config(study, tmp_path), progress=False)
+    twin = build_context(load_study_config(STUDIES / study, [*small_settings(study, tmp_path),
+                                                             'guide.weights="random"', 'study.device="cpu"']))
+    activations = WorkDir(tmp_path / "cpu").activations(twin.guide, twin.data, device="cpu", progress=False)
+    with device_guard() as called:
+        where = until_a_value_is_read(lambda: build_library(
+            ctx.guide, ctx.space, ctx.data, ctx.config.convert, ctx.config.library, folder=tmp_path / "library",
+            device="meta", activations=activations, progress=False))
+    assert where == LOSS_READ and len(called) > 5

@@ -39,8 +39,6 @@ def _generated(num_samples: int, train_split: float, data_seed: int) -> dict:
     import random
     from importlib.metadata import version
 
-    from mnist1d.data import get_dataset_args, make_dataset
-
     key = stable_hash({"mnist1d": version("mnist1d"), "num_samples": num_samples, "train_split": train_split,
                        "seed": data_seed})
     path = cache_dir() / "data" / f"mnist1d-{key}.npz"
@@ -50,6 +48,8 @@ def _generated(num_samples: int, train_split: float, data_seed: int) -> dict:
             return {n: stored[n] for n in names}
     except (OSError, KeyError, ValueError):
         pass  # not generated on this machine yet, or a damaged file
+    from mnist1d.data import get_dataset_args, make_dataset  # imports matplotlib: only where it generates
+
     args = get_dataset_args()
     args.num_samples, args.train_split, args.seed = num_samples, train_split, data_seed
     np_state, py_state = np.random.get_state(), random.getstate()

@@ -21,6 +21,7 @@ from ..convert.activations import choose_activations
 from ..data import TaskData, load_data
 from ..errors import UserError, did_you_mean
 from ..guides import Guide, load_guide
+from ..library.build import refusal
 from ..measure.latency import prepare
 from ..search import SearchSpace, load_search_space
 from ..training import FitConfig
@@ -97,6 +98,9 @@ class StudyContext:
         trial = probe.ask()
         candidate, cfg = self.candidate(trial)
         Hybrid(self.guide, candidate, cfg)
+        why = refusal(self.space, self.guide) if self.config.library.enabled else None
+        if why:  # [library] enabled on a space it cannot read: said before any trial
+            raise UserError(f"library.enabled: {why}")
         for params in self.config.study.enqueue:
             if not isinstance(params, dict):
                 raise UserError(f"study.enqueue holds parameter tables, got {params!r}")

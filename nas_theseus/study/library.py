@@ -54,7 +54,10 @@ def observed(study: optuna.Study, ctx: StudyContext, library: BlockLibrary) -> l
         if REPEAT_OF in t.user_attrs or t.user_attrs.get("method", "not") != "not" \
                 or t.user_attrs.get("val_accuracy") is None:
             continue
-        candidate, _ = ctx.space(optuna.trial.FixedTrial(t.params), ctx.guide)
+        try:
+            candidate, _ = ctx.space(optuna.trial.FixedTrial(t.params), ctx.guide)
+        except ValueError:  # a trial of an earlier version of the space (--force): not this space's candidate
+            continue
         chain = library.chain_of(candidate)
         if chain is not None:
             found.append((chain, float(t.user_attrs["val_accuracy"])))
@@ -68,7 +71,7 @@ def seed_study(study: optuna.Study, ctx: StudyContext, wd: WorkDir, *, progress:
     if not cfg.enabled or study.user_attrs.get(LIBRARY_ATTR):
         return
     library = study_library(ctx, wd, progress=progress)
-    predictor = calibrate(library, observed(study, ctx, library))
+    predictor = predictor_for(study, ctx, library)
     proposals = front(library, predictor, cfg.cost, list(cfg.levels), space=ctx.space, guide=ctx.guide)
     for level, p in proposals:
         enqueue(study, p, level=level)
