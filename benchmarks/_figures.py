@@ -678,3 +678,68 @@ def _library_taus(d: dict) -> str:
 @figure("library_vs_tpe.cli_s", "library_vs_tpe")
 def _library_cli_s(d: dict) -> str:
     return span([r["cli_s"] for r in _library_runs(d)], lambda x: f"{x:.1f}", " s")
+
+
+@figure("library_vs_tpe.taus_calibrated", "library_vs_tpe")
+def _library_taus_calibrated(d: dict) -> str:
+    return " / ".join("—" if r["tau"] is None else f"{r['tau']:+.2f}" for r in _library_runs(d))
+
+
+@figure("library_vs_tpe.tau_over", "library_vs_tpe")
+def _library_tau_over(d: dict) -> str:
+    return span([r["tau_over"] for r in _library_runs(d)], lambda x: f"{x:.0f}")
+
+
+@figure("library_vs_tpe.trials_tpe", "library_vs_tpe")
+def _library_trials_tpe(d: dict) -> str:
+    return span([r["arms"]["tpe"]["finished"] for r in _library_runs(d)], lambda x: f"{x:.0f}")
+
+
+@figure("library_vs_tpe.ratio_at_20", "library_vs_tpe")
+def _library_ratio_at_20(d: dict) -> str:
+    """The hypervolume ratio at the first point of the curve (20 % of the budget), per seed."""
+    ratios = []
+    for r in _library_runs(d):
+        a, b = r["arms"]["tpe"]["hypervolume_curve"][0], r["arms"]["library"]["hypervolume_curve"][0]
+        ratios.append(f"{b / a:.2f}×")
+    return " / ".join(ratios)
+
+
+@figure("library_vs_tpe.picks_beat_tpe", "library_vs_tpe")
+def _library_picks_beat_tpe(d: dict) -> str:
+    """How many of the library's picks on its arm's front beat TPE's best validation accuracy at no more FLOPs."""
+    won = total = 0
+    for r in _library_runs(d):
+        tpe = r["arms"]["tpe"]["front"]
+        for p in (f for f in r["arms"]["library"]["front"] if f["from_library"]):
+            total += 1
+            won += p["val_accuracy"] > max((f["val_accuracy"] for f in tpe if f["flops"] <= p["flops"]), default=0.0)
+    return f"{won} of {total}"
+
+
+DEEP_REFERENCE_FLOPS = 155168.0  # studies/mnist1d_deep_deploy.toml's [hypervolume_reference] flops: the guide's
+
+
+def _variant_runs(d: dict) -> list[dict]:
+    runs = [d["runs"][key] for key in sorted(d["runs"]) if "+" in key]
+    if not runs:
+        raise ValueError("library_vs_tpe.json holds no variant run")
+    return runs
+
+
+@figure("library_vs_tpe.goal_share_of_bound", "library_vs_tpe")
+def _library_goal_share_of_bound(d: dict) -> str:
+    """1.2 x TPE's hypervolume as a share of the most any front can reach here (accuracy 1 at no FLOPs)."""
+    return span([1.2 * r["arms"]["tpe"]["hypervolume"] / DEEP_REFERENCE_FLOPS for r in _library_runs(d)],
+                lambda x: f"{100 * x:.0f}", " %")
+
+
+@figure("library_vs_tpe.variant_hv_ratios", "library_vs_tpe")
+def _library_variant_hv_ratios(d: dict) -> str:
+    return " / ".join(f"{r['hypervolume_ratio']:.2f}×" for r in _variant_runs(d))
+
+
+@figure("library_vs_tpe.variant_ratio_at_20", "library_vs_tpe")
+def _library_variant_ratio_at_20(d: dict) -> str:
+    return " / ".join(f"{r['arms']['library']['hypervolume_curve'][0] / r['arms']['tpe']['hypervolume_curve'][0]:.2f}×"
+                      for r in _variant_runs(d))
