@@ -23,24 +23,12 @@ shape, and a categorical parameter must offer the same choices in every trial.
 import math
 
 from nas_theseus.convert import Candidate
-from nas_theseus.search import partition_params, suggest_partition, suggest_swap_order, swap_order_params
+from nas_theseus.search import suggest_partition, suggest_swap_order
 from nas_theseus.targets import BlockSpec
 
 CHANNELS = [8, 16, 32, 48]
 WIDTHS = [32, 64, 128, 256]
 RANKS = [4, 8, 16, 32]
-SIZES = {"conv": CHANNELS, "sepconv": CHANNELS, "mlp": WIDTHS, "lowrank": RANKS}  # kind -> its size parameter's
-SIZE_NAMES = {"conv": "channels", "sepconv": "channels", "mlp": "width", "lowrank": "rank"}
-
-
-def _spec(kind: str, size: int, in_shape, out_shape) -> BlockSpec | None:
-    """The block of ``kind`` and ``size`` for a run reading ``in_shape`` and ending at ``out_shape``."""
-    if kind in ("conv", "sepconv"):
-        stride = max(1, math.ceil(in_shape[-1] / out_shape[-1]))
-        return BlockSpec.of(f"{kind}1d", channels=size, kernel=2 * stride - 1, stride=stride)
-    if kind == "mlp":
-        return BlockSpec.of("mlp", width=size)
-    return BlockSpec.of("lowrank", rank=size, activation="relu")
 
 
 def _block(trial, run: str, in_shape, out_shape, flat: bool):
@@ -48,48 +36,23 @@ def _block(trial, run: str, in_shape, out_shape, flat: bool):
             trial.suggest_categorical(f"{run}.kind", ["keep", "conv", "sepconv", "mlp", "lowrank"]))
     if kind == "keep":
         return None
-    return _spec(kind, trial.suggest_categorical(f"{run}.{kind}.{SIZE_NAMES[kind]}", SIZES[kind]), in_shape,
-                 out_shape)
-
-
-def _runs(guide, partition):
-    """(name, start, stop) per run of ``partition``; a run's name joins its parts' names (conv2+conv3)."""
-    starts = [sum(partition[:i]) for i in range(len(partition) + 1)]
-    names = [part.name for part in guide.parts]
-    return [("+".join(names[a:b]), a, b) for a, b in zip(starts, starts[1:])]
+    if kind in ("conv", "sepconv"):
+        stride = max(1, math.ceil(in_shape[-1] / out_shape[-1]))
+        return BlockSpec.of(f"{kind}1d", channels=trial.suggest_categorical(f"{run}.{kind}.channels", CHANNELS),
+                            kernel=2 * stride - 1, stride=stride)
+    if kind == "mlp":
+        return BlockSpec.of("mlp", width=trial.suggest_categorical(f"{run}.mlp.width", WIDTHS))
+    return BlockSpec.of("lowrank", rank=trial.suggest_categorical(f"{run}.lowrank.rank", RANKS), activation="relu")
 
 
 def search_space(trial, guide):
     partition = suggest_partition(trial, len(guide.parts))
+    starts = [sum(partition[:i]) for i in range(len(partition) + 1)]  # run i covers parts starts[i]..starts[i+1]
+    names = [part.name for part in guide.parts]
     blocks: list = []
-    for run, start, stop in _runs(guide, partition):
+    for i in range(len(partition)):
         flat = bool(blocks) and blocks[-1] is not None and blocks[-1].kind == "mlp"
-        blocks.append(_block(trial, run, guide.shapes[start], guide.shapes[stop], flat))
+        blocks.append(_block(trial, "+".join(names[starts[i]:starts[i + 1]]), guide.shapes[starts[i]],
+                             guide.shapes[starts[i + 1]], flat))
     order = suggest_swap_order(trial, len(blocks), prefix=f"order{len(blocks)}")
     return Candidate(tuple(blocks), tuple(order), head="guide" if blocks[-1] is None else "linear", partition=partition)
-
-
-# --- for the block library (nas_theseus.library): the blocks per run, and a candidate's parameters ------------
-
-def block_options(guide, start: int, stop: int) -> list:
-    """Every block this space offers for parts ``start..stop-1`` (as read from the guide's own input)."""
-    shapes = guide.shapes[start], guide.shapes[stop]
-    return [None, *(_spec(kind, size, *shapes) for kind, sizes in SIZES.items() for size in sizes)]
-
-
-def candidate_params(guide, candidate):
-    """The parameters of ``candidate`` (None where this space does not hold it: a convolution after an MLP)."""
-    partition = candidate.partition or (1,) * len(candidate.blocks)
-    params = partition_params(partition)
-    previous = None
-    for (run, _, _), spec in zip(_runs(guide, partition), candidate.blocks):
-        flat = previous is not None and previous.kind == "mlp"
-        kind = "keep" if spec is None else {"conv1d": "conv", "sepconv1d": "sepconv"}.get(spec.kind, spec.kind)
-        if flat and kind not in ("keep", "mlp", "lowrank"):
-            return None
-        params[f"{run}.kind_flat" if flat else f"{run}.kind"] = kind
-        if spec is not None:
-            params[f"{run}.{kind}.{SIZE_NAMES[kind]}"] = spec.to_dict(full=True)[SIZE_NAMES[kind]]
-        previous = spec
-    order = candidate.order or tuple(range(len(candidate.blocks)))
-    return {**params, **swap_order_params(order, prefix=f"order{len(candidate.blocks)}")}

@@ -26,7 +26,7 @@ from nas_theseus.search import load_search_space
 
 REPO = Path(__file__).resolve().parents[1]
 SMALL = REPO / "tests" / "spaces" / "library_small.py"
-DEPLOY = REPO / "search_spaces" / "mnist1d_deploy.py"
+DEEP = REPO / "search_spaces" / "mnist1d_deep_deploy.py"
 CONFIG = ConvertConfig(batch_size=64, probe_size=128, heldout_size=128)
 SETTINGS = LibrarySettings(steps=6)
 
@@ -156,18 +156,18 @@ def test_the_predictor_is_calibrated_and_reports_rank_agreement(library):
     assert "tau +1.00 (raw)" in fitted.describe()
 
 
-def test_the_deploy_space_enumerates_and_inverts(guide):
-    """search_spaces/mnist1d_deploy.py: its options per run, and candidate_params as search_space's inverse
-    (every chain of keep / one option per kind, over every partition)."""
-    space = load_search_space(DEPLOY)
+def test_the_deep_space_enumerates_and_inverts(data):
+    """search_spaces/mnist1d_deep_deploy.py: its options per run, and candidate_params as search_space's inverse
+    on sampled candidates (every partition, kind and order parameter it asks)."""
+    guide = load_guide("builtin:mnist1d_cnn", data, weights="random", channels=8, depth=6)
+    space = load_search_space(DEEP)
     options = run_options(space, guide)
-    assert len([o for o in options if o[2] is not None]) == 6 * 16  # six runs, sixteen blocks each
+    assert len([o for o in options if o[2] is not None]) == 11 * 6  # runs of one or two parts, six blocks each
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=1))
     for _ in range(150):
         trial = study.ask()
         candidate, _ = space(trial, guide)
-        params = space.candidate_params(guide, candidate)
-        assert params == trial.params
+        assert space.candidate_params(guide, candidate) == trial.params
         study.tell(trial, 0.0)
 
 
