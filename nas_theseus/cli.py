@@ -333,7 +333,7 @@ def _cmd_library(args: argparse.Namespace) -> int:
     if args.convert and proposals:
         numbers = convert_proposals(study, ctx, wd, proposals, progress=not args.no_progress)
         print(f"converted as trial(s) {', '.join(map(str, numbers)) or '(none: each was converted before)'}; "
-              f"nas-theseus pareto {wd.root} lists them")
+              f"nas-theseus pareto {wd.root} lists them", file=sys.stderr if args.format == "json" else sys.stdout)
     return 0 if proposals else 1
 
 

@@ -15,7 +15,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.stats import kendalltau
 
 from .library import BlockLibrary
 
@@ -91,5 +90,7 @@ def _fit(x: np.ndarray, y: np.ndarray) -> np.ndarray:
 
 
 def _tau(predicted, actual) -> float | None:
+    from scipy.stats import kendalltau  # here: scipy costs every study process a second to import
+
     tau = kendalltau(predicted, actual).statistic
     return None if tau is None or np.isnan(tau) else float(tau)

@@ -21,8 +21,6 @@ from dataclasses import dataclass
 from types import MappingProxyType
 
 import numpy as np
-from scipy import sparse
-from scipy.optimize import Bounds, LinearConstraint, milp
 
 _NO_BUDGETS: Mapping[str, float] = MappingProxyType({})
 _METHODS = ("auto", "enumerate", "milp")
@@ -298,6 +296,8 @@ class ChainGraph:
                    excluded: set[tuple[int, ...]]) -> tuple[tuple[int, ...], list[float]] | None:
         """One HiGHS solve: the taken links' chain, and per cost how far over its budget HiGHS's tolerance lets
         the chain be; None when the program is infeasible (no chain fits)."""
+        from scipy.optimize import Bounds, milp  # here: scipy costs every study process a second to import
+
         constraint, scales = self._milp_rows(limits, excluded)
         values = np.array([0.0 if link.dst is None else self.options[link.dst].value for link in self.links])
         unit = float(np.abs(values).max(initial=0.0)) or 1.0  # HiGHS's absolute gap, relative to the values
@@ -318,7 +318,7 @@ class ChainGraph:
         return options, allowed
 
     def _milp_rows(self, limits: tuple[float, ...],
-                   excluded: set[tuple[int, ...]]) -> tuple[LinearConstraint, list[float]]:
+                   excluded: set[tuple[int, ...]]) -> tuple[object, list[float]]:
         """The program's rows over one binary per link, and each budget row's scale: in-flow == out-flow at every
         option, one input link and one output link, a budget row per limited cost (divided by its largest entry, so
         HiGHS's absolute tolerance is relative to it), and per excluded chain ``sum of its links <= len - 1``."""
@@ -357,6 +357,9 @@ class ChainGraph:
         for options in excluded:
             steps = list(zip((None, *options), (*options, None)))
             row([(self._pairs[step], 1.0) for step in steps], -math.inf, len(steps) - 1.0)
+        from scipy import sparse
+        from scipy.optimize import LinearConstraint
+
         matrix = sparse.csr_array((data, (rows, cols)), shape=(len(lower), len(self.links)))
         return LinearConstraint(matrix, lower, upper), scales
 
