@@ -80,19 +80,26 @@ class DatasetSplit(Rows):
         # batches made by the DataLoader's default_collate: indices (int64), x and y stacked in their own dtypes
         loader = DataLoader(_Indexed(self.dataset, augment), batch_sampler=chunks, num_workers=self.workers,
                             pin_memory=device.type == "cuda", **prefetch)
-        it = iter(loader)
-        while True:
-            try:
-                idx, x, y = next(it)
-            except StopIteration:
-                return
-            except UserError as e:  # a worker's error comes back with its traceback in the message
-                raise UserError(str(e).strip().splitlines()[-1].removeprefix("nas_theseus.errors.UserError: ")
-                                .removeprefix("UserError: ")) from None
+        for idx, x, y in one_line_errors(loader):
             yield Batch(idx, x.to(device, non_blocking=True), y.to(device, non_blocking=True))
 
     def fingerprint(self) -> str:
         return self._fingerprint
+
+
+def one_line_errors(loader: DataLoader) -> Iterator:
+    """``loader``'s batches; a worker's :class:`UserError` (it comes back with the worker's traceback in its
+    message) is raised again as its own one line."""
+    it = iter(loader)
+    while True:
+        try:
+            batch = next(it)
+        except StopIteration:
+            return
+        except UserError as e:
+            raise UserError(str(e).strip().splitlines()[-1].removeprefix("nas_theseus.errors.UserError: ")
+                            .removeprefix("UserError: ")) from None
+        yield batch
 
 
 class _Indexed(Dataset):

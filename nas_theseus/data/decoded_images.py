@@ -14,6 +14,7 @@ image folders (:mod:`nas_theseus.data.image_folder`) and Hugging Face image data
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -87,10 +88,12 @@ def _array(img) -> np.ndarray:
 
 
 def image_task(name: str, parts: list[Images], identities: list, config: dict, *, in_memory: bool | str,
-               workers: int | None, split_seed: int, val_fraction: float) -> TaskData:
+               workers: int | None, split_seed: int, val_fraction: float,
+               reader: Callable[..., DatasetSplit] = DatasetSplit) -> TaskData:
     """The task over train / validation / test images: standardised with statistics of the training images,
     decoded once into tensors when they fit ``IN_MEMORY_MB`` (``in_memory = "auto"``) or always (true), else
-    read through a DataLoader, fingerprinted by ``identities`` (what identifies each split's rows unread)."""
+    read through a DataLoader (a ``reader``: :class:`DatasetSplit`, or one that decodes batches otherwise),
+    fingerprinted by ``identities`` (what identifies each split's rows unread)."""
     if in_memory not in ("auto", True, False):
         raise UserError(f"{name} data: in_memory must be \"auto\", true or false, got {in_memory!r}")
     mean, std = image_statistics(parts[0], split_seed)
@@ -101,7 +104,7 @@ def image_task(name: str, parts: list[Images], identities: list, config: dict, *
         splits = [_decode_all(p) for p in parts]
     else:
         key = {"mean": mean.tolist(), "std": std.tolist(), **{k: v for k, v in config.items() if k != "root"}}
-        splits = [DatasetSplit(p, workers=workers, fingerprint=stable_hash({**key, "rows": identity}))
+        splits = [reader(p, workers=workers, fingerprint=stable_hash({**key, "rows": identity}))
                   for p, identity in zip(parts, identities)]
     return TaskData(name, *splits, num_classes=len(config["classes"]),
                     config={**config, "val_fraction": val_fraction, "split_seed": split_seed,

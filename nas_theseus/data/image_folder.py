@@ -10,13 +10,16 @@ and modification times, and the options: no image is read for it.
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 
 import torch
 
 from ..errors import UserError
 from .base import TaskData, stratified_indices
+from .dataset_split import DatasetSplit
 from .decoded_images import Images
+from .jpeg_files import JpegFiles, check_decode, is_jpeg
 from .packed_images import packed_task
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
@@ -43,11 +46,12 @@ class ImageFiles(Images):
 
 def load_image_folder(*, root: str, size: int | None = 32, channels: int = 3, val_fraction: float = 0.1,
                       test_fraction: float = 0.2, split_seed: int = 0, in_memory: bool | str = "auto",
-                      workers: int | None = None, packed: bool | str = False) -> TaskData:
+                      workers: int | None = None, packed: bool | str = False, decode: str = "auto") -> TaskData:
     """Images under ``root/<class>/`` (see the module docstring); ``in_memory``: ``"auto"``, true or false;
     ``workers``: DataLoader processes (default: :func:`~nas_theseus.data.dataset_split.default_workers`);
     ``packed``: read from uint8 shards packed once (true; ``"auto"``: when not held in memory), see
-    :mod:`nas_theseus.data.packed_images`."""
+    :mod:`nas_theseus.data.packed_images`; ``decode``: ``"auto"``, ``"pillow"`` or ``"torchvision"``, who decodes
+    JPEGs read from the files (:mod:`nas_theseus.data.jpeg_files`)."""
     folder = Path(root).expanduser()
     if not folder.is_dir():
         raise UserError(f"imagefolder data: no such folder {folder}")
@@ -72,8 +76,11 @@ def load_image_folder(*, root: str, size: int | None = 32, channels: int = 3, va
     parts = [ImageFiles(*part, **kw) for part in (train, val, test)]
     config = {"root": str(folder), "size": size, "channels": channels, "classes": classes}
     identities = [_file_identity(part[0], folder) for part in (train, val, test)]
+    every_file = train[0] + val[0] + test[0]
+    check_decode(decode, every_file)
+    reader = partial(JpegFiles, decode=decode) if decode != "pillow" and is_jpeg(every_file) else DatasetSplit
     return packed_task("imagefolder", parts, identities, config, packed=packed, in_memory=in_memory,
-                       workers=workers, split_seed=split_seed, val_fraction=val_fraction)
+                       workers=workers, split_seed=split_seed, val_fraction=val_fraction, reader=reader)
 
 
 def _list(base: Path, classes: list[str], *, allow_empty_classes: bool = False) -> tuple[list[Path], list[int]]:

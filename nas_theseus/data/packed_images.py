@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import sys
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,6 +32,7 @@ from ..utils.locks import file_lock
 from ..utils.progress import progress_enabled
 from .base import TaskData
 from .byte_images import ByteImages
+from .dataset_split import DatasetSplit
 from .decoded_images import IN_MEMORY_MB, Images, image_statistics, image_task
 from .image_pack import FORMAT, MANIFEST, SPLITS, pack_folder, write_pack
 
@@ -46,12 +48,15 @@ class PackedImages(ByteImages):
 
 
 def packed_task(name: str, parts: list[Images], identities: list, config: dict, *, packed: bool | str,
-                in_memory: bool | str, workers: int | None, split_seed: int, val_fraction: float) -> TaskData:
-    """The task over ``parts`` read packed (packed first where needed), or as :func:`image_task` reads them when
-    ``packed`` is false, or ``"auto"`` and they would be held in memory, or when the pack cannot be written."""
+                in_memory: bool | str, workers: int | None, split_seed: int, val_fraction: float,
+                reader: Callable[..., DatasetSplit] = DatasetSplit) -> TaskData:
+    """The task over ``parts`` read packed (packed first where needed), or as :func:`image_task` reads them (with
+    ``reader``) when ``packed`` is false, or ``"auto"`` and they would be held in memory, or when the pack cannot
+    be written."""
     if packed not in ("auto", True, False):
         raise UserError(f"{name} data: packed must be \"auto\", true or false, got {packed!r}")
-    unpacked = {"in_memory": in_memory, "workers": workers, "split_seed": split_seed, "val_fraction": val_fraction}
+    unpacked = {"in_memory": in_memory, "workers": workers, "split_seed": split_seed, "val_fraction": val_fraction,
+                "reader": reader}
     if packed is False or (packed == "auto" and not _too_large(parts, in_memory)):
         return image_task(name, parts, identities, config, **unpacked)
     key = stable_hash({"format": FORMAT, "name": name, "config": {k: v for k, v in config.items() if k != "root"},
