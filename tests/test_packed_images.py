@@ -14,7 +14,7 @@ from test_image_folder import write_folder
 
 from nas_theseus.cli import main
 from nas_theseus.convert import Candidate, ConvertConfig, convert
-from nas_theseus.data import Split, image_pack, load_data
+from nas_theseus.data import Split, image_pack, load_data, packed_images
 from nas_theseus.data.packed_images import PackedImages
 from nas_theseus.errors import UserError
 from nas_theseus.targets import BlockSpec
@@ -110,13 +110,30 @@ def test_a_shard_off_its_manifest_is_refused_and_packed_again(tmp_path, cache):
     shard = _packs(cache)[0] / "train.npy"
     raw = bytearray(shard.read_bytes())
     raw[-1] ^= 0xFF  # the same size, another checksum
+    mtime = shard.stat().st_mtime_ns
     shard.write_bytes(bytes(raw))
+    os.utime(shard, ns=(mtime + 10**9, mtime + 10**9))  # rewritten: a later modification time, whatever the clock
     with pytest.warns(UserWarning, match=r"train.npy does not match its manifest \(another sha256"):
         again = load_data("imagefolder", root=str(root), size=8, packed=True)
     assert torch.equal(again.train.x, good)
     shard.write_bytes(shard.read_bytes()[:-7])
     with pytest.warns(UserWarning, match=r"train.npy does not match its manifest \(\d+ bytes, expected"):
         load_data("imagefolder", root=str(root), size=8, packed=True)
+
+
+def test_a_shard_is_hashed_once_then_trusted_while_its_size_and_time_stay(tmp_path, cache, monkeypatch):
+    root = write_folder(tmp_path / "imgs")
+    load_data("imagefolder", root=str(root), size=8, packed=True)  # packed: its shards' stamps written with it
+    hashed = []
+    monkeypatch.setattr(packed_images, "file_sha256", lambda p: hashed.append(p.name) or "")
+    load_data("imagefolder", root=str(root), size=8, packed=True)
+    assert hashed == []  # opened again: every shard trusted by its stamp, none read for its sha256
+    shard = _packs(cache)[0] / "val.npy"
+    mtime = shard.stat().st_mtime_ns
+    os.utime(shard, ns=(mtime + 10**9, mtime + 10**9))  # touched: hashed again (here: refused, the hash is fake)
+    with pytest.warns(UserWarning, match=r"val.npy does not match its manifest \(another sha256"):
+        load_data("imagefolder", root=str(root), size=8, packed=True)
+    assert hashed == ["val.npy"]
 
 
 def test_a_full_disk_leaves_the_source_usable_and_says_so(tmp_path, cache, monkeypatch):

@@ -101,9 +101,15 @@ def _figures(step: str, r: dict) -> str:
             return f"{r['unit']} after each conversion: {r['held_after_each']}"
         if step == "stream":
             util = r.get("gpu_utilisation_pct")
-            return (f"{r['engine_images_per_s']:.0f} images/s ({r['workers']} workers), engine ÷ bare "
+            line = (f"{r['engine_images_per_s']:.0f} images/s ({r['workers']} workers), engine ÷ bare "
                     f"{_f(r['engine_over_bare'])}, GPU utilisation {_f(util, 0)} %, channels_last ÷ default "
                     f"{_f(r.get('channels_last_over_default'))}")
+            for name, what in (("packed", "packed"), ("jpeg_device", "JPEG on the GPU"),
+                               ("jpeg_pillow", "JPEG by Pillow")):
+                if f"{name}_images_per_s" in r:
+                    line += (f"; {what} {r[f'{name}_images_per_s']:.0f} images/s, GPU "
+                             f"{_f(r.get(f'{name}_gpu_pct'), 0)} %")
+            return line
         if step == "ddp":
             one, two = r["runs"]["1"], r["runs"]["2"]
             return (f"1 GPU {one['samples_per_s']:.0f} samples/s, 2 GPUs {two['samples_per_s']:.0f} "

@@ -31,6 +31,7 @@ from .decoded_images import Images
 
 FORMAT = 1  # the layout's version: part of every pack's key
 MANIFEST = "manifest.json"
+VERIFIED = "verified.json"  # each shard's size, mtime and sha256 when it last matched the manifest (packed_images)
 SPLITS = ("train", "val", "test")
 BATCH = 256  # images decoded per DataLoader batch
 
@@ -80,6 +81,8 @@ def write_pack(folder: Path, parts: list[Images], meta: dict, *, workers: int | 
                               time.perf_counter() - t0)
         manifest = {**meta, "format": FORMAT, "splits": shards, "images": summary.images, "bytes": summary.bytes}
         atomic_write_text(folder / MANIFEST, json.dumps(manifest))
+        atomic_write_text(folder / VERIFIED, json.dumps({s["file"]: shard_stamp(folder / s["file"], s["sha256"])
+                                                         for s in shards.values()}))
     except BaseException:
         clear_pack(folder)
         raise
@@ -109,6 +112,13 @@ def _write_shard(path: Path, part: Images, workers: int, bar) -> dict:
     atomic_write(path, write)
     return {"file": path.name, "rows": len(part), "bytes": path.stat().st_size, "sha256": digest.hexdigest(),
             "labels": [int(v) for v in part.labels]}
+
+
+def shard_stamp(path: Path, sha256: str) -> dict:
+    """What ``verified.json`` holds of a shard that matches its manifest (:func:`~nas_theseus.data.packed_images.
+    read_pack` trusts it unread while its size and modification time are these)."""
+    stat = path.stat()
+    return {"bytes": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": sha256}
 
 
 def _write_block(f, digest, data: bytes) -> None:

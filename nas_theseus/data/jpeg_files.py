@@ -119,13 +119,15 @@ def decode_batch(data: list[torch.Tensor], files: list[Path], *, channels: int, 
 @functools.cache
 def jpeg_decoder() -> Callable[..., list[torch.Tensor]]:
     """``decode(list of bytes tensors, device=...)`` → (3, H, W) uint8 images: TorchCodec's where it imports,
-    else torchvision's (its deprecation warning, one per call, silenced)."""
+    else torchvision's (its deprecation warning, one per call, silenced); ``decode.library`` names which."""
     try:
         from torchcodec.decoders import decode_jpeg as codec
     except Exception:  # noqa: BLE001 - not installed, or built for another torch: torchvision's then
         codec = None
     if codec is not None:
-        return functools.partial(codec, mode="RGB")
+        decode = functools.partial(codec, mode="RGB")
+        decode.library = "torchcodec"
+        return decode
     from torchvision.io import ImageReadMode
     from torchvision.io import decode_jpeg as vision
 
@@ -134,6 +136,7 @@ def jpeg_decoder() -> Callable[..., list[torch.Tensor]]:
             warnings.filterwarnings("ignore", category=DeprecationWarning, module="torchvision")
             return vision(data, mode=ImageReadMode.RGB, device=device)
 
+    decode.library = "torchvision"
     return decode
 
 

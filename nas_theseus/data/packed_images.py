@@ -7,8 +7,9 @@ held in memory, so the rows, and a conversion's curves, are those of the folder 
 A pack is keyed by its content: the format, the loader, the options that shape the pixels (size, channels,
 classes) and every split's rows as the loader identifies them (files' paths, sizes and modification times; a
 Hugging Face split's fingerprint), so a second study on the same data and options reuses it. A pack is trusted
-only through its manifest, and only while every shard matches it (size and sha256, read in full when the data
-are opened); a shard that does not is refused, in one line, and the data packed again. A pack that cannot be
+only through its manifest, and only while every shard matches it (size and sha256, read in full the first time
+the data are opened, and again whenever a shard's size or modification time has changed since); a shard that
+does not is refused, in one line, and the data packed again. A pack that cannot be
 written (a full disk) leaves the source as it was: the data are then read from it unpacked, and a warning says
 so. Memory is flat in the number of images: the shards are mapped, not read (the page cache aside).
 """
@@ -26,7 +27,7 @@ import numpy as np
 import torch
 
 from ..errors import UserError
-from ..utils.files import cache_dir
+from ..utils.files import atomic_write_text, cache_dir
 from ..utils.hashing import file_sha256, stable_hash
 from ..utils.locks import file_lock
 from ..utils.progress import progress_enabled
@@ -34,7 +35,7 @@ from .base import TaskData
 from .byte_images import ByteImages
 from .dataset_split import DatasetSplit
 from .decoded_images import IN_MEMORY_MB, Images, image_statistics, image_task
-from .image_pack import FORMAT, MANIFEST, SPLITS, pack_folder, write_pack
+from .image_pack import FORMAT, MANIFEST, SPLITS, VERIFIED, pack_folder, shard_stamp, write_pack
 
 
 @dataclass(frozen=True)
@@ -90,7 +91,8 @@ def _too_large(parts: list[Images], in_memory: bool | str) -> bool:
 
 def read_pack(folder: Path) -> dict | None:
     """The pack's manifest when it is there and every shard matches it, else None; a shard that does not match
-    is named in a one-line warning (the data are then packed again)."""
+    is named in a one-line warning (the data are then packed again). A shard is hashed in full once; then, while
+    its size and modification time are those it had when it matched (``verified.json``), it is trusted unread."""
     try:
         manifest = json.loads((folder / MANIFEST).read_text())
         shards = [manifest["splits"][s] for s in SPLITS]
@@ -98,15 +100,31 @@ def read_pack(folder: Path) -> dict | None:
         return None
     if manifest.get("format") != FORMAT:
         return None
+    stamps, fresh = _stamps(folder), {}
     for shard in shards:
         path = folder / shard["file"]
         size = path.stat().st_size if path.is_file() else None
+        if size is not None and stamps.get(shard["file"]) == shard_stamp(path, shard["sha256"]):
+            fresh[shard["file"]] = stamps[shard["file"]]
+            continue
         if size != shard["bytes"] or file_sha256(path) != shard["sha256"]:
             found = "missing" if size is None else f"{size} bytes" if size != shard["bytes"] else "another sha256"
             warnings.warn(f"packed images: {path} does not match its manifest ({found}, expected {shard['bytes']} "
                           f"bytes of sha256 {shard['sha256'][:12]}…); refused, packing again", stacklevel=2)
             return None
+        fresh[shard["file"]] = shard_stamp(path, shard["sha256"])
+    if fresh != stamps:
+        atomic_write_text(folder / VERIFIED, json.dumps(fresh))
     return manifest
+
+
+def _stamps(folder: Path) -> dict:
+    """``verified.json``: per shard, the size, modification time and sha256 it had when it last matched."""
+    try:
+        stamps = json.loads((folder / VERIFIED).read_text())
+    except (OSError, ValueError):
+        return {}
+    return stamps if isinstance(stamps, dict) else {}
 
 
 def _task(name: str, folder: Path, manifest: dict, config: dict, *, split_seed: int,
