@@ -574,8 +574,10 @@ def _add_blocks(sub) -> None:
 
 
 def _add_data(sub) -> None:
-    """``nas-theseus data pack SOURCE``: an image data set packed ahead into the cache, as a study reads it."""
-    p = sub.add_parser("data", help="prepare data ahead of a study (data pack: images into uint8 shards)")
+    """``nas-theseus data pack SOURCE``: an image data set packed ahead into the cache, as a study reads it;
+    ``data list`` and ``data clean``: the packs in the cache (:mod:`nas_theseus.data.pack_store`)."""
+    p = sub.add_parser("data", help="prepare data ahead of a study (data pack: images into uint8 shards), list and "
+                                    "clean the packs")
     actions = p.add_subparsers(dest="action", metavar="ACTION", required=True)
     pack = actions.add_parser(
         "pack", help="decode an image folder or Hugging Face image dataset once into uint8 shards in the cache",
@@ -590,6 +592,43 @@ def _add_data(sub) -> None:
                       help="a data option, e.g. --option size=64 --option channels=1 (repeatable; for a study "
                            "file, overrides its [data] option)")
     pack.set_defaults(func=_cmd_data_pack)
+    listing = actions.add_parser("list", help="the packs in the cache: size, images, last use, source",
+                                 description="One line per pack under $NAS_THESEUS_CACHE/packed, least recently "
+                                             "used first, then the total.")
+    listing.set_defaults(func=_cmd_data_list)
+    clean = actions.add_parser(
+        "clean", help="remove packs no study has opened for a while, or beyond a size",
+        description="Remove packs killed while packing (after an hour), and with --unused-for the packs not "
+                    "opened for DAYS days, then with --max-size the least recently used until the rest fit. Only "
+                    "the files a pack writes are removed; a pack being written or opened is skipped. A study "
+                    "that has a removed pack open keeps reading it; a later one packs the data again.")
+    clean.add_argument("--unused-for", type=float, metavar="DAYS", help="remove packs not opened for DAYS days")
+    clean.add_argument("--max-size", type=_size_arg, metavar="SIZE",
+                       help="then the least recently used until the packs take at most SIZE (50G, 500M)")
+    clean.add_argument("--dry-run", action="store_true", help="say what would go; remove nothing")
+    clean.set_defaults(func=_cmd_data_clean)
+
+
+def _cmd_data_list(args: argparse.Namespace) -> int:
+    import time
+
+    from .data.pack_store import list_packs, packs_root
+    from .utils.sizes import format_size
+
+    packs, now = list_packs(), time.time()
+    for p in packs:
+        print(p.line(now))
+    print(f"{len(packs)} packs, {format_size(sum(p.bytes for p in packs))} under {packs_root()}")
+    return 0
+
+
+def _cmd_data_clean(args: argparse.Namespace) -> int:
+    from .data.pack_store import clean
+
+    if args.unused_for is not None and not args.unused_for >= 0:
+        raise UserError(f"--unused-for must be a number of days >= 0, got {args.unused_for}")
+    print(clean(unused_for_days=args.unused_for, max_size=args.max_size, dry_run=args.dry_run))
+    return 0
 
 
 def _cmd_data_pack(args: argparse.Namespace) -> int:

@@ -3,7 +3,8 @@
 (stratified, ``test_fraction``), and a validation split out of the training images (``val_fraction``).
 
 The images are converted, resized, standardised and held in memory or read through a ``DataLoader`` as
-:mod:`nas_theseus.data.decoded_images` says, or packed once into uint8 shards and read memory-mapped
+:mod:`nas_theseus.data.decoded_images` says (a folder of JPEGs decoded a batch at a time on the GPU instead:
+``decode``, :mod:`nas_theseus.data.jpeg_files`), or packed once into uint8 shards and read memory-mapped
 (``packed``: :mod:`nas_theseus.data.packed_images`). The data's fingerprint is made of the files' relative paths, sizes
 and modification times, and the options: no image is read for it.
 """

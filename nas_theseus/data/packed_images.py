@@ -17,6 +17,7 @@ so. Memory is flat in the number of images: the shards are mapped, not read (the
 from __future__ import annotations
 
 import json
+import os
 import sys
 import warnings
 from collections.abc import Callable
@@ -115,6 +116,8 @@ def read_pack(folder: Path) -> dict | None:
         fresh[shard["file"]] = shard_stamp(path, shard["sha256"])
     if fresh != stamps:
         atomic_write_text(folder / VERIFIED, json.dumps(fresh))
+    else:
+        os.utime(folder / VERIFIED)  # when the pack was last used (nas-theseus data clean --unused-for)
     return manifest
 
 
