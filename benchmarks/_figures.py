@@ -743,3 +743,19 @@ def _library_variant_hv_ratios(d: dict) -> str:
 def _library_variant_ratio_at_20(d: dict) -> str:
     return " / ".join(f"{r['arms']['library']['hypervolume_curve'][0] / r['arms']['tpe']['hypervolume_curve'][0]:.2f}×"
                       for r in _variant_runs(d))
+
+
+# --- benchmarks/jpeg_decode.py: JPEG folders decoded on the device against Pillow -------------------------------
+def _decode_ratio(d: dict, case: str) -> float:
+    feeds = d["runs"][case]["feeds"]
+    return statistics.median(feeds["device"]) / statistics.median(feeds["pillow"])
+
+
+@figure("jpeg_decode.cifar_ratio", "jpeg_decode")
+def _jpeg_cifar(d: dict) -> str:
+    return times(_decode_ratio(d, "cifar"))
+
+
+@figure("jpeg_decode.photo_ratio", "jpeg_decode")
+def _jpeg_photo(d: dict) -> str:
+    return times(_decode_ratio(d, "photo"))
