@@ -21,6 +21,7 @@ from torch import nn
 from .data import Split, TaskData
 from .errors import UserError
 from .utils import quiet
+from .utils.compiling import compile_kwargs
 from .utils.devices import canonical_device, module_device
 from .utils.distributed import all_sum, shard, sync_buffers, sync_grads, world
 from .utils.hashing import keyed_fields
@@ -119,15 +120,16 @@ def distill_loss(student: torch.Tensor, teacher: torch.Tensor, temperature: floa
 def fit_classifier(model: nn.Module, data: TaskData, config: FitConfig = FitConfig(), *, seed: int = 0,
                    device: torch.device | str = "cpu", progress: bool = True, desc: str = "train",
                    params: list[nn.Parameter] | None = None, teacher: nn.Module | None = None,
-                   compile: bool = False) -> FitReport:
+                   compile: bool | str = False) -> FitReport:
     """Train ``model`` on ``data.train`` with cross-entropy; returns the report, leaves the best state loaded.
 
     ``params`` restricts which parameters train (default: all that require grad). ``teacher`` (a frozen
     network of the same task on ``device``, run in eval mode) enables ``config.distill`` and ``config.mixup``.
-    ``compile``: the training forward runs through ``torch.compile(model)`` (the module itself, evaluated and
-    returned, stays as it is). Deterministic for a seed on CPU: the batch order (and mixup) comes from
-    generators seeded with ``seed``. The host reads the losses once per ``SYNC_EVERY`` steps (a non-finite loss
-    fails the run then, with its step), so a GPU is never waited for at every step.
+    ``compile``: the training forward runs through ``torch.compile(model)``, in the mode it names
+    (:mod:`nas_theseus.utils.compiling`; the module itself, evaluated and returned, stays as it is).
+    Deterministic for a seed on CPU: the batch order (and mixup) comes from generators seeded with ``seed``.
+    The host reads the losses once per ``SYNC_EVERY`` steps (a non-finite loss fails the run then, with its
+    step), so a GPU is never waited for at every step.
     """
     device = canonical_device(device)
     params = _trainable(model, config, device, params, teacher)
@@ -136,7 +138,8 @@ def fit_classifier(model: nn.Module, data: TaskData, config: FitConfig = FitConf
     torch.manual_seed(seed)
     if teacher is not None:
         teacher.eval()
-    forward = torch.compile(model) if compile else model  # shares the module's parameters
+    kwargs = compile_kwargs(compile)
+    forward = model if kwargs is None else torch.compile(model, **kwargs)  # shares the module's parameters
     opt = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
     total = math.ceil(len(data.train) / config.batch_size) * config.max_epochs
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total) if config.cosine else None

@@ -225,14 +225,18 @@ def test_bf16_autocast_and_compile_are_opt_in(small_data, monkeypatch):
     assert [s.loss_curve for s in half.stages] != [s.loss_curve for s in plain.stages]  # it did run in bf16
     for s, t in zip(half.stages, plain.stages):  # (its own stage keys and seeds) and aligns about as far
         assert all(abs(s.alignment[p] - t.alignment[p]) < 0.05 for p in t.alignment), (s.alignment, t.alignment)
-    compiled, wrapped = [], []
-    monkeypatch.setattr(torch_nn.Module, "compile", lambda self, *a, **k: compiled.append(type(self).__name__))
-    monkeypatch.setattr(torch, "compile", lambda m, *a, **k: wrapped.append(type(m).__name__) or m)
-    convert(tiny_guide("conv1d"), cand, small_data, fast(compile=True, seed=5), progress=False)
-    assert compiled  # the trained targets, in place
-    assert wrapped == ["DeployModel"]  # and fine-tuning (a deep copy of a compiled module is not compiled)
+    for mode, kwargs in ((True, {}), ("reduce-overhead", {"mode": "reduce-overhead"})):
+        compiled, wrapped = [], []
+        monkeypatch.setattr(torch_nn.Module, "compile", lambda self, *a, **k: compiled.append(k))
+        monkeypatch.setattr(torch, "compile", lambda m, *a, **k: wrapped.append((type(m).__name__, k)) or m)
+        convert(tiny_guide("conv1d"), cand, small_data, fast(compile=mode, seed=5), progress=False)
+        assert compiled and all(k == kwargs for k in compiled)  # the trained targets, in place, in the mode
+        # and fine-tuning (a deep copy of a compiled module is not compiled)
+        assert wrapped == [("DeployModel", kwargs)]
     with pytest.raises(UserError, match="autocast must be None or 'bf16'"):
         ConvertConfig(autocast="fp16")
+    with pytest.raises(UserError, match="compile must be true, false or one of 'default', 'reduce-overhead'"):
+        ConvertConfig(compile="cudagraphs")
 
 
 @pytest.mark.parametrize("alignment", ["cka_unbiased", "dmnn", "mse"])

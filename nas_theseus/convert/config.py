@@ -9,6 +9,7 @@ import torch
 from ..errors import UserError, did_you_mean
 from ..targets import BRIDGES, BlockSpec
 from ..training import FitConfig
+from ..utils.compiling import check_compile
 from ..utils.hashing import key_content, keyed_fields
 
 SCHEDULES = ("progressive", "sequential", "independent", "joint")
@@ -59,8 +60,11 @@ class ConvertConfig:
             conversion (no effect on the CPU; the similarity losses always run in full float32, and the process's
             own setting comes back afterwards).
         compile: ``torch.compile`` the trained targets in place (``nn.Module.compile``) and the fine-tuned
-            network's training forward (worth it for long stages on a GPU). ``tf32`` and ``compile`` are in the
-            stage keys where they change results (:meth:`stage_settings`).
+            network's training forward: true (inductor's default mode), or a mode by name
+            (``"reduce-overhead"``: each step's forward and backward replayed as CUDA graphs on a GPU;
+            :mod:`nas_theseus.utils.compiling`). Worth it for long stages on a GPU; off by default until
+            ``benchmarks/cuda_graphs.py`` has measured where it pays. ``tf32`` and ``compile`` are in the stage
+            keys where they change results (:meth:`stage_settings`).
         bridge: adapters between targets and guide parts (``lowrank`` | ``stitch``); ``bridge_rank``: their rank
             (None = full).
         refit_every: steps between closed-form refits of the adapters that feed guide parts (0: stage ends
@@ -97,7 +101,7 @@ class ConvertConfig:
     lr_drop_factor: float = 0.3
     autocast: str | None = None
     tf32: bool = True
-    compile: bool = False
+    compile: bool | str = False
     activations: str = "auto"
     channels_last: bool = False
 
@@ -113,6 +117,7 @@ class ConvertConfig:
         for name in ("steps_per_stage", "batch_size", "probe_size", "eval_every", "stop_patience", "heldout_size"):
             if getattr(self, name) < 1:
                 raise UserError(f"{name} must be >= 1, got {getattr(self, name)}")
+        check_compile(self.compile)
         if self.autocast not in (None, "bf16"):
             raise UserError(f"autocast must be None or 'bf16', got {self.autocast!r}")
         if self.min_steps < 0 or self.stop_tolerance < 0:

@@ -20,6 +20,7 @@ from ..data import TaskData
 from ..guides import Guide
 from ..training import autocast_context, optimizer_step
 from ..utils import quiet, testhooks
+from ..utils.compiling import compile_kwargs
 from ..utils.distributed import check_divisible, gather_rows, sync_buffers, world
 from ..utils.hashing import seed_from_key
 from ..utils.loss_window import LossWindow
@@ -166,15 +167,16 @@ def train_stage(hybrid: Hybrid, losses: nn.ModuleDict, stage: Stage, feed: Guide
     return curve, steps, stopped
 
 
-def _set_modes(hybrid: Hybrid, modules: list[nn.Module], *, compile: bool) -> None:
-    """The hybrid in eval mode but for the modules that train (compiled in place when asked: parameter names,
-    which checkpoints and deploy read, are unchanged)."""
+def _set_modes(hybrid: Hybrid, modules: list[nn.Module], *, compile: bool | str) -> None:
+    """The hybrid in eval mode but for the modules that train (compiled in place when asked, in ``compile``'s
+    mode: parameter names, which checkpoints and deploy read, are unchanged)."""
     hybrid.eval()
     for m in modules:
         m.train()
-    if compile:
+    kwargs = compile_kwargs(compile)
+    if kwargs is not None:
         for m in modules:
-            m.compile()
+            m.compile(**kwargs)
 
 
 def _batches(hybrid: Hybrid, stage: Stage, feed: GuideActivations | GuideStream, data: TaskData,
