@@ -17,6 +17,7 @@ from nas_theseus.study.budget import finished_trials
 from nas_theseus.study.clean import RESUMES
 from nas_theseus.study.owners import LocalOwners
 from nas_theseus.study.stopping import NotStarted, Stopped, StopSignal
+from nas_theseus.study.storage import make_storage
 from nas_theseus.utils.locks import Slot
 
 
@@ -113,3 +114,22 @@ def test_a_trial_interrupted_inside_comes_back_with_all_its_parameters(tmp_path,
     interrupted, again = study.get_trials()
     assert interrupted.state == TrialState.FAIL and interrupted.user_attrs[runner.REQUEUED]
     assert again.system_attrs["fixed_params"] == {"x": 0.5, "y": 2} and again.user_attrs[RESUMES] == 0
+
+
+def test_a_signal_during_a_storage_call_in_a_trial_interrupts_once_the_call_has_ended(tmp_path):
+    storage = make_storage(f"sqlite:///{tmp_path / 's.db'}", heartbeat_interval=60, grace_period=120, max_retry=3,
+                           retry_s=10)
+    study = optuna.create_study(study_name="s", storage=storage)
+    trial = study.ask()
+    stop = storage.stop = StopSignal()
+
+    def write_as_the_signal_comes():
+        signal_arrives(stop)  # lands in the call: a transaction cut in two would leave the session unusable
+        storage.set_trial_user_attr(trial._trial_id, "written", True)
+
+    with pytest.raises(KeyboardInterrupt) as e, stop.trial():
+        storage._call("a write", write_as_the_signal_comes)
+        pytest.fail("the trial went on after the signal")
+    assert stopped_by(KeyboardInterrupt, e) and "storage call" in str(e.value)
+    assert study.get_trials()[0].user_attrs == {"written": True}  # the call ended first
+    study.tell(trial, state=TrialState.FAIL)  # and the session is usable

@@ -265,6 +265,7 @@ def _run(config: StudyConfig, ctx: StudyContext, wd: WorkDir, identity: str, wor
     # worker's record names it
     budget, stop = Budget(study, target), StopSignal()
     study.ask = owners.wrap_ask(study.ask, budget, stop)
+    storage_obj.stop = stop  # a signal inside a trial waits for the storage call it lands in
     # trials of workers that died (no heartbeat for the grace period, or a free slot lock on this machine) are
     # failed and re-enqueued now; Optuna sweeps again before every trial
     optuna.storages.fail_stale_trials(study)
