@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
 import signal
@@ -9,6 +10,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections import Counter
 
 import pytest
 from optuna.trial import TrialState
@@ -75,16 +77,28 @@ def test_two_workers_share_the_study_and_the_front_is_printed_once(tmp_path):
     assert all(t.state != TrialState.RUNNING for t in study.get_trials())
 
 
-def _running_slots(wd) -> set[int]:
-    numbers = set()
+def _running_trials(wd) -> dict[int, int]:
+    """The trial each worker's record names, by slot."""
+    running = {}
     for path in (wd / "workers").glob("slot-*.json"):
         try:
             record = json.loads(path.read_text())
         except (OSError, ValueError):
             continue
         if "trial" in record:
-            numbers.add(int(path.stem.split("-")[1]))
-    return numbers
+            running[int(path.stem.split("-")[1])] = record["trial"]
+    return running
+
+
+def _ended(trial) -> bool:
+    """Finished as a trial does, not stopped: complete, pruned, or failed for a recorded reason."""
+    return trial.state in (TrialState.COMPLETE, TrialState.PRUNED) or "fail_reason" in trial.user_attrs
+
+
+def _params(trial) -> str:
+    """A trial's parameters, those it suggested and those it was enqueued with (one that never started has
+    only these)."""
+    return json.dumps({**trial.system_attrs.get("fixed_params", {}), **trial.params}, sort_keys=True)
 
 
 @pytest.mark.slow
@@ -92,9 +106,10 @@ def test_ctrl_c_stops_every_worker_and_their_trials_come_back(tmp_path):
     study_file, wd = write_study(tmp_path, 40), tmp_path / "wd"
     proc = launcher(study_file, wd, "--workers", "2", "--devices", "cpu,cpu")
     deadline = time.monotonic() + 300
-    while _running_slots(wd) != {0, 1}:  # both workers in a trial
+    while len(running := _running_trials(wd)) < 2:  # both workers in a trial
         assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
         time.sleep(0.05)
+    signalled = datetime.datetime.now()  # as Optuna stamps a trial's start
     proc.send_signal(signal.SIGINT)
     t0 = time.monotonic()
     out, err = proc.communicate(timeout=120)
@@ -103,13 +118,25 @@ def test_ctrl_c_stops_every_worker_and_their_trials_come_back(tmp_path):
     assert "stopping 2 workers" in err and "re-enqueued" in err, err
     study = load_study(wd)
     trials = study.get_trials()
-    assert not [t for t in trials if t.state == TrialState.RUNNING]
+    every = [(t.number, t.state, t.datetime_start, t.user_attrs) for t in trials]
+    assert not [t for t in trials if t.state == TrialState.RUNNING], every
     interrupted = [t for t in trials if t.user_attrs.get("requeued_as_waiting")]
-    assert len(interrupted) == 2, [(t.number, t.state, t.user_attrs) for t in trials]
-    waiting = {t.user_attrs.get("resumes_trial") for t in trials if t.state == TrialState.WAITING}
-    assert waiting == {t.number for t in interrupted}  # each comes back in the next run
+    numbers = {t.number for t in interrupted}
+    # each trial running at the signal was interrupted, or ended right at it (a legitimate outcome); not all ended
+    assert all(n in numbers or _ended(trials[n]) for n in running.values()), (running, every)
+    assert interrupted, every
+    # no worker started a trial after the signal: one asked in the instant before it heard the signal was given
+    # back (re-enqueued) or interrupted, never run on, and no worker asked for another
+    late = [t for t in trials if t.datetime_start is not None and t.datetime_start > signalled
+            and t.number not in running.values()]
+    assert {t.number for t in late} <= numbers, (signalled, every)
+    assert max(Counter(t.user_attrs.get("worker") for t in late).values(), default=0) <= 1, (signalled, every)
+    # each interrupted trial comes back in the next run: its parameters wait, resuming an interrupted trial
+    waiting = [t for t in trials if t.state == TrialState.WAITING]
+    assert {_params(t) for t in waiting} == {_params(t) for t in interrupted}, every
+    assert {t.user_attrs["resumes_trial"] for t in waiting} <= numbers, every
     kept = {t.number: t.values for t in finished(study)}
-    proc = launcher(study_file, wd, "--workers", "2", "--devices", "cpu", "--n-trials", str(len(kept) + 2))
+    proc = launcher(study_file, wd, "--workers", "2", "--devices", "cpu", "--n-trials", str(len(kept) + len(waiting)))
     _, err = proc.communicate(timeout=600)
     assert proc.returncode == 0, err
     study = load_study(wd)
@@ -123,7 +150,7 @@ def test_a_worker_that_dies_is_reported_and_its_trial_is_taken_over(tmp_path):
     study_file, wd = write_study(tmp_path, n), tmp_path / "wd"
     proc = launcher(study_file, wd, "--workers", "2", "--devices", "cpu")
     deadline = time.monotonic() + 300
-    while _running_slots(wd) != {0, 1}:
+    while set(_running_trials(wd)) != {0, 1}:
         assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
         time.sleep(0.05)
     record = json.loads((wd / "workers" / "slot-1.json").read_text())

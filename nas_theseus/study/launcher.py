@@ -7,10 +7,10 @@ created, the guide's figures recorded), then every worker is an ordinary ``nas-t
 directory and storage with ``--device`` set (devices round robin, several workers per device allowed) and
 ``study.threads`` = the usable cores divided by the workers (unless the study sets it). Each output line is
 prefixed by its worker. Ctrl-C or SIGTERM is passed on to every worker as SIGTERM: each re-enqueues its
-running trial and exits, as a single run does; a second Ctrl-C kills them (their trials are resumed from their
-stage checkpoints by the next run). A worker that dies is reported at once; its trial is taken over by another
-worker (its slot lock is free) or by the next run. The exit code is 0 when every worker ended cleanly, 130
-when interrupted, else 1, with one line per worker that did not.
+running trial, asks for no other and exits, as a single run does (stopping.py); a second Ctrl-C kills them
+(their trials are resumed from their stage checkpoints by the next run). A worker that dies is reported at
+once; its trial is taken over by another worker (its slot lock is free) or by the next run. The exit code is 0
+when every worker ended cleanly, 130 when interrupted, else 1, with one line per worker that did not.
 """
 
 from __future__ import annotations

@@ -54,13 +54,17 @@ class LocalOwners:
         atomic_write_text(self._record(self.slot.number), json.dumps(
             {"worker": self.worker, "host": self.host, "pid": os.getpid(), **state}))
 
-    def wrap_ask(self, ask: Callable[..., optuna.Trial], budget=None) -> Callable[..., optuna.Trial]:
+    def wrap_ask(self, ask: Callable[..., optuna.Trial], budget=None, stop=None) -> Callable[..., optuna.Trial]:
         """``study.ask`` that records the trial it returns (and its ``worker`` attribute) under the ask lock;
         with a ``budget`` (:class:`~nas_theseus.study.budget.Budget`), only once it says a trial may start,
-        asked under the same lock (and waited for outside it)."""
+        asked under the same lock (and waited for outside it); with a ``stop``
+        (:class:`~nas_theseus.study.stopping.StopSignal`), none once the stop signal came (checked under the lock,
+        each time, before the budget)."""
         def owned_ask(*args, **kwargs) -> optuna.Trial:
             while True:
                 with file_lock(self.folder / "ask.lock"):
+                    if stop is not None:
+                        stop.check()
                     if budget is None or budget.may_start():
                         self._write({"asking_since": time.time()})
                         trial = ask(*args, **kwargs)

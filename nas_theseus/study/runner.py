@@ -11,7 +11,8 @@
 * Resume: running again continues the same study until ``study.n_trials`` trials have finished (COMPLETE,
   PRUNED, or FAIL for a recorded reason); a changed study file or search space is refused unless ``force``.
 * Ctrl-C / SIGTERM: Optuna marks the running trial FAIL and never retries it by itself, so its parameters
-  are re-enqueued before the worker exits; the next run resumes it from its stage checkpoints.
+  are re-enqueued before the worker exits; the next run resumes it from its stage checkpoints. After SIGTERM a
+  worker asks for no further trial, and one it asked but had not started goes back (stopping.py).
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ import contextlib
 import logging
 import os
 import re
-import signal
 import socket
 import sys
 import time
@@ -41,7 +41,7 @@ from ..utils.locks import Slot, held_slots, usable_cores
 from ..utils.progress import progress_bar
 from . import ranks
 from .budget import Budget, BudgetReached, finished_trials
-from .clean import trim_to_cap
+from .clean import RESUMES, trim_to_cap
 from .config import StudyConfig
 from .context import StudyContext, build_context
 from .guide_reference import record_guide_reference
@@ -49,6 +49,7 @@ from .library import seed_study
 from .objective import REPEAT_OF, TrialFailed, run_trial
 from .objective import train as train_trial
 from .owners import LocalOwners
+from .stopping import NotStarted, StopSignal
 from .storage import ResilientRDBStorage, make_storage
 from .workdir import WorkDir
 
@@ -157,28 +158,6 @@ def _quiet_optuna_failures():
         logger.removeFilter(f)
 
 
-_STOPPING = [False]  # set once this process handles an interrupt: later SIGTERMs are ignored
-
-
-@contextlib.contextmanager
-def _sigterm_as_interrupt():
-    def handler(signum, frame):
-        if not _STOPPING[0]:  # the first one; a later one (torchrun's, after a lost rank) waits for the cleanup
-            raise KeyboardInterrupt(f"signal {signum}")
-
-    _STOPPING[0] = False
-
-    try:
-        old = signal.signal(signal.SIGTERM, handler)
-    except ValueError:  # not the main thread
-        yield
-        return
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, old)
-
-
 def run_study(config: StudyConfig, workdir: str | Path, *, storage: str | None = None, force: bool = False,
               progress: bool = True, n_trials: int | None = None, timeout: float | None = None,
               ctx: StudyContext | None = None) -> optuna.Study:
@@ -284,8 +263,9 @@ def _run(config: StudyConfig, ctx: StudyContext, wd: WorkDir, identity: str, wor
     target = n_trials if n_trials is not None else config.study.n_trials
     # Optuna's optimize() asks through the instance: a trial starts only within the budget (budget.py), and the
     # worker's record names it
-    budget = Budget(study, target)
-    study.ask = owners.wrap_ask(study.ask, budget)
+    budget, stop = Budget(study, target), StopSignal()
+    study.ask = owners.wrap_ask(study.ask, budget, stop)
+    storage_obj.stop = stop  # a signal inside a trial waits for the storage call it lands in
     # trials of workers that died (no heartbeat for the grace period, or a free slot lock on this machine) are
     # failed and re-enqueued now; Optuna sweeps again before every trial
     optuna.storages.fail_stale_trials(study)
@@ -309,12 +289,13 @@ def _run(config: StudyConfig, ctx: StudyContext, wd: WorkDir, identity: str, wor
         if ctx.caches_activations() else None  # else the trials' conversions stream the guide
     loop = _Loop(progress_bar(total=remaining, desc=f"trials ({config.study.name})", unit="trial",
                               enabled=progress, leave=True))
-    objective = _objective(config, ctx, wd, activations, study, storage_obj, loop, progress=progress, worker=worker)
+    objective = _objective(config, ctx, wd, activations, study, storage_obj, loop, stop, progress=progress,
+                           worker=worker)
     after_trial = _after_trial(owners, loop, target, wd.checkpoints, config.study.checkpoint_cap)
     limit = timeout if timeout is not None else config.study.timeout
     deadline = budget.deadline = None if limit is None else time.monotonic() + limit
     try:
-        with _sigterm_as_interrupt(), _quiet_optuna_failures():
+        with stop.on_sigterm(), _quiet_optuna_failures():
             _optimize(study, objective, after_trial, loop, target, deadline)
     finally:
         loop.bar.close()
@@ -333,29 +314,25 @@ class _Loop:
 
 
 def _objective(config: StudyConfig, ctx: StudyContext, wd: WorkDir, activations, study: optuna.Study,
-               storage_obj: ResilientRDBStorage, loop: _Loop, *, progress: bool, worker: str):
+               storage_obj: ResilientRDBStorage, loop: _Loop, stop: StopSignal, *, progress: bool, worker: str):
     """The function Optuna optimizes: one trial run (:func:`run_trial`); an interrupted trial is re-enqueued (the
-    next run resumes it from its stage checkpoints), a trial another worker took over is told apart."""
-    def requeue(trial: optuna.Trial, e: BaseException) -> None:
-        trial.set_user_attr(REQUEUED, True)
-        study.enqueue_trial(trial.params, user_attrs={"resumes_trial": trial.number})
-        e.requeued_trial = trial.number  # the CLI says which trial comes back
-
+    next run resumes it from its stage checkpoints), and so is one the stop signal came for before it started; a
+    trial another worker took over is told apart."""
     def objective(trial: optuna.Trial):
         set_threads(config)  # recorded by run_trial; re-read per trial as workers come and go
         storage_obj.running_trial = trial.number
         loop.last[:] = [trial.number]
         try:
-            try:
-                return run_trial(trial, ctx, wd, activations, progress=progress, worker=worker)
-            except RuntimeError as e:  # under torchrun: another rank died in a collective
-                if not ranks.lost(e):
-                    raise
-                raise ranks.RankLost(f"trial {trial.number}: another rank stopped ({str(e).splitlines()[0]})") \
-                    from e
-        except KeyboardInterrupt as e:  # Ctrl-C, SIGTERM, or a lost rank (torchrun SIGTERMs the rest)
-            _STOPPING[0] = True  # a second SIGTERM no longer interrupts the re-enqueueing
-            requeue(trial, e)
+            with stop.trial():  # the only place a signal interrupts; after one, no trial starts
+                try:
+                    return run_trial(trial, ctx, wd, activations, progress=progress, worker=worker)
+                except RuntimeError as e:  # under torchrun: another rank died in a collective
+                    if not ranks.lost(e):
+                        raise
+                    raise ranks.RankLost(f"trial {trial.number}: another rank stopped "
+                                         f"({str(e).splitlines()[0]})") from e
+        except KeyboardInterrupt as e:  # SIGTERM, Ctrl-C, or a lost rank (torchrun SIGTERMs the rest)
+            _requeue(study, trial, e)
             raise
         except optuna.exceptions.UpdateFinishedTrialError as e:
             raise TrialTakenOver(str(e)) from e
@@ -363,6 +340,18 @@ def _objective(config: StudyConfig, ctx: StudyContext, wd: WorkDir, activations,
             storage_obj.running_trial = None
 
     return objective
+
+
+def _requeue(study: optuna.Study, trial: optuna.Trial, e: KeyboardInterrupt) -> None:
+    """``trial`` interrupted: failed by Optuna (it counts for nothing) and its parameters enqueued again, marked
+    with the trial to resume (one that never started resumes what it would have). Its enqueued parameters too:
+    those it had not suggested yet (or at all, never started) are not lost."""
+    frozen = next(t for t in study.get_trials(deepcopy=False) if t.number == trial.number)
+    params = {**frozen.system_attrs.get("fixed_params", {}), **frozen.params}
+    resumes = frozen.user_attrs.get(RESUMES, trial.number) if isinstance(e, NotStarted) else trial.number
+    trial.set_user_attr(REQUEUED, True)
+    study.enqueue_trial(params, user_attrs={RESUMES: resumes})
+    e.requeued_trial = trial.number  # the CLI says which trial comes back
 
 
 def _after_trial(owners: LocalOwners, loop: _Loop, target: int, checkpoints: Path, cap: str | int | None):

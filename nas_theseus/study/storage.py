@@ -120,6 +120,7 @@ class ResilientRDBStorage(optuna.storages.RDBStorage):
     retry_s: float = 300.0
     running_trial: int | None = None  # set by the runner, named in the log lines
     local_owners = None  # set by the runner: a LocalOwners whose dead workers' trials count as stale
+    stop = None  # set by the runner: a StopSignal (stopping.py), whose interrupt waits for a call to end
 
     def _get_stale_trial_ids(self, study_id: int) -> list[int]:
         """Heartbeat-stale trials (Optuna's rule), and the RUNNING trials of dead workers of this machine (whose
@@ -136,7 +137,8 @@ class ResilientRDBStorage(optuna.storages.RDBStorage):
         start, delay, attempt, announced = time.monotonic(), 0.5, 0, False
         while True:
             try:
-                out = method(*args, **kwargs)
+                with self.stop.held() if self.stop is not None else contextlib.nullcontext():
+                    out = method(*args, **kwargs)
             except UpdateFinishedTrialError:
                 if attempt and name == "set_trial_state_values" and self._wrote(*args, **kwargs):
                     return True  # the first attempt committed before its connection dropped
