@@ -28,6 +28,26 @@ def test_mnist1d_is_deterministic_and_restores_numpy_state():
     assert load_mnist1d(num_samples=500, split_seed=1).fingerprint != a.fingerprint
 
 
+def test_mnist1d_is_generated_once_then_read_back(tmp_path, monkeypatch):
+    import mnist1d.data
+
+    monkeypatch.setenv("NAS_THESEUS_CACHE", str(tmp_path))
+    first = load_mnist1d(num_samples=300)
+    (path,) = (tmp_path / "data").glob("mnist1d-*.npz")
+    make_dataset = mnist1d.data.make_dataset
+
+    def not_again(args):
+        raise AssertionError("generated again")
+
+    monkeypatch.setattr(mnist1d.data, "make_dataset", not_again)
+    assert load_mnist1d(num_samples=300).fingerprint == first.fingerprint  # read from the cache
+    monkeypatch.setattr(mnist1d.data, "make_dataset", make_dataset)
+    path.write_bytes(b"damaged")
+    assert load_mnist1d(num_samples=300).fingerprint == first.fingerprint  # generated again, and stored again
+    monkeypatch.setattr(mnist1d.data, "make_dataset", not_again)
+    assert load_mnist1d(num_samples=300).fingerprint == first.fingerprint
+
+
 def test_digits(digits):
     assert digits.sample_shape == (1, 8, 8)
     assert len(digits.train) + len(digits.val) + len(digits.test) == 1797
