@@ -51,7 +51,7 @@ def load_image_folder(*, root: str, size: int | None = 32, channels: int = 3, va
     """Images under ``root/<class>/`` (see the module docstring); ``in_memory``: ``"auto"``, true or false;
     ``workers``: DataLoader processes (default: :func:`~nas_theseus.data.dataset_split.default_workers`);
     ``packed``: read from uint8 shards packed once (true; ``"auto"``: when not held in memory), see
-    :mod:`nas_theseus.data.packed_images`; ``decode``: ``"auto"``, ``"pillow"`` or ``"torchvision"``, who decodes
+    :mod:`nas_theseus.data.packed_images`; ``decode``: ``"auto"``, ``"pillow"`` or ``"device"``, who decodes
     JPEGs read from the files (:mod:`nas_theseus.data.jpeg_files`)."""
     folder = Path(root).expanduser()
     if not folder.is_dir():
