@@ -227,8 +227,9 @@ def test_bf16_autocast_and_compile_are_opt_in(small_data, monkeypatch):
         assert all(abs(s.alignment[p] - t.alignment[p]) < 0.05 for p in t.alignment), (s.alignment, t.alignment)
     for mode, kwargs in ((True, {}), ("reduce-overhead", {"mode": "reduce-overhead"})):
         compiled, wrapped = [], []
-        monkeypatch.setattr(torch_nn.Module, "compile", lambda self, *a, **k: compiled.append(k))
-        monkeypatch.setattr(torch, "compile", lambda m, *a, **k: wrapped.append((type(m).__name__, k)) or m)
+        monkeypatch.setattr(torch_nn.Module, "compile", lambda self, *a, seen=compiled, **k: seen.append(k))
+        monkeypatch.setattr(torch, "compile",
+                            lambda m, *a, seen=wrapped, **k: seen.append((type(m).__name__, k)) or m)
         convert(tiny_guide("conv1d"), cand, small_data, fast(compile=mode, seed=5), progress=False)
         assert compiled and all(k == kwargs for k in compiled)  # the trained targets, in place, in the mode
         # and fine-tuning (a deep copy of a compiled module is not compiled)
