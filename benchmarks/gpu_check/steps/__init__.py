@@ -26,6 +26,6 @@ class Step:
 
 
 STEPS = (Step("tests", 60), Step("readme", 150), Step("cka", 20), Step("stage", 45), Step("e2e", 45),
-         Step("workers", 45), Step("memory", 20), Step("study", 75), Step("stream", 55), Step("ddp", 60))
+         Step("workers", 45), Step("memory", 20), Step("study", 75), Step("stream", 60), Step("ddp", 60))
 NAMES = tuple(step.name for step in STEPS)
 BY_NAME = {step.name: step for step in STEPS}
