@@ -30,7 +30,7 @@ from pathlib import Path
 from filelock import lock_descriptor, unlock_descriptor
 
 from ..utils.files import cache_dir
-from ..utils.sizes import format_size
+from ..utils.sizes import format_size, over_size
 from .image_pack import MANIFEST, SPLITS, VERIFIED
 
 PACK = re.compile(r"[a-z0-9_]+-[0-9a-f]{16}")
@@ -86,14 +86,8 @@ def plan(packs: list[Pack], *, unused_for_s: float | None, max_size: int | None,
     """The packs ``clean`` removes (see the module docstring), least recently used first."""
     going = [p for p in packs if (p.manifest is None and now - p.last_used > KILLED_AFTER_S)
              or (p.manifest is not None and unused_for_s is not None and now - p.last_used > unused_for_s)]
-    if max_size is not None:
-        left = sum(p.bytes for p in packs if p not in going)
-        for p in packs:  # least recently used first
-            if left <= max_size:
-                break
-            if p not in going:
-                going.append(p)
-                left -= p.bytes
+    if max_size is not None:  # packs are listed least recently used first
+        going += over_size([p for p in packs if p not in going], lambda p: p.bytes, max_size)[0]
     return going
 
 

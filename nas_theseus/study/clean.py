@@ -46,7 +46,7 @@ import optuna
 from optuna.trial import TrialState
 
 from ..convert.checkpoints import STALE_TEMP_S
-from ..utils.sizes import format_size, parse_size
+from ..utils.sizes import format_size, over_size, parse_size
 from .objective import CHECKPOINT_PATH, REPEAT_OF
 
 logger = logging.getLogger(__name__)
@@ -157,14 +157,7 @@ def plan_clean(study: optuna.Study, folder: Path, *, by_path: bool = True, max_s
 def _over(files: list[CheckpointFile], gone: set, guarded: set, max_size: int, plan: Plan) -> list[CheckpointFile]:
     """The least recently used of ``files`` (not already ``gone``, not ``guarded``) whose removal brings the rest
     within ``max_size`` bytes; a note in ``plan`` when the checkpoints in use alone exceed it."""
-    left = [f for f in files if f not in gone]
-    size, over = sum(f.size for f in left), []
-    for f in left:  # least recently used first
-        if size <= max_size:
-            break
-        if f not in guarded:
-            over.append(f)
-            size -= f.size
+    over, size = over_size([f for f in files if f not in gone], lambda f: f.size, max_size, keep=guarded)
     if size > max_size:
         plan.notes.append(f"still {format_size(size - max_size)} over {format_size(max_size)}: the rest is in use "
                           f"(by running trials, or by trials waiting to resume)")

@@ -7,6 +7,7 @@ Binary units, as ``du -h`` and ``df -h`` count: 1K = 1024 bytes, 1M = 1024K, and
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Collection, Sequence
 
 from ..errors import UserError
 
@@ -32,3 +33,17 @@ def format_size(n: int) -> str:
     while value >= 1024 and unit < 4:
         value, unit = value / 1024, unit + 1
     return f"{n} B" if unit == 0 else f"{value:.1f} {('KiB', 'MiB', 'GiB', 'TiB')[unit - 1]}"
+
+
+def over_size(items: Sequence, size_of: Callable[[object], int], max_size: int, *,
+              keep: Collection = ()) -> tuple[list, int]:
+    """The first of ``items`` (least recently used first), less those in ``keep``, whose removal brings their
+    total ``size_of`` within ``max_size``; and the total left (over ``max_size`` when ``keep`` alone is)."""
+    size, over = sum(size_of(i) for i in items), []
+    for i in items:
+        if size <= max_size:
+            break
+        if i not in keep:
+            over.append(i)
+            size -= size_of(i)
+    return over, size
