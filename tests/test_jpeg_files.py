@@ -10,15 +10,12 @@ import sys
 import numpy as np
 import pytest
 import torch
+from test_packed_images import converted_each
 
-from nas_theseus.convert import Candidate, ConvertConfig, convert
 from nas_theseus.data import load_data
 from nas_theseus.data.augment import make_augment
 from nas_theseus.data.jpeg_files import JpegFiles, jpeg_decoder
 from nas_theseus.errors import UserError
-from nas_theseus.targets import BlockSpec
-from nas_theseus.testing import tiny_guide
-from nas_theseus.training import FitConfig
 
 
 def write_jpegs(root, *, n=8, classes=("a", "b", "c"), size=(16, 16), grey=False, seed=0):
@@ -129,11 +126,7 @@ def test_a_conversion_decoded_on_the_device_has_the_packed_curves(tmp_path, cach
     tv = load_data("imagefolder", **opts, in_memory=False, workers=0, decode="device")
     packed = load_data("imagefolder", **opts, packed=True)
     object.__setattr__(packed, "_fingerprint", tv.fingerprint)  # the same content keys: only the reader differs
-    cfg = ConvertConfig(steps_per_stage=12, stage_stop="fixed", batch_size=16, probe_size=32, heldout_size=16,
-                        finetune=FitConfig(max_epochs=2, patience=2, batch_size=16))
-    runs = [convert(tiny_guide("conv2d", num_classes=3), Candidate((BlockSpec.of("mlp", width=8), None)), data, cfg,
-                    device="cpu", progress=False, checkpoint_dir=tmp_path / f"ck{i}")
-            for i, data in enumerate((tv, packed))]
+    runs = converted_each((tv, packed), tmp_path)
     assert [s.loss_curve for s in runs[0].stages] == [s.loss_curve for s in runs[1].stages]
     assert runs[0].finetune.train_loss == runs[1].finetune.train_loss
     assert runs[0].test_accuracy == runs[1].test_accuracy

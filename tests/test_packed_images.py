@@ -49,17 +49,22 @@ def test_packed_batches_are_the_folders_bit_for_bit_augmented_or_not(tmp_path, c
         assert torch.equal(a.take(order[:4])[0], b.take(order[:4])[0])
 
 
+def converted_each(datasets, tmp_path) -> list:
+    """The same small conversion (a 3-class conv2d guide, part 1 → MLP(8)) over each of ``datasets``."""
+    cfg = ConvertConfig(steps_per_stage=12, stage_stop="fixed", batch_size=16, probe_size=32, heldout_size=16,
+                        finetune=FitConfig(max_epochs=2, patience=2, batch_size=16))
+    return [convert(tiny_guide("conv2d", num_classes=3), Candidate((BlockSpec.of("mlp", width=8), None)), data,
+                    cfg, device="cpu", progress=False, checkpoint_dir=tmp_path / f"ck{i}")
+            for i, data in enumerate(datasets)]
+
+
 def test_a_conversion_read_packed_has_the_folders_curves(tmp_path, cache):
     root = write_folder(tmp_path / "imgs", n=30, size=(8, 8))
     opts = dict(root=str(root), size=8, channels=1, augment="standard")
     held, packed = load_data("imagefolder", **opts, in_memory=True), load_data("imagefolder", **opts, packed=True)
     # content keys seed each stage: the same key for both readers, so that only the reader differs
     object.__setattr__(packed, "_fingerprint", held.fingerprint)
-    cfg = ConvertConfig(steps_per_stage=12, stage_stop="fixed", batch_size=16, probe_size=32, heldout_size=16,
-                        finetune=FitConfig(max_epochs=2, patience=2, batch_size=16))
-    runs = [convert(tiny_guide("conv2d", num_classes=3), Candidate((BlockSpec.of("mlp", width=8), None)), data, cfg,
-                    device="cpu", progress=False, checkpoint_dir=tmp_path / f"ck{i}")
-            for i, data in enumerate((held, packed))]
+    runs = converted_each((held, packed), tmp_path)
     assert [s.loss_curve for s in runs[0].stages] == [s.loss_curve for s in runs[1].stages]
     assert runs[0].finetune.train_loss == runs[1].finetune.train_loss
     assert runs[0].finetune.val_accuracy == runs[1].finetune.val_accuracy
