@@ -13,6 +13,7 @@ cores unless ``--workers``), in interleaved rounds (``--pairs``); the figure is 
     python benchmarks/jpeg_decode.py                                   # on the CPU (~5 min on 2 cores)
     python benchmarks/jpeg_decode.py --device cuda --out jpeg_decode_gpu    # on a GPU
     python benchmarks/jpeg_decode.py --images 300 60 --pairs 1 --batches 1 --out jpeg_decode_smoke
+    python benchmarks/jpeg_decode.py --from-json                       # the table again from the stored record
 """
 
 from __future__ import annotations
@@ -98,15 +99,17 @@ def measure(case: str, n: int, tmp: Path, args: argparse.Namespace) -> dict:
 def table(runs: dict, meta: dict) -> str:
     lines = [f"Images/s into a streamed stage on `{meta['device']}` (batches of 256, `standard` augmentation) from a "
              "JPEG folder, decoded by Pillow one image at a time (`decode = \"pillow\"`) or a batch at a time on "
-             "the device (`decode = \"device\"`); each reader in a fresh process, median of the interleaved rounds.",
-             "", "| images | JPEG px | read at | workers | Pillow img/s | device img/s | device ÷ Pillow | decoder |",
-             "|---|---|---|---|---|---|---|---|"]
+             "the device (`decode = \"device\"`); each reader in a fresh process: the median of the interleaved "
+             "rounds, and the slowest–fastest round.",
+             "", "| images | JPEG px | read at | workers | Pillow img/s | device img/s | device ÷ Pillow | "
+             "Pillow rounds | device rounds | decoder |", "|---|---|---|---|---|---|---|---|---|---|"]
     for r in runs.values():
         med = {k: statistics.median(v) for k, v in r["feeds"].items()}
+        spread = {k: f"{min(v):,.0f}–{max(v):,.0f}" for k, v in r["feeds"].items()}
         w, h = r["side"]
         lines.append(f"| {r['images']:,} | {w}×{h} | {r['size']} | {r['readers']['device']['workers']} | "
                      f"{med['pillow']:,.0f} | {med['device']:,.0f} | {med['device'] / med['pillow']:.2f}× | "
-                     f"{r['readers']['device']['decoder']} |")
+                     f"{spread['pillow']} | {spread['device']} | {r['readers']['device']['decoder']} |")
     return "\n".join(lines) + "\n\n" + provenance(meta)
 
 
@@ -119,7 +122,12 @@ def main() -> None:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--workers", default="default", help="DataLoader processes (default: the machine's default)")
     ap.add_argument("--out", default="jpeg_decode")
+    ap.add_argument("--from-json", action="store_true", help="write the table from results/OUT.json; run nothing")
     args = ap.parse_args()
+    if args.from_json:
+        stored = json.loads((RESULTS / f"{args.out}.json").read_text())
+        publish(args.out, table(stored["runs"], stored["meta"]))
+        return
     meta, runs = run_meta(device=args.device), {}
     with tempfile.TemporaryDirectory(prefix="nas-theseus-jpeg-") as tmp:
         for case, n in zip(CASES, args.images):
