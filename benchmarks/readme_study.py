@@ -3,9 +3,11 @@ studies/mnist1d_deploy.toml`` in a fresh work directory with an empty guide cach
 
     python benchmarks/readme_study.py                  # this machine (device auto), 1 run
     python benchmarks/readme_study.py --device cpu --runs 3
+    python benchmarks/readme_study.py --device cuda --set 'latency.cores="shared"'   # latency in a quiet slot
 
 Writes ``benchmarks/results/readme_study_<device type>.json`` (every run: the command's wall time, the guide's
-training, each trial's wall time and where it went, the printed front) and ``.md``. The GPU check's ``readme``
+training, each trial's wall time and where it went, where its latency was timed, the printed front) and ``.md``;
+a run's ``--set`` settings are recorded with it. The GPU check's ``readme``
 step runs the same function on CUDA and sets its figures beside this machine's CPU record.
 """
 
@@ -62,7 +64,7 @@ def study_outcome(workdir: Path, cache: Path, nas_theseus: list[str], env: dict)
         trials.append({"trial": int(path.parent.name), "wall_s": round(m["trial_wall_s"], 2),
                        **{k: m["timings"].get(k) for k in PARTS}, "val_accuracy": m["val_accuracy"],
                        "test_accuracy": m["test_accuracy"], "flops": m.get("flops"),
-                       "latency_ms": m.get("latency_ms")})
+                       "latency_ms": m.get("latency_ms"), "latency_aside": m.get("latency_aside")})
     guide = [json.loads(p.read_text()) for p in (cache / "guides").glob("*.json")]
     return {"guide_s": guide[0].get("wall_s") if guide else None,
             "guide": {k: guide[0].get(k) for k in ("val_accuracy", "test_accuracy", "epochs")} if guide else None,
@@ -80,7 +82,8 @@ def table(runs: dict, meta: dict) -> str:
             lines.append(f"| {key} | failed (rc {r.get('rc')}) | | | | | | | | | |")
             continue
         parts = [sum(t[k] or 0 for t in r["trials"]) for k in PARTS]
-        lines.append(f"| {key} | {r['wall_s']} | {r['guide_s']} | {r['trials_s']} | {r['per_trial_s']} | "
+        named = f"{key} ({', '.join(r['settings'])})" if r.get("settings") else key
+        lines.append(f"| {named} | {r['wall_s']} | {r['guide_s']} | {r['trials_s']} | {r['per_trial_s']} | "
                      + " | ".join(f"{v:.1f}" for v in parts) + f" | {len(r['front'])} points |")
     if done:
         lines += ["", f"Median wall time {statistics.median(r['wall_s'] for r in done):.1f} s, median time a trial "
@@ -93,6 +96,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--device", default="auto")
     ap.add_argument("--runs", type=int, default=1)
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="a study setting for every run, as `nas-theseus run --set` takes it")
     args = ap.parse_args()
     import torch
 
@@ -104,7 +109,7 @@ def main() -> None:
     store = ResultStore(RESULTS / f"{name}.json")
     for i in range(args.runs):
         print(f"== run {i + 1} of {args.runs}", flush=True)
-        store.put(f"run{len(store.records)}", run_readme_study(args.device), meta)
+        store.put(f"run{len(store.records)}", run_readme_study(args.device, settings=tuple(args.set)), meta)
     publish(name, table(store.records, store.provenance_meta(meta)))
 
 

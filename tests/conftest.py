@@ -25,10 +25,12 @@ def pytest_collection_modifyitems(config, items):
 def _the_same_start_for_every_test(monkeypatch):
     """Every test starts as if alone, whichever ran before it: torch's global generator seeded, the session's
     torch thread count (a study run sets its own, see ``runner.set_threads``; a guide trained under another count
-    differs in its last bits), and no worker name from the environment (which seeds samplers)."""
+    differs in its last bits), and no worker name (which seeds samplers) or reserved cores from the environment."""
     threads = torch.get_num_threads()
     torch.manual_seed(0)
     monkeypatch.delenv("NAS_THESEUS_WORKER", raising=False)
+    monkeypatch.setenv("NAS_THESEUS_LATENCY_CORES", "")  # restored to unset after the test: a study that times
+    monkeypatch.delenv("NAS_THESEUS_LATENCY_CORES")  # latency aside writes it (utils/cores.py)
     yield
     torch.set_num_threads(threads)
 

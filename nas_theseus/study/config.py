@@ -135,9 +135,12 @@ class LatencySection:
     runtime (or a list): where the deploy network runs, ``eager`` | ``compile`` | ``onnxruntime``
     (:mod:`nas_theseus.measure.runtimes`); device: where it is timed, ``cpu`` by default whatever the study's
     device (at batch 1 a small network's GPU time is kernel-launch overhead, and other workers' training on the
-    GPU pollutes it), or ``cuda`` / ``cuda:i`` (``onnxruntime`` runs on the CPU only). The ``latency_ms``
-    objective is the first runtime at the first batch size; every (runtime, batch size) figure is recorded on
-    the trial (``latency_table``)."""
+    GPU pollutes it), or ``cuda`` / ``cuda:i`` (``onnxruntime`` runs on the CPU only); cores: where on the CPU,
+    ``shared`` (a quiet slot: the machine's trainers pause while it times), ``reserved`` (aside, while the trial
+    trains: on cores set apart for timing, the trainers pinned to the others; study/latency_aside.py) or
+    ``auto`` (reserved when the study trains on a GPU and the machine has cores to spare, else shared). The
+    ``latency_ms`` objective is the first runtime at the first batch size; every (runtime, batch size) figure is
+    recorded on the trial (``latency_table``)."""
 
     batch_size: int | list = 1
     threads: int = 1
@@ -146,6 +149,7 @@ class LatencySection:
     runtime: str | list = "eager"
     block_ms: float = 2.0
     device: str = "cpu"
+    cores: str = "auto"
 
     @property
     def batch_sizes(self) -> list[int]:
@@ -424,6 +428,11 @@ def _check_latency(latency: LatencySection, bad) -> None:
         bad(f"latency.runtime {cpu_only[0]!r} runs on the CPU only, but latency.device is "
             f"{latency.device!r}: time it on the CPU (latency.device = \"cpu\", the default) or use "
             f"'eager' or 'compile'")
+    if latency.cores not in ("auto", "shared", "reserved"):
+        bad(f"latency.cores must be auto, shared or reserved, got {latency.cores!r}")
+    elif latency.cores == "reserved" and latency_device.type != "cpu":
+        bad(f"latency.cores = \"reserved\" sets CPU cores apart for timing, but latency.device is "
+            f"{latency.device!r}: use \"auto\" or \"shared\" there")
     if latency.block_ms < 0:
         bad(f"latency.block_ms must be >= 0 (milliseconds), got {latency.block_ms!r}")
 

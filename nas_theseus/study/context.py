@@ -29,6 +29,7 @@ from ..utils.artifacts import ArtifactStore
 from ..utils.devices import describe_device, resolve_device, take_memory_share
 from ..utils.distributed import init_from_env
 from .config import StudyConfig
+from .latency_aside import Aside, layout_for
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +44,7 @@ class StudyContext:
     artifacts: ArtifactStore | None = None  # the study's shared store ([artifacts] store), if any
     guide_figures: dict | None = None  # the guide's own figures (guide_reference.py), once the study has them
     _runners: dict = dataclasses.field(default_factory=dict, repr=False)
+    _aside: Aside | bool | None = dataclasses.field(default=None, repr=False)  # False: none (a quiet slot)
 
     def guide_network(self) -> nn.Module:
         """stem -> parts -> head of the guide: the network the trials convert (shares the guide's modules)."""
@@ -58,10 +60,26 @@ class StudyContext:
                                          device=x.device)[0]
         return self._runners[key]
 
+    def aside(self) -> Aside | None:
+        """This process's measurer on reserved cores (``[latency] cores``, latency_aside.py), or None: latency
+        is timed in a quiet slot. Decided once per process; its trainers are pinned off those cores
+        (:meth:`trainer_cores`)."""
+        if self._aside is None:
+            layout = layout_for(self.config.latency, self.device)
+            self._aside = Aside(layout) if layout is not None else False
+        return self._aside or None
+
+    def trainer_cores(self) -> tuple[int, ...] | None:
+        """The cores this process trains on when latency is timed aside (all but the reserved), else None."""
+        aside = self.aside()
+        return aside.layout.rest if aside is not None else None
+
     def say_device(self) -> None:
         """One line (INFO), when work starts (also with --no-progress): where the trials train."""
         auto = " (auto)" if self.config.study.device == "auto" else ""
         logger.info("device: %s%s", describe_device(self.device), auto)
+        if self.aside() is not None:
+            logger.info("%s (latency.cores = %r)", self.aside().layout.describe(), self.config.latency.cores)
 
     def caches_activations(self) -> bool:
         """Whether the study's conversions read a cache of the guide's activations (``convert.activations``),

@@ -13,7 +13,7 @@ import optuna
 from ..errors import UserError
 from ..training import evaluate
 from .context import StudyContext
-from .objective import measure
+from .objective import measure, send_aside
 from .objectives import OBJECTIVES, costs, perplexity
 from .pareto import GUIDE_REFERENCE
 
@@ -27,7 +27,7 @@ def guide_reference(ctx: StudyContext) -> dict:
     names = set(costs(ctx.config.objectives))
     val_acc, val_loss = evaluate(net, ctx.data.val)
     test_acc, test_loss = evaluate(net, ctx.data.test)
-    measured = measure(net, ctx, names)
+    measured = measure(net, ctx, names, pending=send_aside(ctx, lambda: net, names))  # where trials' are
     ref = {"accuracy": val_acc, "test_accuracy": test_acc, "perplexity": perplexity(val_loss),
            "test_perplexity": perplexity(test_loss), **measured.values}
     for key in ("latency", "latency_table", "flops_convention"):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import socket
@@ -26,6 +27,7 @@ from ..utils.files import atomic_write_text
 from ..utils.hashing import key_content, stable_hash
 from . import ranks
 from .context import StudyContext
+from .latency_aside import AsideFailed, AsideLost, Pending
 from .objectives import OBJECTIVES, Probe, costs, guide_latency, perplexity
 from .owners import DIED
 from .pruning import PruningRule
@@ -52,25 +54,53 @@ def probe_for(ctx: StudyContext, *, strict_flops: bool = True) -> Probe:
     return Probe(ctx.data.sample_shape, example, lm, ctx.config.latency, guide_ms, ctx.guide_runner, strict_flops)
 
 
-def measure(model, ctx: StudyContext, names: set[str], *, strict_flops: bool = True) -> Measured:
+def measure(model, ctx: StudyContext, names: set[str], *, strict_flops: bool = True,
+            pending: Pending | None = None) -> Measured:
     """The cost objectives among ``names`` for a deploy model, and what the trial records beside them (see
-    :mod:`nas_theseus.study.objectives`)."""
+    :mod:`nas_theseus.study.objectives`); those ``pending`` (sent aside) holds are its answer's, unless its
+    measurer was lost (then measured here)."""
     probe = probe_for(ctx, strict_flops=strict_flops)
     values, attrs = {}, {}
+    if pending is not None:
+        with contextlib.suppress(AsideLost):  # said once, in a warning; measured here below
+            values, attrs = pending.result()
     for name in costs(names):
-        values[name], extra = OBJECTIVES[name].measure(model, probe)
-        attrs.update(extra)
+        if name not in values:
+            values[name], extra = OBJECTIVES[name].measure(model, probe)
+            attrs.update(extra)
     return Measured(values, attrs)
 
 
-def pre_training_costs(ctx: StudyContext, candidate, conv_cfg) -> dict:
+def send_aside(ctx: StudyContext, build, names: set[str]) -> Pending | None:
+    """The costs among ``names`` that training does not change, sent to this process's measurer on reserved
+    cores (``build()``: the network to measure), or None where latency is timed in a quiet slot."""
+    aside, before = ctx.aside(), costs(names, before_training=True)
+    if aside is None or not before:
+        return None
+    try:
+        return aside.submit(build(), probe_for(ctx), before, guide=ctx.guide_network)
+    except AsideLost:  # said once, in a warning: measured in the worker
+        return None
+
+
+def untrained(ctx: StudyContext, candidate, conv_cfg):
+    """The candidate's deploy network, untrained (what the costs known before training are measured on); the
+    random state the trial trains from is left as it was."""
+    cuda = torch.device(ctx.device)
+    with torch.random.fork_rng(devices=[cuda.index or 0] if cuda.type == "cuda" else []):
+        return scratch_model(ctx.guide, candidate, conv_cfg)
+
+
+def pre_training_costs(ctx: StudyContext, candidate, conv_cfg, pending: Pending | None = None) -> dict:
     """The trial's cost objectives that training does not change (FLOPs, parameters, latency), measured on its
-    deploy network before training."""
+    deploy network before training (``pending``'s answer, where they were sent aside)."""
     names = costs(ctx.config.objectives, before_training=True)
     if not names:
         return {}
-    model = scratch_model(ctx.guide, candidate, conv_cfg)
-    return measure(model, ctx, set(names), strict_flops=False).values
+    if pending is not None:
+        with contextlib.suppress(AsideLost):
+            return {n: v for n, v in pending.result()[0].items() if n in names}
+    return measure(scratch_model(ctx.guide, candidate, conv_cfg), ctx, set(names), strict_flops=False).values
 
 
 def train_baseline(cfg, ctx: StudyContext, candidate, conv_cfg, method: str, *, progress: bool):
@@ -180,8 +210,10 @@ def _train_and_measure(trial: optuna.Trial, ctx: StudyContext, wd: WorkDir, acti
     memory = GpuMemory(ctx.device)
     try:
         try:
+            # timed aside from now on, while the trial trains, where the study reserves cores for timing
+            pending = send_aside(ctx, lambda: untrained(ctx, candidate, conv_cfg), wanted)
             if cfg.pruning.enabled:  # in the trial: a network that cannot be measured fails it, not the study
-                pre_costs.update(pre_training_costs(ctx, candidate, conv_cfg))
+                pre_costs.update(pre_training_costs(ctx, candidate, conv_cfg, pending))
                 if pre_costs:
                     trial.set_user_attr("pre_training_costs", pre_costs)
         except BaseException:
@@ -199,9 +231,9 @@ def _train_and_measure(trial: optuna.Trial, ctx: StudyContext, wd: WorkDir, acti
         for key, value in trial_reuse(stages).items():
             trial.set_user_attr(key, value)
         measuring = time.perf_counter()
-        measured = measure(result.model, ctx, wanted)
+        measured = measure(result.model, ctx, wanted, pending=pending)
         measure_s = time.perf_counter() - measuring
-    except (ConversionError, UncountedOpsError, UserError) as e:
+    except (ConversionError, UncountedOpsError, UserError, AsideFailed) as e:
         memory.record(trial)
         trial.set_user_attr("fail_reason", f"{type(e).__name__}: {e}")
         raise TrialFailed(f"trial {trial.number}: {e}") from e

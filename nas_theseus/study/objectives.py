@@ -48,6 +48,7 @@ class Probe:
     guide_ms: dict  # {(runtime, batch size): the guide's median ms} once the study has measured its guide
     guide_runner: Callable  # (runtime, x, threads) -> the guide prepared there, timed beside each network
     strict_flops: bool = True
+    slot: Callable = quiet  # where latency is timed: a quiet slot of this machine, or a measurer's own cores
 
     @property
     def context(self) -> int | None:
@@ -175,8 +176,9 @@ class Latency(Objective):
         lat_cfg, example, device = probe.latency, probe.example, probe.latency.device
         guide_ms = {} if probe.lm else probe.guide_ms
         rows = []
-        # in a quiet slot, with fixed threads: no worker of this machine trains or times beside it (quiet.py)
-        with quiet():
+        # with fixed threads, in a quiet slot (no worker of this machine trains or times beside it: quiet.py) or
+        # on cores reserved for timing (latency_aside.py)
+        with probe.slot():
             for runtime in lat_cfg.runtimes:
                 for batch_size in lat_cfg.batch_sizes:
                     reference = None

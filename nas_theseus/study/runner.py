@@ -33,6 +33,7 @@ import torch
 from optuna.trial import TrialState
 
 from ..errors import UserError
+from ..utils import cores
 from ..utils.devices import resolve_device
 from ..utils.distributed import init_from_env, is_main, launched
 from ..utils.files import cache_dir
@@ -179,8 +180,9 @@ def _run_one(config: StudyConfig, workdir: str | Path, *, storage, force, progre
     try:
         worker = os.environ.get("NAS_THESEUS_WORKER") or f"{socket.gethostname()}/{slot.number}"
         owners = LocalOwners(wd.root / "workers", slot, worker)
-        return _run(config, ctx, wd, identity, worker, owners, storage=storage, force=force, progress=progress,
-                    n_trials=n_trials, timeout=timeout)
+        with _trainers_pinned(ctx):  # off the cores reserved for timing latency, if any
+            return _run(config, ctx, wd, identity, worker, owners, storage=storage, force=force,
+                        progress=progress, n_trials=n_trials, timeout=timeout)
     finally:
         slot.release()
         machine.release()
@@ -208,10 +210,26 @@ def _run_as_rank(config: StudyConfig, workdir: str | Path, *, storage, force, pr
         return train_trial(ctx, wd, activations, candidate, conv_cfg, method, on_stage=on_stage, progress=False)
 
     try:
-        ranks.follow(ctx, train)
+        with _trainers_pinned(ctx):
+            ranks.follow(ctx, train)
     finally:
         machine.release()
     return None
+
+
+@contextlib.contextmanager
+def _trainers_pinned(ctx: StudyContext):
+    """This process trains on the cores not reserved for timing latency (``[latency] cores``) for the block,
+    and its measurer there ends with it (whatever it may still time was for a trial that no longer waits)."""
+    rest = ctx.trainer_cores()
+    if rest is None:
+        yield
+        return
+    try:
+        with cores.pinned(rest):
+            yield
+    finally:
+        ctx.aside().close()
 
 
 def _checked_context(config: StudyConfig, wd: WorkDir, ctx: StudyContext, force: bool) -> tuple[StudyContext, str]:
@@ -236,6 +254,8 @@ def prepare_study(config: StudyConfig, workdir: str | Path, *, storage: str | No
     ctx, identity = _checked_context(config, wd, build_context(config, progress=progress), force)
     study, _ = open_study(config, wd, storage=storage, force=force, identity=identity)
     record_guide_reference(study, ctx)
+    if ctx.aside() is not None:
+        ctx.aside().close()  # this process trains no trial: the workers it starts have their own measurers
     if config.library.enabled:
         set_threads(config)  # the library trains: the same share of the cores as a trial
     seed_study(study, ctx, wd, progress=progress)  # [library] enabled: built once, its front enqueued
