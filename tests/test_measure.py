@@ -40,19 +40,34 @@ def test_a_timed_block_is_as_many_calls_as_last_block_ms(monkeypatch):
     monkeypatch.setattr(latency_module.time, "perf_counter", lambda: clock[0])
     model = _Clocked(clock, [2.0] * 40, warmup=2)  # warm-up calls take 1000 ms, timed ones 2 ms
     lat = measure_latency(model, (8,), repeats=4, warmup=2, threads=1, block_ms=5000)
-    assert model.calls == 2 + 4 * 5 and lat.median_ms == pytest.approx(2.0)  # sized by the last warm-up call
+    assert model.calls == 2 + 4 * 5 and lat.median_ms == pytest.approx(2.0)  # sized by the warm-up calls
+
+
+def test_one_slow_warm_up_call_does_not_shorten_the_blocks(monkeypatch):
+    """Sized by the fastest warm-up call: one slowed by the machine (here the last) would make every block
+    shorter than block_ms, and the figure noisier than the study asked for."""
+    from nas_theseus.measure import latency as latency_module
+
+    clock = [0.0]
+    monkeypatch.setattr(latency_module.time, "perf_counter", lambda: clock[0])
+    model = _Clocked(clock, [2.0] * 40, warmup=3, warm_ms=[2.0, 2.0, 8.0])
+    measure_latency(model, (8,), repeats=4, warmup=3, threads=1, block_ms=10)
+    assert model.calls == 3 + 4 * 5  # 5 calls of 2 ms a block, not 2 (by the last warm-up call's 8 ms)
 
 
 class _Clocked(nn.Module):
-    """Each forward advances a fake clock by the next duration (ms): warm-up runs by 1000 ms each."""
+    """Each forward advances a fake clock by the next duration (ms): warm-up runs by ``warm_ms`` (1000 ms each
+    by default)."""
 
-    def __init__(self, clock, durations, warmup):
+    def __init__(self, clock, durations, warmup, warm_ms=None):
         super().__init__()
         self.clock, self.durations, self.warmup, self.calls = clock, list(durations), warmup, 0
+        self.warm_ms = list(warm_ms) if warm_ms is not None else [1000.0] * warmup
 
     def forward(self, x):
         self.calls += 1
-        self.clock[0] += 1.0 if self.calls <= self.warmup else self.durations[self.calls - self.warmup - 1] / 1e3
+        ms = self.warm_ms[self.calls - 1] if self.calls <= self.warmup else self.durations[self.calls - self.warmup - 1]
+        self.clock[0] += ms / 1e3
         return x
 
 

@@ -2,8 +2,9 @@
 
 Warm-up runs first, then ``repeats`` timed blocks under ``torch.inference_mode``; on CUDA every block is
 synchronised before the clock stops. A block is as many calls as last at least ``block_ms`` (default
-``BLOCK_MS``, 2 ms; one call for anything slower), so a network of a few microseconds is not timed at the
-resolution of the clock; longer blocks average over more of the machine's hiccups. The figure
+``BLOCK_MS``, 2 ms; one call for anything slower) by the fastest warm-up call, so a network of a few
+microseconds is not timed at the resolution of the clock; longer blocks average over more of the machine's
+hiccups. The figure
 is the **median** per-call time in milliseconds, for ``batch_size`` samples, on the given device with the
 given number of CPU threads (recorded with the figure), in the given ``runtime`` (``eager`` PyTorch,
 ``compile``, ``onnxruntime``: :mod:`nas_theseus.measure.runtimes`). Inputs are standard-normal samples of
@@ -120,13 +121,13 @@ def timed_side_by_side(runs: list[Callable[[], object]], *, device: torch.device
         with torch.inference_mode():
             calls = []
             for run in runs:
-                last = float("inf")
+                fastest = float("inf")  # not the last call: one slowed by the machine would shorten every block
                 for _ in range(warmup):
                     t0 = time.perf_counter()
                     run()
                     sync()
-                    last = (time.perf_counter() - t0) * 1e3
-                calls.append(max(1, math.ceil(block_ms / last)) if last > 0 else 1)
+                    fastest = min(fastest, (time.perf_counter() - t0) * 1e3)
+                calls.append(max(1, math.ceil(block_ms / fastest)) if fastest > 0 else 1)
             for _ in range(repeats):
                 for run, n, out in zip(runs, calls, times):
                     t0 = time.perf_counter()
