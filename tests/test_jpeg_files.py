@@ -97,6 +97,17 @@ def test_auto_decodes_on_the_device_on_cuda_and_with_pillow_elsewhere(tmp_path, 
     assert type(_load(root, "pillow", size=16).train) is not JpegFiles
 
 
+def test_device_decoding_with_a_timm_policy_is_refused_when_the_data_are_loaded(tmp_path, cache):
+    root = write_jpegs(tmp_path / "imgs")
+    policy = "rand-m9-mstd0.5"
+    with pytest.raises(UserError) as e:
+        _load(root, "device", size=16, augment=policy)  # no batch read: said at load, as a study file is checked
+    line = str(e.value)
+    assert "\n" not in line and f"augment = '{policy}'" in line and 'decode = "device"' in line
+    assert 'use decode = "auto" or "pillow"' in line
+    assert isinstance(_load(root, "auto", size=16, augment=policy).train, JpegFiles)  # Pillow decodes there
+
+
 def test_a_folder_with_other_images_is_read_by_pillow_or_refused_in_one_line(tmp_path, cache):
     from PIL import Image
 

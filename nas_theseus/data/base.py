@@ -63,6 +63,11 @@ class Rows:
         """A hash that changes when the rows do (what caches of this data are keyed by)."""
         raise NotImplementedError
 
+    def refuse_augment(self, augment: Augment) -> None:
+        """Raise a one-line :class:`~nas_theseus.errors.UserError` where this split's batches cannot apply
+        ``augment`` (JPEGs decoded a batch at a time cannot take a policy for one image at a time), so that it
+        is said when the data are loaded, not at the first batch; any is accepted here."""
+
 
 @dataclass(frozen=True)
 class Split(Rows):
@@ -157,6 +162,7 @@ class TaskData:
         augment = make_augment(spec)
         check_augment(augment, self.sample_shape, where=self.name, batched=isinstance(self.train, Split),
                       per_image=getattr(getattr(self.train, "dataset", None), "augmented", None) is not None)
+        self.train.refuse_augment(augment)
         return replace(self, augment=augment.spec)
 
     @property

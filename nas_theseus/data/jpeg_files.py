@@ -7,8 +7,8 @@ the ``decode`` option of an image folder chooses (data read from the files: not 
   is not a JPEG by its name, or the augmentation is a timm policy (one decoded image at a time);
 * ``"pillow"``: one image at a time in the DataLoader's workers (:class:`~nas_theseus.data.dataset_split.
   DatasetSplit`), augmented there per image;
-* ``"device"``: a batch at a time on any device, the CPU included (refused in one line where a file is not a
-  JPEG).
+* ``"device"``: a batch at a time on any device, the CPU included (refused in one line, when the data are
+  loaded, where a file is not a JPEG or the augmentation is a timm policy).
 
 The DataLoader's workers only read the files' bytes; the batch is decoded, converted to the split's channels
 (grey with Pillow's own integer weights) and resized (bicubic, antialiased, where a size differs), then
@@ -62,13 +62,18 @@ class JpegFiles(DatasetSplit):
         super().__init__(dataset, fingerprint=fingerprint, workers=workers, prefetch=prefetch)
         self.decode = decode
 
+    def refuse_augment(self, augment: Augment) -> None:
+        """``decode = "device"`` with a policy for one decoded image at a time (timm's): one line naming both."""
+        if self.decode == "device" and not augment.batched:
+            raise UserError(f"imagefolder data: augment = {augment.spec!r} transforms one decoded image at a time, "
+                            f"but decode = \"device\" decodes a batch at a time; use decode = \"auto\" or "
+                            f"\"pillow\" (Pillow decodes for such a policy), or augment = \"standard\" or \"crop\"")
+
     def batched_on(self, device: torch.device, augment: Augment | None) -> bool:
         """Whether batches on ``device`` with ``augment`` are decoded there, a batch at a time."""
         if self.decode == "device":
-            if augment is not None and not augment.batched:
-                raise UserError(f"imagefolder data: augment = {augment.spec!r} transforms one decoded image at a "
-                                f"time, but decode = \"device\" decodes a batch at a time; use decode = "
-                                f"\"pillow\" or \"auto\"")
+            if augment is not None:  # checked when the data were loaded; here for batches asked for directly
+                self.refuse_augment(augment)
             return True
         return self.decode == "auto" and device.type == "cuda" and (augment is None or augment.batched)
 
