@@ -14,8 +14,11 @@ The DataLoader's workers only read the files' bytes; the batch is decoded, conve
 (grey with Pillow's own integer weights) and resized (bicubic, antialiased, where a size differs), then
 standardised and augmented on the device a batch at a time, with the draws of images held in memory or packed
 (:meth:`~nas_theseus.data.base.Split.batches`), not Pillow's per image. On the CPU the pixels are Pillow's bit
-for bit where no resize is needed; nvJPEG's and a resize's may differ by rounding, and caches treat them as the
-same data. Probes and references (:meth:`~nas_theseus.data.dataset_split.DatasetSplit.take`) decode with Pillow.
+for bit where no resize is needed (a resize's may differ by rounding), and the data keep the fingerprint of
+Pillow's rows. nvJPEG's may differ by rounding too: on a GPU, the data's fingerprint there (what caches built
+there are keyed by: :meth:`~nas_theseus.data.base.TaskData.fingerprint_on`) names the decoder, so no cache
+mixes rows that nvJPEG decoded with Pillow's. Probes and references
+(:meth:`~nas_theseus.data.dataset_split.DatasetSplit.take`) decode with Pillow.
 """
 
 from __future__ import annotations
@@ -54,6 +57,13 @@ def check_decode(decode: str, files: list[Path]) -> None:
                         f"one ({', '.join(JPEG_SUFFIXES)}); use decode = \"auto\" or \"pillow\"")
 
 
+def as_pillow_on(device: torch.device) -> bool:
+    """Whether JPEGs decoded a batch at a time on ``device`` are decoded as Pillow decodes them, so that the data
+    keep the fingerprint of Pillow's rows: on the CPU (libjpeg-turbo, Pillow's own decoder: the same pixels bit
+    for bit), not on a GPU (nvJPEG, which is not bound to them)."""
+    return device.type == "cpu"
+
+
 class JpegFiles(DatasetSplit):
     """A :class:`DatasetSplit` over an :class:`~nas_theseus.data.image_folder.ImageFiles` of JPEGs whose
     batches are decoded on the device where ``decode`` says so (see the module docstring), else by Pillow."""
@@ -61,6 +71,13 @@ class JpegFiles(DatasetSplit):
     def __init__(self, dataset, *, decode: str, fingerprint: str, workers: int | None = None, prefetch: int = 2):
         super().__init__(dataset, fingerprint=fingerprint, workers=workers, prefetch=prefetch)
         self.decode = decode
+
+    def decoder_on(self, device: torch.device) -> str | None:
+        """The decoder of batches on ``device`` where it is not Pillow's equal (nvJPEG: see :func:`as_pillow_on`),
+        named in the data's fingerprint there; None where Pillow decodes, or libjpeg-turbo on the CPU."""
+        if not self.batched_on(device, None) or as_pillow_on(device):
+            return None
+        return f"{jpeg_decoder().library} decode_jpeg on {device.type}"
 
     def refuse_augment(self, augment: Augment) -> None:
         """``decode = "device"`` with a policy for one decoded image at a time (timm's): one line naming both."""
