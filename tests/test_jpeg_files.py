@@ -1,6 +1,7 @@
 """JPEG folders decoded a batch at a time on the device (`decode`), by TorchCodec or torchvision: on the CPU the
 rows are Pillow's bit for bit, and augmented batches are the packed reader's; the choice per device and
-augmentation; faults in one line."""
+augmentation; a fingerprint that names the decoder on a GPU, so caches keep its rows apart; faults in one
+line."""
 
 from __future__ import annotations
 
@@ -12,10 +13,12 @@ import pytest
 import torch
 from test_packed_images import converted_each
 
-from nas_theseus.data import load_data
+from nas_theseus.data import jpeg_files, load_data
 from nas_theseus.data.augment import make_augment
 from nas_theseus.data.jpeg_files import JpegFiles, jpeg_decoder
 from nas_theseus.errors import UserError
+from nas_theseus.guides.weights import cached_training
+from nas_theseus.training import FitConfig
 
 
 def write_jpegs(root, *, n=8, classes=("a", "b", "c"), size=(16, 16), grey=False, seed=0):
@@ -95,6 +98,51 @@ def test_auto_decodes_on_the_device_on_cuda_and_with_pillow_elsewhere(tmp_path, 
     with pytest.raises(UserError, match="one decoded image at a time"):
         forced.batched_on(cpu, make_augment("rand-m9-mstd0.5"))
     assert type(_load(root, "pillow", size=16).train) is not JpegFiles
+
+
+def test_device_decoding_with_a_timm_policy_is_refused_when_the_data_are_loaded(tmp_path, cache):
+    root = write_jpegs(tmp_path / "imgs")
+    policy = "rand-m9-mstd0.5"
+    with pytest.raises(UserError) as e:
+        _load(root, "device", size=16, augment=policy)  # no batch read: said at load, as a study file is checked
+    line = str(e.value)
+    assert "\n" not in line and f"augment = '{policy}'" in line and 'decode = "device"' in line
+    assert 'use decode = "auto" or "pillow"' in line
+    assert isinstance(_load(root, "auto", size=16, augment=policy).train, JpegFiles)  # Pillow decodes there
+
+
+def test_the_fingerprint_names_the_decoder_on_a_gpu_and_stays_pillows_on_the_cpu(tmp_path, cache):
+    root = write_jpegs(tmp_path / "imgs")
+    pillow = _load(root, "pillow", size=16)
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")  # no GPU needed: the fingerprint reads no batch
+    for decode in ("auto", "device"):
+        data = _load(root, decode, size=16)
+        assert data.fingerprint_on(cpu) == data.fingerprint == pillow.fingerprint == pillow.fingerprint_on(cuda)
+        assert data.fingerprint_on(cuda) != data.fingerprint  # decoded by nvJPEG there: not Pillow's rows
+    plain, augmented = _load(root, "auto", size=16), _load(root, "auto", size=16, augment="standard")
+    assert augmented.fingerprint_on(cuda) not in (augmented.fingerprint, plain.fingerprint_on(cuda))
+
+
+def test_no_cache_mixes_rows_decoded_on_a_gpu_with_pillows(tmp_path, cache, monkeypatch):
+    """No GPU here: the decision is faked, rows decoded on the CPU taken for nvJPEG's; a trained guide and a
+    conversion's stage checkpoints (keyed by the data's fingerprint on their device) are then not reused."""
+    root = write_jpegs(tmp_path / "imgs", n=10, size=(8, 8))
+    data = load_data("imagefolder", root=str(root), size=8, channels=1, in_memory=False, workers=0, decode="device")
+
+    def guide_key():
+        return cached_training(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 3)), name="tiny",
+                               key_info={"arch": 1}, data=data, fit=FitConfig(max_epochs=1, batch_size=16), seed=0,
+                               device="cpu", progress=False)
+
+    key, [first] = guide_key(), converted_each((data,), tmp_path)
+    assert not any(s.resumed for s in first.stages)
+    with monkeypatch.context() as m:
+        m.setattr(jpeg_files, "as_pillow_on", lambda device: False)
+        assert guide_key() != key  # the guide trained on Pillow's rows is not taken for one trained on nvJPEG's
+        [off] = converted_each((data,), tmp_path)  # the same checkpoint folder
+    assert not any(s.resumed for s in off.stages)  # nor are Pillow's rows' stages
+    [again] = converted_each((data,), tmp_path)
+    assert all(s.resumed for s in again.stages) and guide_key() == key  # on the CPU: the same keys as ever
 
 
 def test_a_folder_with_other_images_is_read_by_pillow_or_refused_in_one_line(tmp_path, cache):

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import errno
 import json
+import logging
 import os
+import warnings
 
 import pytest
 import torch
@@ -160,6 +162,86 @@ def test_a_full_disk_leaves_the_source_usable_and_says_so(tmp_path, cache, monke
     assert all(not any(p.iterdir()) for p in _packs(cache))  # what was written is freed
     with pytest.warns(UserWarning):
         assert main(["data", "pack", str(root), "--option", "size=8"]) == 2  # the CLI: one error line
+
+
+@pytest.fixture
+def read_only(monkeypatch):
+    """Make a pack folder and its files read-only. Root ignores the permission bits: then the writes that the
+    bits would refuse (the stamp written or its time set) raise PermissionError as a read-only folder does."""
+    made = []
+
+    def make(folder):
+        for f in [*folder.iterdir(), folder]:
+            made.append((f, f.stat().st_mode))
+            f.chmod(0o555 if f.is_dir() else 0o444)
+        if os.access(folder, os.W_OK):  # root
+            refused = PermissionError(errno.EACCES, "Permission denied")
+            write, utime = packed_images.atomic_write_text, os.utime
+
+            def no_write(path, *a, **k):
+                if os.path.dirname(path) == str(folder):
+                    raise refused
+                return write(path, *a, **k)
+
+            def no_utime(path, *a, **k):
+                if os.path.dirname(path) == str(folder):
+                    raise refused
+                return utime(path, *a, **k)
+
+            monkeypatch.setattr(packed_images, "atomic_write_text", no_write)
+            monkeypatch.setattr(os, "utime", no_utime)
+
+    yield make
+    for f, mode in reversed(made):
+        f.chmod(mode)
+
+
+@pytest.fixture
+def hashed(monkeypatch):
+    """The shards' names as they are hashed (for real)."""
+    names, real = [], packed_images.file_sha256
+    monkeypatch.setattr(packed_images, "file_sha256", lambda p: names.append(p.name) or real(p))
+    return names
+
+
+@pytest.fixture
+def logged(caplog, monkeypatch):
+    """The package's log records of level DEBUG and above (its logger passes none on to the root by default)."""
+    monkeypatch.setattr(logging.getLogger("nas_theseus"), "propagate", True)
+    with caplog.at_level(logging.DEBUG, logger="nas_theseus.data.packed_images"):
+        yield caplog
+
+
+def test_a_read_only_pack_is_read_trusted_by_its_stamp_without_a_warning(tmp_path, cache, read_only, hashed,
+                                                                           logged):
+    root = write_folder(tmp_path / "imgs")
+    first = load_data("imagefolder", root=str(root), size=8, packed=True)
+    [folder] = _packs(cache)
+    read_only(folder)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "could not pack into ...": the pack is complete and readable
+        again = load_data("imagefolder", root=str(root), size=8, packed=True)
+    assert isinstance(again.train, PackedImages) and again.config["packed"] == str(folder)
+    assert torch.equal(again.train.x, first.train.x) and hashed == []  # trusted by its stamp, read unhashed
+    [record] = logged.records  # only the last use went unrecorded: a debug record, not a line on the terminal
+    assert record.levelno == logging.DEBUG and "could not record the last use" in record.getMessage()
+
+
+def test_a_read_only_pack_never_verified_is_hashed_on_every_open(tmp_path, cache, read_only, hashed, logged):
+    root = write_folder(tmp_path / "imgs")
+    first = load_data("imagefolder", root=str(root), size=8, packed=True)
+    [folder] = _packs(cache)
+    (folder / "verified.json").unlink()  # e.g. packed by an older version, then shared read-only
+    read_only(folder)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for _ in range(2):
+            again = load_data("imagefolder", root=str(root), size=8, packed=True)
+            assert isinstance(again.train, PackedImages) and torch.equal(again.train.x, first.train.x)
+    assert hashed == ["train.npy", "val.npy", "test.npy"] * 2  # never trusted unread: no stamp could be recorded
+    [note] = logged.records  # one note for the process, not one per open
+    assert note.levelno == logging.INFO and "hashed again on every open" in note.getMessage()
+    assert not (folder / "verified.json").exists()
 
 
 def test_a_pack_killed_half_way_leaves_no_trusted_manifest(tmp_path, cache, monkeypatch):

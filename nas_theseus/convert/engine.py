@@ -129,7 +129,7 @@ def _cache(guide: Guide, data: TaskData, activations: GuideActivations | None, d
     if activations is not None:
         activations = activations.select(guide.levels)  # the run boundaries of the ungrouped guide's cache
     if activations is None:
-        activations = GuideActivations.compute(guide, data.train, data_key=data.fingerprint, device=device,
+        activations = GuideActivations.compute(guide, data.train, data_key=data.fingerprint_on(device), device=device,
                                                progress=progress, mmap_dir=activation_dir)
     return activations.on(device)
 
@@ -148,8 +148,9 @@ class _Conversion:
         self.probe = data.train.take(probe_idx)[0].to(device), feed.batch(probe_idx, device)
         self.heldout = heldout_rows(guide, data, config, device)
         self.losses = nn.ModuleDict()
-        self.base = {"guide": guide.identity, "data": data.fingerprint, "settings": config.stage_settings(device),
-                     "head": candidate.head, "last_kept": (len(guide.parts) - 1) in self.hybrid.kept,
+        self.base = {"guide": guide.identity, "data": data.fingerprint_on(device),
+                     "settings": config.stage_settings(device), "head": candidate.head,
+                     "last_kept": (len(guide.parts) - 1) in self.hybrid.kept,
                      **({"stem": candidate.stem} if candidate.stem != "guide" else {})}
 
     def stage(self, stage: Stage, swapped: list[int], n_stages: int) -> StageReport:

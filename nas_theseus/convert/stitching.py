@@ -89,7 +89,8 @@ def stitching_floor(guide: Guide, floor_guide: Guide, data: TaskData, *, fit: Fi
     ``guide``: guide accuracy − stitched accuracy. Cached by content (guides, data, rule, seed)."""
     if [p.name for p in floor_guide.parts] != guide.part_names or floor_guide.shapes != guide.shapes:
         raise ValueError("the floor guide must have the guide's parts and activation shapes")
-    key = stable_hash({"guide": guide.identity, "floor": floor_guide.identity, "data": data.fingerprint,
+    device = resolve_device(device)
+    key = stable_hash({"guide": guide.identity, "floor": floor_guide.identity, "data": data.fingerprint_on(device),
                        "fit": fit, "seed": seed, "probe": probe_size})
     path = cache_dir() / "stitch_floors" / f"{key}.json"
     if path.is_file():
@@ -97,7 +98,6 @@ def stitching_floor(guide: Guide, floor_guide: Guide, data: TaskData, *, fit: Fi
             return json.loads(path.read_text())["floor"]
         except (ValueError, KeyError):
             pass  # unreadable: computed again
-    device = resolve_device(device)
     guide.to(device)
     floor_guide.to(device)
     guide_acc = evaluate(guide.module, data.test)[0]

@@ -63,6 +63,17 @@ class Rows:
         """A hash that changes when the rows do (what caches of this data are keyed by)."""
         raise NotImplementedError
 
+    def decoder_on(self, device: torch.device) -> str | None:
+        """What decodes the rows of batches on ``device`` where that is not what :meth:`fingerprint` stands for
+        (JPEGs decoded by nvJPEG on a GPU, not Pillow: :mod:`~nas_theseus.data.jpeg_files`), named for
+        :meth:`TaskData.fingerprint_on`; None (here: always) where the rows are those fingerprinted."""
+        return None
+
+    def refuse_augment(self, augment: Augment) -> None:
+        """Raise a one-line :class:`~nas_theseus.errors.UserError` where this split's batches cannot apply
+        ``augment`` (JPEGs decoded a batch at a time cannot take a policy for one image at a time), so that it
+        is said when the data are loaded, not at the first batch; any is accepted here."""
+
 
 @dataclass(frozen=True)
 class Split(Rows):
@@ -132,7 +143,8 @@ class TaskData:
     """A classification task: the validation split steers training, the test split is for reporting only.
 
     ``name`` and ``config`` describe how the data were made; ``fingerprint`` hashes what the splits hold (see
-    each split's :meth:`Rows.fingerprint`), so caches keyed by it are invalidated when the data change.
+    each split's :meth:`Rows.fingerprint`), so caches keyed by it are invalidated when the data change; caches
+    built on a device are keyed by :meth:`fingerprint_on` that device (the rows as decoded there).
     """
 
     name: str
@@ -157,6 +169,7 @@ class TaskData:
         augment = make_augment(spec)
         check_augment(augment, self.sample_shape, where=self.name, batched=isinstance(self.train, Split),
                       per_image=getattr(getattr(self.train, "dataset", None), "augmented", None) is not None)
+        self.train.refuse_augment(augment)
         return replace(self, augment=augment.spec)
 
     @property
@@ -173,6 +186,16 @@ class TaskData:
                 cached = stable_hash({"rows": cached, "augment": self.augment})
             object.__setattr__(self, "_fingerprint", cached)
         return cached
+
+    def fingerprint_on(self, device: torch.device | str) -> str:
+        """The fingerprint of the rows as batches on ``device`` hold them, what every cache built there is keyed
+        by: :attr:`fingerprint`, unless a split's rows are decoded there otherwise than it stands for (JPEGs
+        decoded by nvJPEG on a GPU, rounded apart from Pillow's: :meth:`Rows.decoder_on`), which it then names,
+        so that no cache mixes the two. A device must be resolved (not ``auto``)."""
+        decoders = [s.decoder_on(torch.device(device)) for s in (self.train, self.val, self.test)]
+        if not any(decoders):
+            return self.fingerprint
+        return stable_hash({"rows": self.fingerprint, "decoders": decoders})
 
     def describe(self) -> str:
         aug = f", augment {self.augment}" if self.augment != "none" else ""

@@ -7,15 +7,18 @@ the ``decode`` option of an image folder chooses (data read from the files: not 
   is not a JPEG by its name, or the augmentation is a timm policy (one decoded image at a time);
 * ``"pillow"``: one image at a time in the DataLoader's workers (:class:`~nas_theseus.data.dataset_split.
   DatasetSplit`), augmented there per image;
-* ``"device"``: a batch at a time on any device, the CPU included (refused in one line where a file is not a
-  JPEG).
+* ``"device"``: a batch at a time on any device, the CPU included (refused in one line, when the data are
+  loaded, where a file is not a JPEG or the augmentation is a timm policy).
 
 The DataLoader's workers only read the files' bytes; the batch is decoded, converted to the split's channels
 (grey with Pillow's own integer weights) and resized (bicubic, antialiased, where a size differs), then
 standardised and augmented on the device a batch at a time, with the draws of images held in memory or packed
 (:meth:`~nas_theseus.data.base.Split.batches`), not Pillow's per image. On the CPU the pixels are Pillow's bit
-for bit where no resize is needed; nvJPEG's and a resize's may differ by rounding, and caches treat them as the
-same data. Probes and references (:meth:`~nas_theseus.data.dataset_split.DatasetSplit.take`) decode with Pillow.
+for bit where no resize is needed (a resize's may differ by rounding), and the data keep the fingerprint of
+Pillow's rows. nvJPEG's may differ by rounding too: on a GPU, the data's fingerprint there (what caches built
+there are keyed by: :meth:`~nas_theseus.data.base.TaskData.fingerprint_on`) names the decoder, so no cache
+mixes rows that nvJPEG decoded with Pillow's. Probes and references
+(:meth:`~nas_theseus.data.dataset_split.DatasetSplit.take`) decode with Pillow.
 """
 
 from __future__ import annotations
@@ -54,6 +57,13 @@ def check_decode(decode: str, files: list[Path]) -> None:
                         f"one ({', '.join(JPEG_SUFFIXES)}); use decode = \"auto\" or \"pillow\"")
 
 
+def as_pillow_on(device: torch.device) -> bool:
+    """Whether JPEGs decoded a batch at a time on ``device`` are decoded as Pillow decodes them, so that the data
+    keep the fingerprint of Pillow's rows: on the CPU (libjpeg-turbo, Pillow's own decoder: the same pixels bit
+    for bit), not on a GPU (nvJPEG, which is not bound to them)."""
+    return device.type == "cpu"
+
+
 class JpegFiles(DatasetSplit):
     """A :class:`DatasetSplit` over an :class:`~nas_theseus.data.image_folder.ImageFiles` of JPEGs whose
     batches are decoded on the device where ``decode`` says so (see the module docstring), else by Pillow."""
@@ -62,13 +72,25 @@ class JpegFiles(DatasetSplit):
         super().__init__(dataset, fingerprint=fingerprint, workers=workers, prefetch=prefetch)
         self.decode = decode
 
+    def decoder_on(self, device: torch.device) -> str | None:
+        """The decoder of batches on ``device`` where it is not Pillow's equal (nvJPEG: see :func:`as_pillow_on`),
+        named in the data's fingerprint there; None where Pillow decodes, or libjpeg-turbo on the CPU."""
+        if not self.batched_on(device, None) or as_pillow_on(device):
+            return None
+        return f"{jpeg_decoder().library} decode_jpeg on {device.type}"
+
+    def refuse_augment(self, augment: Augment) -> None:
+        """``decode = "device"`` with a policy for one decoded image at a time (timm's): one line naming both."""
+        if self.decode == "device" and not augment.batched:
+            raise UserError(f"imagefolder data: augment = {augment.spec!r} transforms one decoded image at a time, "
+                            f"but decode = \"device\" decodes a batch at a time; use decode = \"auto\" or "
+                            f"\"pillow\" (Pillow decodes for such a policy), or augment = \"standard\" or \"crop\"")
+
     def batched_on(self, device: torch.device, augment: Augment | None) -> bool:
         """Whether batches on ``device`` with ``augment`` are decoded there, a batch at a time."""
         if self.decode == "device":
-            if augment is not None and not augment.batched:
-                raise UserError(f"imagefolder data: augment = {augment.spec!r} transforms one decoded image at a "
-                                f"time, but decode = \"device\" decodes a batch at a time; use decode = "
-                                f"\"pillow\" or \"auto\"")
+            if augment is not None:  # checked when the data were loaded; here for batches asked for directly
+                self.refuse_augment(augment)
             return True
         return self.decode == "auto" and device.type == "cuda" and (augment is None or augment.batched)
 

@@ -9,14 +9,18 @@ classes) and every split's rows as the loader identifies them (files' paths, siz
 Hugging Face split's fingerprint), so a second study on the same data and options reuses it. A pack is trusted
 only through its manifest, and only while every shard matches it (size and sha256, read in full the first time
 the data are opened, and again whenever a shard's size or modification time has changed since); a shard that
-does not is refused, in one line, and the data packed again. A pack that cannot be
-written (a full disk) leaves the source as it was: the data are then read from it unpacked, and a warning says
-so. Memory is flat in the number of images: the shards are mapped, not read (the page cache aside).
+does not is refused, in one line, and the data packed again. A pack that cannot be written (a full disk)
+leaves the source as it was: the data are then read from it unpacked, and a warning says so. A complete pack
+in a folder that cannot be written to (made read-only to share it) is read all the same: only its last use goes
+unrecorded (a debug log record), and shards whose match was never recorded are hashed on every open (one note
+says so); the lock an open takes (in the cache's ``locks/``) must still be writable. Memory is flat in the
+number of images: the shards are mapped, not read (the page cache aside).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
 import warnings
@@ -37,6 +41,9 @@ from .byte_images import ByteImages
 from .dataset_split import DatasetSplit
 from .decoded_images import IN_MEMORY_MB, Images, image_statistics, image_task
 from .image_pack import FORMAT, MANIFEST, SPLITS, VERIFIED, pack_folder, shard_stamp, write_pack
+
+logger = logging.getLogger(__name__)
+_UNRECORDED: set[Path] = set()  # packs whose stamps could not be written, noted once a process (_record)
 
 
 @dataclass(frozen=True)
@@ -114,11 +121,28 @@ def read_pack(folder: Path) -> dict | None:
                           f"bytes of sha256 {shard['sha256'][:12]}…); refused, packing again", stacklevel=2)
             return None
         fresh[shard["file"]] = shard_stamp(path, shard["sha256"])
-    if fresh != stamps:
-        atomic_write_text(folder / VERIFIED, json.dumps(fresh))
-    else:
-        os.utime(folder / VERIFIED)  # when the pack was last used (nas-theseus data clean --unused-for)
+    _record(folder, fresh, verified=fresh == stamps)
     return manifest
+
+
+def _record(folder: Path, fresh: dict, *, verified: bool) -> None:
+    """Write the shards' stamps ``fresh`` to ``verified.json`` (``verified``: it holds them already, and only its
+    time is set: when the pack was last used, what ``nas-theseus data clean --unused-for`` reads). A pack that
+    cannot be written to (made read-only) is still read: one log record says what was not recorded, and shards
+    with no stamp recorded are hashed again on the next open, never trusted unread."""
+    try:
+        if verified:
+            os.utime(folder / VERIFIED)
+        else:
+            atomic_write_text(folder / VERIFIED, json.dumps(fresh))
+    except OSError as e:
+        if verified:  # a debug record: an open of a read-only pack is not worth a line
+            logger.debug("packed images: could not record the last use of %s (%s); `nas-theseus data clean "
+                         "--unused-for` may see it as unused for longer", folder, e.strerror or e)
+        elif folder not in _UNRECORDED:  # a note, once a process: every open of this pack hashes its shards
+            _UNRECORDED.add(folder)
+            logger.info("packed images: could not record in %s that its shards match their manifest (%s); "
+                        "they are hashed again on every open", folder / VERIFIED, e.strerror or e)
 
 
 def _stamps(folder: Path) -> dict:

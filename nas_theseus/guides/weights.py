@@ -49,7 +49,8 @@ def cached_training(module: nn.Module, *, name: str, key_info: dict, data: TaskD
     ``data`` and cache them (uploading them to ``artifacts``); returns the cache key. ``key_info`` describes the
     architecture (JSON-able); ``name`` prefixes the file name. Trained on ``device`` (``auto``: the GPU where
     there is one); the module is left on the CPU, where a guide is built (a study then moves it)."""
-    key = stable_hash({"name": name, **key_info, "fit": fit, "seed": seed, "data": data.fingerprint})
+    device = resolve_device(device)  # the rows are keyed as decoded there (TaskData.fingerprint_on)
+    key = stable_hash({"name": name, **key_info, "fit": fit, "seed": seed, "data": data.fingerprint_on(device)})
     path = cache_dir() / "guides" / f"{_file_safe(name)}-{key}.safetensors"
     check_accepts(module, data, name)  # before any training: a shape mismatch is one line, not a traceback
     loaded = _load_cached(module, path) or bool(artifacts and _from_store(artifacts, module, path))
@@ -57,7 +58,7 @@ def cached_training(module: nn.Module, *, name: str, key_info: dict, data: TaskD
     # no copy of its own is handed rank 0's weights, see nas_theseus.study.ranks.guide_from_main)
     if from_main(lambda: not loaded):
         torch.manual_seed(seed)
-        report = fit_classifier(module, data, fit, seed=seed, device=resolve_device(device), progress=progress,
+        report = fit_classifier(module, data, fit, seed=seed, device=device, progress=progress,
                                 desc=f"guide {name}")
         module.cpu()
         if not is_main():  # rank 0 writes the cache and uploads
@@ -66,9 +67,9 @@ def cached_training(module: nn.Module, *, name: str, key_info: dict, data: TaskD
         state = {k: v.detach().clone() for k, v in module.state_dict().items()}  # no shared (tied) storage
         atomic_write(path, lambda tmp: save_file(state, tmp))
         atomic_write_text(path.with_suffix(".json"), json.dumps(
-            {"name": name, **key_info, "fit": asdict(fit), "seed": seed, "data": data.fingerprint,
+            {"name": name, **key_info, "fit": asdict(fit), "seed": seed, "data": data.fingerprint_on(device),
              "val_accuracy": report.best_val_accuracy, "test_accuracy": test_acc, "epochs": report.epochs,
-             "wall_s": round(report.wall_s, 2), "device": resolve_device(device)},
+             "wall_s": round(report.wall_s, 2), "device": device},
             indent=2, default=str))
         # first upload wins: when another machine uploaded this guide while it trained here, the study
         # converts that one everywhere (training is only bit-identical at equal thread counts)

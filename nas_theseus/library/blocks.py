@@ -54,7 +54,7 @@ def score_block(guide, start: int, stop: int, spec: BlockSpec, data, config, *, 
 
 def block_key(guide, start: int, stop: int, spec: BlockSpec, data, config, device: str) -> str:
     """What makes two scored blocks the same: the guide, the data, the stage settings, the run and the block."""
-    return stable_hash({"library_block": 1, "guide": guide.identity, "data": data.fingerprint,
+    return stable_hash({"library_block": 1, "guide": guide.identity, "data": data.fingerprint_on(device),
                         "settings": config.stage_settings(device), "run": [start, stop], "spec": spec.to_dict()})
 
 

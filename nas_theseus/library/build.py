@@ -106,7 +106,7 @@ def build_library(guide, space: SearchSpace, data, convert: ConvertConfig, setti
         return BlockLibrary.load(path)
     store = CheckpointStore(Path(folder) / "blocks", remote=artifacts)
     if activations is None and choose_activations(config.activations, data, guide)[0] == "cache":
-        activations = GuideActivations.compute(guide, data.train, data_key=data.fingerprint, device=device,
+        activations = GuideActivations.compute(guide, data.train, data_key=data.fingerprint_on(device), device=device,
                                                progress=progress)
     logits = guide_val_logits(guide, data, device)
     scores, read = {}, 0

@@ -74,7 +74,7 @@ class WorkDir:
         (``activations-<key>.f32/``, float32 files that the workers of a machine share through memory maps, or
         the float16 folder ``activations-<key>/`` for caches beyond the memory budget, see
         :mod:`nas_theseus.convert.activations`)."""
-        key = stable_hash({"guide": guide.identity, "data": data.fingerprint})
+        key = stable_hash({"guide": guide.identity, "data": data.fingerprint_on(device)})
         # workers sharing this work directory compute the cache once: the first holds the lock, the rest
         # wait and then read what it published
         with file_lock(self.root / "cache" / f"activations-{key}.lock"):
@@ -103,7 +103,7 @@ class WorkDir:
                 raise ValueError("row count differs from the training split")
         except Exception as e:  # noqa: BLE001 - a bad cache is recomputed
             warnings.warn(f"guide-activation cache for {key} is unreadable ({e}); recomputing", stacklevel=2)
-        acts = GuideActivations.compute(guide, data.train, data_key=data.fingerprint, device=device,
+        acts = GuideActivations.compute(guide, data.train, data_key=data.fingerprint_on(device), device=device,
                                         progress=progress, mmap_dir=folder)
         if not acts.mapped:
             acts.save_shared(shared)
