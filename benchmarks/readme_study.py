@@ -64,7 +64,8 @@ def study_outcome(workdir: Path, cache: Path, nas_theseus: list[str], env: dict)
         trials.append({"trial": int(path.parent.name), "wall_s": round(m["trial_wall_s"], 2),
                        **{k: m["timings"].get(k) for k in PARTS}, "val_accuracy": m["val_accuracy"],
                        "test_accuracy": m["test_accuracy"], "flops": m.get("flops"),
-                       "latency_ms": m.get("latency_ms"), "latency_aside": m.get("latency_aside")})
+                       "latency_ms": m.get("latency_ms"), "latency_relative": (m.get("latency") or {}).get("relative"),
+                       "latency_aside": m.get("latency_aside")})
     guide = [json.loads(p.read_text()) for p in (cache / "guides").glob("*.json")]
     return {"guide_s": guide[0].get("wall_s") if guide else None,
             "guide": {k: guide[0].get(k) for k in ("val_accuracy", "test_accuracy", "epochs")} if guide else None,

@@ -106,10 +106,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
 def _run_workers(args: argparse.Namespace, config, workdir: Path) -> int:
     """``run --workers N --devices ...``: prepare the study once, then N worker processes (study/launcher.py)."""
     from .study.autoworkers import choose
+    from .study.latency_aside import layout_for
     from .study.launcher import assign, default_devices, launch, parse_devices
     from .study.runner import prepare_study
     from .study.storage import close_storages
-    from .utils.locks import usable_cores
+    from .utils import cores
 
     if args.device:
         raise UserError("--device binds one process; with --workers, list the devices with --devices")
@@ -118,8 +119,11 @@ def _run_workers(args: argparse.Namespace, config, workdir: Path) -> int:
     started = datetime.datetime.now()
     try:
         study = prepare_study(config, workdir, storage=args.storage, force=args.force, progress=not args.no_progress)
+        layout = layout_for(config, listed[0])  # the workers train off the cores reserved for timing
+        trainer_cores = layout.rest if layout is not None else tuple(cores.allowed())
         if args.workers == "auto":  # a count per device, measured on the first (study/autoworkers.py)
-            choice = choose(workdir, listed[0], identity=study.user_attrs["identity"], cores=usable_cores())
+            with cores.pinned(trainer_cores):  # its measuring workers where the real ones will train
+                choice = choose(workdir, listed[0], identity=study.user_attrs["identity"], cores=len(trainer_cores))
             print(choice.describe(), file=sys.stderr, flush=True)
             devices = assign(choice.per_device * len(listed), listed)
     except KeyboardInterrupt:
@@ -136,7 +140,8 @@ def _run_workers(args: argparse.Namespace, config, workdir: Path) -> int:
             worker_args += [flag, str(value)]
     if args.force:
         worker_args.append("--force")
-    status = launch(worker_args, devices, threads=config.study.threads)
+    threads = config.study.threads or max(1, len(trainer_cores) // len(devices))  # the usable cores split
+    status = launch(worker_args, devices, threads=threads)
     if status == 130:
         print(f"interrupted: every running trial was re-enqueued; run the same command again to resume them from "
               f"their stage checkpoints (work directory {workdir})", file=sys.stderr)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -57,18 +58,23 @@ def test_a_small_machine_reserves_only_when_asked_and_keeps_a_core_for_training(
         cores.layout(1)
 
 
+def _config(objectives=("accuracy", "latency_ms"), **latency):
+    return SimpleNamespace(latency=LatencySection(**latency), objectives=dict.fromkeys(objectives), constraints={})
+
+
 @pytest.mark.parametrize(("setting", "device", "aside"), [
     ("auto", "cuda:0", True), ("auto", "cpu", False), ("shared", "cuda:0", False), ("reserved", "cpu", True)])
 def test_auto_times_aside_where_the_trainers_run_on_a_gpu(monkeypatch, setting, device, aside):
     _machine(monkeypatch, 16, smt=False)
-    assert (layout_for(LatencySection(cores=setting), device) is not None) == aside
-    assert layout_for(LatencySection(cores=setting, device="cuda"), device) is None  # timed on a GPU: no cores
+    assert (layout_for(_config(cores=setting), device) is not None) == aside
+    assert layout_for(_config(cores=setting, device="cuda"), device) is None  # timed on a GPU: no cores
+    assert layout_for(_config(("accuracy", "flops"), cores=setting), device) is None  # nothing to time
 
 
 def test_reserved_cores_on_a_machine_without_any_to_spare_are_refused_in_one_line(monkeypatch):
     _machine(monkeypatch, 1, smt=False)
     with pytest.raises(UserError, match='latency.cores = "reserved": 1 usable core.*use "shared"'):
-        layout_for(LatencySection(cores="reserved"), "cpu")
+        layout_for(_config(cores="reserved"), "cpu")
 
 
 def _probe(**latency) -> Probe:
@@ -145,8 +151,6 @@ class _Ctx:
     """What ``objective.measure`` reads of a study's context."""
 
     def __init__(self, aside):
-        from types import SimpleNamespace
-
         self._a = aside
         self.guide = SimpleNamespace(causal=False, tokens=False)
         self.data = SimpleNamespace(sample_shape=(40,), test=SimpleNamespace(head=lambda n: (torch.randn(n, 40),)))
@@ -209,3 +213,27 @@ def test_a_trial_is_timed_aside_while_it_trains_and_trains_the_same(tmp_path, mo
     assert reserved.values[0] == shared.values[0]
     assert [s["loss_curve"] for s in reserved.user_attrs["stages"]] == \
         [s["loss_curve"] for s in shared.user_attrs["stages"]]
+
+
+@pinnable
+def test_workers_split_only_the_cores_the_trainers_keep(tmp_path, monkeypatch, capsys):
+    from workers import write_study
+
+    from nas_theseus.cli import main
+    from nas_theseus.study import autoworkers
+    from nas_theseus.study.autoworkers import Choice
+
+    seen = {}
+
+    def measured(workdir, device, *, cores, **kw):
+        seen.update(cores=cores, affinity=sorted(os.sched_getaffinity(0)))
+        return Choice(1, {1: 10.0}, "cpu")
+
+    monkeypatch.setattr(autoworkers, "choose", measured)
+    monkeypatch.setattr("nas_theseus.study.launcher.launch",
+                        lambda args, devices, threads: seen.setdefault("threads", threads) and 0)
+    assert main(["run", str(write_study(tmp_path, 2)), "--workdir", str(tmp_path / "wd"), "--workers", "auto",
+                 "--devices", "cpu", "--no-progress", "--set", 'latency.cores="reserved"',
+                 "--set", 'objectives.latency_ms="minimize"']) == 0
+    rest = cores.allowed()[:-1]  # the last core reserved: --workers auto measured, and the workers split, the rest
+    assert seen == {"cores": len(rest), "affinity": rest, "threads": len(rest)}

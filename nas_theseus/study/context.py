@@ -65,7 +65,7 @@ class StudyContext:
         is timed in a quiet slot. Decided once per process; its trainers are pinned off those cores
         (:meth:`trainer_cores`)."""
         if self._aside is None:
-            layout = layout_for(self.config.latency, self.device)
+            layout = layout_for(self.config, self.device)
             self._aside = Aside(layout) if layout is not None else False
         return self._aside or None
 

@@ -51,12 +51,15 @@ class AsideFailed(RuntimeError):
     """The measurement itself failed in the measurer, with an error the worker would not have called a user's."""
 
 
-def layout_for(latency, device: str) -> cores.Layout | None:
-    """Where a process that trains on ``device`` times latency: a :class:`~nas_theseus.utils.cores.Layout` to
-    time it aside, or None for a quiet slot on the trainers' own cores. ``cores = "auto"``: aside when the study
-    trains on a GPU (its trainers leave the cores idle) and latency is timed on the CPU, on a machine with cores
-    to spare; ``"reserved"``: aside wherever the machine can set cores apart (else one line why)."""
-    if latency.cores == "shared" or torch.device(latency.device).type != "cpu":
+def layout_for(config, device: str) -> cores.Layout | None:
+    """Where a process of the study ``config`` that trains on ``device`` times latency: a
+    :class:`~nas_theseus.utils.cores.Layout` to time it aside, or None for a quiet slot on the trainers' own
+    cores (or nothing to time: no latency objective or constraint). ``[latency] cores = "auto"``: aside when the
+    study trains on a GPU (its trainers leave the cores idle) and latency is timed on the CPU, on a machine with
+    cores to spare; ``"reserved"``: aside wherever the machine can set cores apart (else one line why)."""
+    latency = config.latency
+    if latency.cores == "shared" or torch.device(latency.device).type != "cpu" or \
+            "latency_ms" not in {*config.objectives, *config.constraints}:
         return None
     if latency.cores == "auto" and torch.device(device).type != "cuda":
         return None

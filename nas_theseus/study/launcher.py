@@ -5,7 +5,8 @@ Optuna schedules no devices of its own (its FAQ: one process per GPU), so this i
 write, done once: the study is prepared here first (the guide trained or read from its cache, the study
 created, the guide's figures recorded), then every worker is an ordinary ``nas-theseus run`` of the same work
 directory and storage with ``--device`` set (devices round robin, several workers per device allowed) and
-``study.threads`` = the usable cores divided by the workers (unless the study sets it). Each output line is
+``study.threads`` = the usable cores divided by the workers (unless the study sets it; without the cores reserved
+for timing latency, where ``[latency] cores`` reserves some: utils/cores.py). Each output line is
 prefixed by its worker. Ctrl-C or SIGTERM is passed on to every worker as SIGTERM: each re-enqueues its
 running trial, asks for no other and exits, as a single run does (stopping.py); a second Ctrl-C kills them
 (their trials are resumed from their stage checkpoints by the next run). A worker that dies is reported at
@@ -25,7 +26,6 @@ from dataclasses import dataclass
 
 from ..errors import UserError
 from ..utils.devices import MEMORY_FRACTION
-from ..utils.locks import usable_cores
 
 
 def default_devices() -> list[str]:
@@ -111,10 +111,10 @@ def _exit_text(code: int) -> str:
     return f"exited with code {code}"
 
 
-def launch(worker_args: list[str], devices: list[str], *, threads: int | None) -> int:
+def launch(worker_args: list[str], devices: list[str], *, threads: int) -> int:
     """Start one ``nas-theseus run`` per entry of ``devices`` with ``worker_args`` (the study, its work directory
-    and options) and wait for all of them; see the module docstring for signals and the exit code."""
-    threads = threads or max(1, usable_cores() // len(devices))
+    and options) and ``threads`` CPU threads each, and wait for all of them; see the module docstring for
+    signals and the exit code."""
     workers: list[Worker] = []
     pumps: list[threading.Thread] = []
     for i, device in enumerate(devices):
