@@ -759,3 +759,55 @@ def _jpeg_cifar(d: dict) -> str:
 @figure("jpeg_decode.photo_ratio", "jpeg_decode")
 def _jpeg_photo(d: dict) -> str:
     return times(_decode_ratio(d, "photo"))
+
+
+# --- benchmarks/latency_aside.py: the README's study with latency in a quiet slot against on a reserved core ----
+def _aside_runs(d: dict, way: str) -> list[dict]:
+    runs = [r for k, r in d["runs"].items() if k.startswith(way)]
+    if not runs:
+        raise ValueError(f"no {way} run in the record")
+    return runs
+
+
+def _aside_median(d: dict, way: str, keys: tuple[str, ...]) -> float:
+    """The median over the runs of ``way`` of each run's mean per trial of ``keys`` summed."""
+    return statistics.median(statistics.mean(sum(t[k] or 0 for k in keys) for t in r["trials"])
+                             for r in _aside_runs(d, way))
+
+
+def _aside_pairs(d: dict, key: str) -> list[float]:
+    """Trial by trial (the same architecture), reserved ÷ shared of ``key``."""
+    return [b[key] / a[key] for s, r in zip(_aside_runs(d, "shared"), _aside_runs(d, "reserved"))
+            for a, b in zip(s["trials"], r["trials"]) if a.get(key) and b.get(key)]
+
+
+@figure("latency_aside.trial_ratio", "latency_aside")
+def _aside_trial_ratio(d: dict) -> str:
+    per_trial = {w: statistics.median(r["per_trial_s"] for r in _aside_runs(d, w)) for w in ("shared", "reserved")}
+    return f"{per_trial['reserved'] / per_trial['shared']:.3f}"
+
+
+@figure("latency_aside.training_ratio", "latency_aside")
+def _aside_training_ratio(d: dict) -> str:
+    training = ("align_s", "finetune_s")
+    return f"{_aside_median(d, 'reserved', training) / _aside_median(d, 'shared', training):.3f}"
+
+
+figure("latency_aside.measure_shared_s", "latency_aside")(
+    lambda d: f"{_aside_median(d, 'shared', ('measure_s',)):.1f}")
+figure("latency_aside.relative_ratio", "latency_aside")(
+    lambda d: f"{statistics.median(_aside_pairs(d, 'latency_relative')):.3f} (range "
+              f"{span(_aside_pairs(d, 'latency_relative'), lambda x: f'{x:.3f}')})")
+figure("latency_aside.latency_ms_ratio", "latency_aside")(
+    lambda d: f"{statistics.median(_aside_pairs(d, 'latency_ms')):.3f} (range "
+              f"{span(_aside_pairs(d, 'latency_ms'), lambda x: f'{x:.3f}')})")
+
+
+@figure("latency_aside.guide_ratio", "latency_aside")
+def _aside_guide_ratio(d: dict) -> str:
+    """The guide's own figure (measured once a run: ``latency_ms`` ÷ ``latency.relative``), reserved ÷ shared, as
+    a percentage lower (or higher)."""
+    guide = {w: statistics.median(t["latency_ms"] / t["latency_relative"] for r in _aside_runs(d, w)
+                                  for t in r["trials"]) for w in ("shared", "reserved")}
+    change = guide["reserved"] / guide["shared"] - 1
+    return f"{100 * abs(change):.0f} % {'lower' if change < 0 else 'higher'}"
