@@ -133,3 +133,23 @@ def test_a_signal_during_a_storage_call_in_a_trial_interrupts_once_the_call_has_
     assert stopped_by(KeyboardInterrupt, e) and "storage call" in str(e.value)
     assert study.get_trials()[0].user_attrs == {"written": True}  # the call ended first
     study.tell(trial, state=TrialState.FAIL)  # and the session is usable
+
+
+def test_ctrl_c_stops_a_single_run_as_sigterm_does_and_a_second_one_at_once(monkeypatch):
+    stop = StopSignal()
+    stop.handler(signal.SIGINT, None)  # between trials: it only marks the worker stopping
+    assert stop.requested
+    with pytest.raises(KeyboardInterrupt) as e:
+        stop.handler(signal.SIGINT, None)  # pressed again: at once, wherever the worker is
+    assert str(e.value) == "a second Ctrl-C"
+    stop.handler(signal.SIGTERM, None)  # a second SIGTERM (torchrun's after a lost rank) still waits
+    for handler in (signal.default_int_handler, signal.SIG_IGN):  # as in a terminal; as in a script's background
+        previous = signal.signal(signal.SIGINT, handler)
+        try:
+            with stop.on_signals():
+                assert signal.getsignal(signal.SIGTERM) == stop.handler
+                # Ctrl-C handled as SIGTERM is, unless the run was started with it ignored: then it stays so
+                assert signal.getsignal(signal.SIGINT) == (stop.handler if handler is not signal.SIG_IGN else handler)
+            assert signal.getsignal(signal.SIGINT) is handler
+        finally:
+            signal.signal(signal.SIGINT, previous)

@@ -124,7 +124,8 @@ def test_ten_sigkills_each_restarted_at_once_lose_nothing(tmp_path):
     assert_checkpoints_whole(wd)
 
 
-def test_sigterm_stops_inside_the_running_stage_and_requeues(tmp_path):
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "Ctrl-C"])
+def test_sigterm_stops_inside_the_running_stage_and_requeues(tmp_path, sig):
     study_file, wd = write_study(tmp_path, 2), tmp_path / "wd"
     long_stages = ("--set", "convert.steps_per_stage=400")  # the signal lands inside a trial, not between
     run_worker(study_file, wd, "--n-trials", "0", *long_stages)
@@ -133,7 +134,7 @@ def test_sigterm_stops_inside_the_running_stage_and_requeues(tmp_path):
     while not list(wd.glob("checkpoints/[0-9a-f]*.ckpt")):  # the first stage finished: we are mid-trial
         assert worker.poll() is None and time.monotonic() < deadline
         time.sleep(0.05)
-    worker.send_signal(signal.SIGTERM)
+    worker.send_signal(sig)
     _, err = worker.communicate(timeout=60)  # a hang guard: what the test means is below
     assert worker.returncode == 130 and "re-enqueued" in err and "Traceback" not in err, err
     study = load_study(wd)

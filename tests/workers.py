@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from collections import Counter
@@ -52,9 +53,12 @@ def worker_env(**extra: str) -> dict:
 
 
 def start_worker(study: Path, workdir: Path, *args: str, **env: str) -> subprocess.Popen:
+    """``nas-theseus run`` in a process of its own, Ctrl-C (SIGINT) handled as in a terminal even where the tests
+    run with it ignored (a background job of a script), which the worker would inherit."""
     cmd = [sys.executable, "-m", "nas_theseus", "run", str(study), "--workdir", str(workdir), "--no-progress",
            *args]
-    return subprocess.Popen(cmd, env=worker_env(**env), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(cmd, env=worker_env(**env), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 def run_worker(study: Path, workdir: Path, *args: str, timeout: float = 600, **env: str):

@@ -315,7 +315,7 @@ def _run(config: StudyConfig, ctx: StudyContext, wd: WorkDir, identity: str, wor
     limit = timeout if timeout is not None else config.study.timeout
     deadline = budget.deadline = None if limit is None else time.monotonic() + limit
     try:
-        with stop.on_sigterm(), _quiet_optuna_failures():
+        with stop.on_signals(), _quiet_optuna_failures():
             _optimize(study, objective, after_trial, loop, target, deadline)
     finally:
         loop.bar.close()

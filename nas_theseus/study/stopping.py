@@ -1,5 +1,7 @@
-"""A worker's stop signal (SIGTERM: the launcher's Ctrl-C, a scheduler's, torchrun's after a lost rank): the
-trial it runs is interrupted and re-enqueued, and it asks for and starts no further trial.
+"""A worker's stop signal (SIGTERM: the launcher's Ctrl-C, a scheduler's, torchrun's after a lost rank; SIGINT:
+Ctrl-C in the terminal of a single run): the trial it runs is interrupted and re-enqueued, and it asks for and
+starts no further trial. A second Ctrl-C interrupts at once, wherever the worker is, as Python's own handler
+would (a user who presses it twice means now).
 
 Python runs a signal handler in the main thread between two bytecodes, wherever that thread is. A handler that
 raised KeyboardInterrupt everywhere let it land anywhere: between Optuna's ``ask`` and the objective (the trial
@@ -41,6 +43,8 @@ class StopSignal:
         self._held = 0
 
     def handler(self, signum, frame) -> None:
+        if signum == signal.SIGINT and self.requested:
+            raise KeyboardInterrupt("a second Ctrl-C")
         self.requested = True
         if self._interruptible and not self._held:
             self._interrupt(f"signal {signum}")
@@ -82,14 +86,17 @@ class StopSignal:
             self._interruptible = False
 
     @contextlib.contextmanager
-    def on_sigterm(self) -> Iterator[StopSignal]:
-        """SIGTERM handled by :meth:`handler` in the block (in the main thread; elsewhere, left as it is)."""
-        try:
-            old = signal.signal(signal.SIGTERM, self.handler)
+    def on_signals(self) -> Iterator[StopSignal]:
+        """SIGTERM and SIGINT handled by :meth:`handler` in the block (in the main thread; elsewhere, left as
+        they are)."""
+        try:  # a run started with Ctrl-C ignored (a background job of a script) keeps it ignored
+            old = {s: signal.signal(s, self.handler) for s in (signal.SIGTERM, signal.SIGINT)
+                   if signal.getsignal(s) is not signal.SIG_IGN}
         except ValueError:  # not the main thread
             yield self
             return
         try:
             yield self
         finally:
-            signal.signal(signal.SIGTERM, old)
+            for s, handler in old.items():
+                signal.signal(s, handler)
