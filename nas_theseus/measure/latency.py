@@ -71,6 +71,21 @@ def prepare(model: nn.Module, x: torch.Tensor, *, runtime: str = "eager", thread
     return rt.prepare(model, x.to(device), threads or torch.get_num_threads())
 
 
+class Runners:
+    """A network's runners (:func:`prepare`), each made once per (runtime, input shape, device, threads): an ONNX
+    export or a compile is paid once, however many networks are timed beside it. ``network()`` gives the
+    network, when the first runner is made."""
+
+    def __init__(self, network: Callable[[], nn.Module]):
+        self.network, self.made = network, {}
+
+    def __call__(self, runtime: str, x: torch.Tensor, threads: int) -> Callable[[], object]:
+        key = (runtime, tuple(x.shape), str(x.device), threads)
+        if key not in self.made:
+            self.made[key] = prepare(self.network(), x, runtime=runtime, threads=threads, device=x.device)[0]
+        return self.made[key]
+
+
 def measure_latency(model: nn.Module, sample_shape: tuple[int, ...], *, batch_size: int = 1,
                     device: str | torch.device = "cpu", warmup: int = 10, repeats: int = 50,
                     threads: int | None = None, dtype: torch.dtype = torch.float32,

@@ -22,7 +22,7 @@ from ..data import TaskData, load_data
 from ..errors import UserError, did_you_mean
 from ..guides import Guide, load_guide
 from ..library.build import refusal
-from ..measure.latency import prepare
+from ..measure.latency import Runners
 from ..search import SearchSpace, load_search_space
 from ..training import FitConfig
 from ..utils.artifacts import ArtifactStore
@@ -43,7 +43,7 @@ class StudyContext:
     device: str  # where trials train: study.device resolved (``auto`` -> cuda or cpu)
     artifacts: ArtifactStore | None = None  # the study's shared store ([artifacts] store), if any
     guide_figures: dict | None = None  # the guide's own figures (guide_reference.py), once the study has them
-    _runners: dict = dataclasses.field(default_factory=dict, repr=False)
+    _runners: Runners | None = dataclasses.field(default=None, repr=False)
     _aside: Aside | bool | None = dataclasses.field(default=None, repr=False)  # False: none (a quiet slot)
 
     def guide_network(self) -> nn.Module:
@@ -54,11 +54,9 @@ class StudyContext:
     def guide_runner(self, runtime: str, x: torch.Tensor, threads: int):
         """The guide prepared in ``runtime`` on ``x``, on ``x``'s device (made once per process: an ONNX export,
         a compile; on a copy of the guide where that device is not the guide's, which stays where it is)."""
-        key = (runtime, tuple(x.shape), str(x.device), threads)
-        if key not in self._runners:
-            self._runners[key] = prepare(self.guide_network(), x, runtime=runtime, threads=threads,
-                                         device=x.device)[0]
-        return self._runners[key]
+        if self._runners is None:
+            self._runners = Runners(self.guide_network)
+        return self._runners(runtime, x, threads)
 
     def aside(self) -> Aside | None:
         """This process's measurer on reserved cores (``[latency] cores``, latency_aside.py), or None: latency

@@ -19,7 +19,6 @@ fails the trial as it would in the worker.
 from __future__ import annotations
 
 import contextlib
-import copy
 import dataclasses
 import io
 import os
@@ -38,7 +37,9 @@ from pathlib import Path
 import torch
 
 from ..errors import UserError
+from ..measure.latency import Runners
 from ..utils import cores
+from ..utils.devices import cpu_copy
 from ..utils.files import cache_dir
 from .objectives import OBJECTIVES, Probe
 
@@ -202,34 +203,12 @@ class Pending:
 
 def _dumps(module: torch.nn.Module) -> bytes:
     buf = io.BytesIO()
-    torch.save(_on_cpu(module), buf)
+    torch.save(cpu_copy(module), buf)
     return buf.getvalue()
-
-
-def _on_cpu(module: torch.nn.Module) -> torch.nn.Module:
-    """``module`` itself where it lives on the CPU, else a CPU copy (the original stays where it is)."""
-    if all(t.device.type == "cpu" for t in [*module.parameters(), *module.buffers()]):
-        return module
-    return copy.deepcopy(module).cpu()
 
 
 # ------------------------------------------------------------------------------------------------------------------
 # the measurer: ``main`` in a process of its own
-
-class _GuideRunners:
-    """The guide prepared per (runtime, input shape, threads), as ``StudyContext.guide_runner`` makes them."""
-
-    def __init__(self, net: torch.nn.Module):
-        self.net, self.runners = net.eval(), {}
-
-    def __call__(self, runtime: str, x: torch.Tensor, threads: int):
-        from ..measure.latency import prepare
-
-        key = (runtime, tuple(x.shape), threads)
-        if key not in self.runners:
-            self.runners[key] = prepare(self.net, x, runtime=runtime, threads=threads, device=x.device)[0]
-        return self.runners[key]
-
 
 @contextlib.contextmanager
 def _slot(slots) -> Iterator[tuple[int, ...]]:
@@ -294,7 +273,8 @@ def main() -> None:
         except EOFError:
             return
         if "guide" in message:
-            guide = _GuideRunners(torch.load(io.BytesIO(message["guide"]), weights_only=False))
+            net = torch.load(io.BytesIO(message["guide"]), weights_only=False).eval()
+            guide = Runners(lambda net=net: net)  # as StudyContext.guide_runner makes them
             continue
         pickle.dump(_answer(message, guide, slots), frames, protocol=pickle.HIGHEST_PROTOCOL)
         frames.flush()

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from filelock import lock_descriptor, unlock_descriptor
 
+from .cores import allowed
 from .files import cache_dir
 
 
@@ -74,7 +75,4 @@ def held_slots(folder: str | os.PathLike) -> int:
 
 def usable_cores() -> int:
     """The CPU cores this process may run on (its affinity mask, e.g. under taskset or a batch scheduler)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        return os.cpu_count() or 1
+    return len(allowed())
