@@ -41,7 +41,7 @@ def test_four_workers_on_postgres_survive_a_server_restart(tmp_path, postgres):
         assert w.returncode == 0, err
         assert "Traceback" not in err, err
     assert any("storage reachable again" in err for err in errs), errs
-    assert any("still running here" in err for err in errs), errs
+    # whether the outage lands inside a trial is timing ("trial N is still running here": test_storage_retry.py)
     study = load_study(wds[0])
     done = finished(study)
     assert n <= finished_trials(study) <= n + 1  # two work directories: up to one trial more (docs/scaling-out.md)

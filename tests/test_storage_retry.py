@@ -99,6 +99,27 @@ def test_retry_loop_retries_transient_errors_and_raises_the_rest(storage, capsys
         storage._call("get_all_studies", lambda: (_ for _ in ()).throw(sqlite_error(5, "locked")))
 
 
+def test_an_outage_inside_a_trial_says_the_trial_is_still_running_here(storage, capsys):
+    """What a worker prints when its storage comes back while it runs a trial (the PostgreSQL restart test
+    cannot make sure that the outage lands inside one)."""
+    calls = []
+
+    def once_down():
+        calls.append(1)
+        if len(calls) < 2:
+            raise sqlite_error(5, "database is locked")
+        return "done"
+
+    storage.running_trial = 7
+    assert storage._call("set_trial_user_attr", once_down) == "done"
+    err = capsys.readouterr().err
+    assert "retrying for up to 30 s; trial 7 is still running here" in err
+    assert "storage reachable again" in err and err.count("trial 7 is still running here") == 2
+    storage.running_trial, calls[:] = None, []
+    storage._call("get_all_studies", once_down)
+    assert "still running here" not in capsys.readouterr().err  # between trials: no trial named
+
+
 def test_a_retried_write_that_had_committed_counts_as_ours(storage):
     study = optuna.create_study(storage=storage)
     trial_id = study.ask()._trial_id
