@@ -37,6 +37,7 @@ from nas_theseus.convert.stages import heldout_rows  # noqa: E402
 from nas_theseus.data import load_mnist1d  # noqa: E402
 from nas_theseus.guides import load_guide  # noqa: E402
 from nas_theseus.study.config import load_study_config  # noqa: E402
+from nas_theseus.utils.compiling import Compiler  # noqa: E402
 
 MODES = (False, "reduce-overhead", "default")  # reduce-overhead first: the later mode may reuse its kernels
 
@@ -53,15 +54,19 @@ def cases(steps: int):
         dataclasses.replace(readme, alignment="cka")
 
 
-def stage(guide, data, acts, cfg, device) -> tuple[float, list[float]]:
-    """Seconds of one stage (part 0 swapped, as ``convert()`` sets it up) and its loss curve."""
+def stage(guide, data, acts, cfg, device, failed: dict) -> tuple[float, list[float]]:
+    """Seconds of one stage (part 0 swapped, as ``convert()`` sets it up) and its loss curve; where the compiler
+    fell back to eager (``Compiler.failed``), why, into ``failed[cfg.compile]``: that mode's figure is eager's."""
     hybrid, losses, plan, probe = setup(guide, data, acts, 0, cfg, device)
     heldout = heldout_rows(guide, data, cfg, device)
+    compiler = Compiler(cfg.compile, what=f"benchmark, compile={cfg.compile}")
     sync(device)
     t0 = time.perf_counter()
     curve, _, _ = train_stage(hybrid, losses, plan, acts, data, cfg, key="bench", device=device, probe=probe,
-                              heldout=heldout)
+                              heldout=heldout, compiler=compiler)
     sync(device)
+    if compiler.failed:
+        failed.setdefault(str(cfg.compile), compiler.failed)
     return time.perf_counter() - t0, list(curve)
 
 
@@ -70,19 +75,20 @@ def measure(guide, data, cfg, device, pairs: int) -> dict:
     acts = GuideActivations.compute(guide, data.train.x, data_key=data.fingerprint, progress=False,
                                     device=device).on(device)
     configs = {str(m): dataclasses.replace(cfg, compile=m) for m in MODES}
-    first, curves = {}, {}
+    first, curves, failed = {}, {}, {}
     for name, c in configs.items():
         torch._dynamo.reset()  # each mode compiles from nothing: its first stage pays the whole compile
-        first[name], curves[name] = stage(guide, data, acts, c, device)
+        first[name], curves[name] = stage(guide, data, acts, c, device, failed)
     steady, frames = {name: [] for name in configs}, _frames()
     for _ in range(pairs):
         for name, c in configs.items():
-            steady[name].append(stage(guide, data, acts, c, device)[0])
+            steady[name].append(stage(guide, data, acts, c, device, failed)[0])
     base = curves[str(False)]
     return {"steps": cfg.steps_per_stage, "batch_size": min(cfg.batch_size, len(data.train)),
             "first_s": first, "steady_s": steady, "frames_compiled_in_steady_rounds": _frames() - frames,
             "curve_rel_diff": {n: max(abs(a - b) / max(abs(b), 1e-12) for a, b in zip(c, base)) if c else None
-                               for n, c in curves.items()}}
+                               for n, c in curves.items()},
+            "compile_failed": failed}
 
 
 def _frames() -> int:
@@ -102,9 +108,12 @@ def table(runs: dict, meta: dict) -> str:
         off = r["steps"] / statistics.median(r["steady_s"]["False"])
         for mode in r["steady_s"]:
             rate = r["steps"] / statistics.median(r["steady_s"][mode])
-            lines.append(f"| {name} | {r['steps']} | {r['batch_size']} | {'off' if mode == 'False' else mode} | "
+            fell = " (fell back to eager)" if mode in r.get("compile_failed", {}) else ""
+            lines.append(f"| {name} | {r['steps']} | {r['batch_size']} | {'off' if mode == 'False' else mode}{fell} | "
                          f"{rate:,.0f} | {rate / off:.2f}× | {r['first_s'][mode]:.1f} | "
                          f"{r['curve_rel_diff'][mode]:.1e} |")
+        lines += [f"\n{name}, compile={mode} fell back to eager: {why}"
+                  for mode, why in r.get("compile_failed", {}).items()]
     return "\n".join(lines) + "\n\n" + provenance(meta)
 
 

@@ -12,6 +12,7 @@ import copy
 import math
 import time
 from dataclasses import dataclass, field
+from functools import partial
 
 import numpy as np
 import torch
@@ -21,7 +22,7 @@ from torch import nn
 from .data import Split, TaskData
 from .errors import UserError
 from .utils import quiet
-from .utils.compiling import compile_kwargs
+from .utils.compiling import Compiler
 from .utils.devices import canonical_device, module_device
 from .utils.distributed import all_sum, shard, sync_buffers, sync_grads, world
 from .utils.hashing import keyed_fields
@@ -120,13 +121,15 @@ def distill_loss(student: torch.Tensor, teacher: torch.Tensor, temperature: floa
 def fit_classifier(model: nn.Module, data: TaskData, config: FitConfig = FitConfig(), *, seed: int = 0,
                    device: torch.device | str = "cpu", progress: bool = True, desc: str = "train",
                    params: list[nn.Parameter] | None = None, teacher: nn.Module | None = None,
-                   compile: bool | str = False) -> FitReport:
+                   compile: bool | str | Compiler = False) -> FitReport:
     """Train ``model`` on ``data.train`` with cross-entropy; returns the report, leaves the best state loaded.
 
     ``params`` restricts which parameters train (default: all that require grad). ``teacher`` (a frozen
     network of the same task on ``device``, run in eval mode) enables ``config.distill`` and ``config.mixup``.
-    ``compile``: the training forward runs through ``torch.compile(model)``, in the mode it names
-    (:mod:`nas_theseus.utils.compiling`; the module itself, evaluated and returned, stays as it is).
+    ``compile``: the training forward runs through ``torch.compile(model)``, in the mode it names, or through
+    a given :class:`~nas_theseus.utils.compiling.Compiler` (a conversion's: one fallback for all its parts);
+    where the compiler fails, training goes on eagerly with one warning. The module itself, evaluated and
+    returned, stays as it is.
     Deterministic for a seed on CPU: the batch order (and mixup) comes from generators seeded with ``seed``.
     The host reads the losses once per ``SYNC_EVERY`` steps (a non-finite loss fails the run then, with its
     step), so a GPU is never waited for at every step.
@@ -138,8 +141,7 @@ def fit_classifier(model: nn.Module, data: TaskData, config: FitConfig = FitConf
     torch.manual_seed(seed)
     if teacher is not None:
         teacher.eval()
-    kwargs = compile_kwargs(compile)
-    forward = model if kwargs is None else torch.compile(model, **kwargs)  # shares the module's parameters
+    compiler = compile if isinstance(compile, Compiler) else Compiler(compile, what=desc)
     opt = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
     total = math.ceil(len(data.train) / config.batch_size) * config.max_epochs
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total) if config.cosine else None
@@ -151,8 +153,8 @@ def fit_classifier(model: nn.Module, data: TaskData, config: FitConfig = FitConf
     try:
         for epoch in range(config.max_epochs):
             model.train()
-            epoch_loss = _train_epoch(forward, teacher, data, config, opt, sched, g, mix, device, report,
-                                      f"{desc}: non-finite training loss", epoch)
+            epoch_loss = _train_epoch(model, compiler, teacher, data, config, opt, sched, g, mix, device, report,
+                                      desc, epoch)
             val_acc, val_loss = evaluate(model, data.val)
             report.train_loss.append(epoch_loss / len(data.train))
             report.val_accuracy.append(val_acc)
@@ -192,32 +194,42 @@ def _trainable(model: nn.Module, config: FitConfig, device, params, teacher) -> 
     return params
 
 
-def _train_epoch(forward, teacher, data: TaskData, config: FitConfig, opt, sched, g: torch.Generator, mix,
-                 device, report: FitReport, what: str, epoch: int) -> float:
+def _train_epoch(model: nn.Module, compiler: Compiler, teacher, data: TaskData, config: FitConfig, opt, sched,
+                 g: torch.Generator, mix, device, report: FitReport, desc: str, epoch: int) -> float:
     """One pass over the training split in an order drawn from ``g`` (augmented, seeded from ``g`` too);
     returns the summed training loss (``report.steps`` counts the steps). The host reads the losses once per
     ``SYNC_EVERY`` steps and at the end (:class:`~nas_theseus.utils.loss_window.LossWindow`), where a non-finite
     one raises :class:`FloatingPointError` with its step."""
-    losses = LossWindow(SYNC_EVERY, lambda _, step: FloatingPointError(f"{what} at step {step} (epoch {epoch})"))
+    losses = LossWindow(SYNC_EVERY, lambda _, step: FloatingPointError(
+        f"{desc}: non-finite training loss at step {step} (epoch {epoch})"))
     total = 0.0
     ranks = world()[1]
     order = torch.randperm(len(data.train), generator=g)
     augment = data.augmentation
     seed = int(torch.randint(2**62, (1,), generator=g)) if augment.name != "none" else 0
     for _, xb, yb in data.train.batches(config.batch_size, order=order, device=device, augment=augment, seed=seed):
-        with autocast_context(device, config.autocast):
-            if teacher is None:
-                loss = _task_share(forward, xb, yb, device)
-            else:
-                loss = _taught_loss(forward, teacher, xb, yb, config, mix)
-        optimizer_step(loss, opt, sched, uniform=len(yb) >= ranks, ranks=ranks)  # a short last batch may leave
-        if ranks > 1:                                                                # a rank no rows
-            sync_buffers([forward])  # batch norm's running statistics: rank 0's on every rank
+        loss = compiler.run(partial(_train_step, model, compiler, teacher, xb, yb, config, opt, sched, mix, device,
+                                    ranks), f"{desc} step {report.steps + 1}")
         if losses.add(loss, report.steps, len(yb)):
             total = _summed(losses, total)
         report.steps += 1
     total = _summed(losses, total)
     return float(all_sum(torch.tensor(total, dtype=torch.float64, device=device)))  # over every rank's share
+
+
+def _train_step(model: nn.Module, compiler: Compiler, teacher, xb, yb, config: FitConfig, opt, sched, mix, device,
+                ranks: int) -> torch.Tensor:
+    """One optimizer step on a batch, ``model``'s forward through ``compiler``; returns the loss."""
+    forward = compiler.forward(model)  # compiled once; eager once the compiler has fallen back
+    with autocast_context(device, config.autocast):
+        if teacher is None:
+            loss = _task_share(forward, xb, yb, device)
+        else:
+            loss = _taught_loss(forward, teacher, xb, yb, config, mix)
+    optimizer_step(loss, opt, sched, uniform=len(yb) >= ranks, ranks=ranks)  # a short last batch may leave a
+    if ranks > 1:                                                                # rank no rows
+        sync_buffers([model])  # batch norm's running statistics: rank 0's on every rank
+    return loss
 
 
 def _summed(losses: LossWindow, total: float) -> float:

@@ -59,12 +59,14 @@ class ConvertConfig:
         tf32: allow TF32 matmuls and convolutions on CUDA in the networks' forward and backward during the
             conversion (no effect on the CPU; the similarity losses always run in full float32, and the process's
             own setting comes back afterwards).
-        compile: ``torch.compile`` the trained targets in place (``nn.Module.compile``) and the fine-tuned
-            network's training forward: true (inductor's default mode), or a mode by name
+        compile: ``torch.compile`` the trained targets in place (as ``nn.Module.compile`` does) and the
+            fine-tuned network's training forward: true (inductor's default mode), or a mode by name
             (``"reduce-overhead"``: each step's forward and backward replayed as CUDA graphs on a GPU;
             :mod:`nas_theseus.utils.compiling`). Worth it for long stages on a GPU; off by default until
-            ``benchmarks/cuda_graphs.py`` has measured where it pays. ``tf32`` and ``compile`` are in the stage
-            keys where they change results (:meth:`stage_settings`).
+            ``benchmarks/cuda_graphs.py`` has measured where it pays. Where the compiler fails, the call is run
+            again eagerly and the conversion goes on without it (one warning; ``ConversionResult.compile_failed``
+            says where and why). ``tf32`` and ``compile`` are in the stage keys where they change results
+            (:meth:`stage_settings`).
         bridge: adapters between targets and guide parts (``lowrank`` | ``stitch``); ``bridge_rank``: their rank
             (None = full).
         refit_every: steps between closed-form refits of the adapters that feed guide parts (0: stage ends

@@ -34,6 +34,7 @@ from ..data import TaskData
 from ..guides import Guide
 from ..training import FitReport, evaluate, fit_classifier
 from ..utils.artifacts import ArtifactStore
+from ..utils.compiling import Compiler
 from ..utils.devices import resolve_device
 from ..utils.distributed import init_from_env
 from ..utils.hashing import seed_from_key, stable_hash
@@ -105,7 +106,8 @@ def _convert(guide: Guide, candidate: Candidate, data: TaskData, config: Convert
     return ConversionResult(model, candidate, config, reports, ft_report, pre_acc, val_acc, test_acc,
                             time.perf_counter() - start, finetune_resumed=ft_resumed, val_loss=val_loss,
                             test_loss=test_loss, timings={k: round(v, 3) for k, v in run.timings.items()},
-                            activations={"mode": mode, "why": why}, checkpoints=run.store.keys)
+                            activations={"mode": mode, "why": why}, checkpoints=run.store.keys,
+                            compile_failed=run.compiler.failed)
 
 
 def guide_feed(guide: Guide, data: TaskData, config: ConvertConfig, activations: GuideActivations | None, device,
@@ -144,6 +146,7 @@ class _Conversion:
         self.feed, self.device, self.progress, self.store = feed, device, progress, store
         self.timings = store.timings
         self.hybrid = Hybrid(guide, candidate, config)  # on the guide's device
+        self.compiler = Compiler(config.compile)  # one for every stage and fine-tuning: off for good once it fails
         probe_idx = torch.randperm(len(data.train), generator=torch.Generator().manual_seed(0))[: config.probe_size]
         self.probe = data.train.take(probe_idx)[0].to(device), feed.batch(probe_idx, device)
         self.heldout = heldout_rows(guide, data, config, device)
@@ -173,7 +176,7 @@ class _Conversion:
         t0 = time.perf_counter()
         curve, steps, stopped = train_stage(hybrid, self.losses, stage, self.feed, self.data, config, key=key,
                                             device=self.device, probe=self.probe, heldout=self.heldout,
-                                            progress=self.progress, n_stages=n_stages)
+                                            progress=self.progress, n_stages=n_stages, compiler=self.compiler)
         if config.bn_recalibrate:
             _recalibrate_bn(hybrid, self.data, config.batch_size, self.device)
         hybrid.refit(*self.probe)
@@ -213,7 +216,7 @@ class _Conversion:
         teacher = self.guide.module if config.finetune.distill > 0 or config.finetune.mixup > 0 else None
         # compiled here, not inherited: a deep copy of a compiled module (deploy) comes out uncompiled
         report = fit_classifier(model, self.data, config.finetune, seed=seed_from_key(key), device=self.device,
-                                progress=self.progress, desc="fine-tune", teacher=teacher, compile=config.compile)
+                                progress=self.progress, desc="fine-tune", teacher=teacher, compile=self.compiler)
         self.timings["finetune_s"] = time.perf_counter() - t0
         self.store.save(key, {"state": model.state_dict(), "report": asdict(report)})
         return report, False

@@ -55,6 +55,7 @@ class ConversionResult:
     timings: dict = field(default_factory=dict)  # wall seconds: align_s, finetune_s, checkpoint_s (this call's)
     activations: dict = field(default_factory=dict)  # where the guide's activations came from: mode and why
     checkpoints: list = field(default_factory=list)  # content keys of its stages, then fine-tuning
+    compile_failed: str = ""  # where torch.compile failed and why, after which the conversion ran eagerly
 
     def summary(self) -> dict:
         """JSON-able summary (everything but the model)."""
@@ -62,4 +63,5 @@ class ConversionResult:
                 "stages": [asdict(s) for s in self.stages], "finetune": asdict(self.finetune),
                 "pre_finetune_val_accuracy": self.pre_finetune_val_accuracy, "val_accuracy": self.val_accuracy,
                 "test_accuracy": self.test_accuracy, "val_loss": self.val_loss, "test_loss": self.test_loss,
-                "wall_s": self.wall_s, "timings": self.timings, "activations": self.activations}
+                "wall_s": self.wall_s, "timings": self.timings, "activations": self.activations,
+                **({"compile_failed": self.compile_failed} if self.compile_failed else {})}

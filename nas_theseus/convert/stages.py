@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import math
 from dataclasses import dataclass
+from functools import partial
 from typing import Literal
 
 import torch
@@ -20,7 +21,7 @@ from ..data import TaskData
 from ..guides import Guide
 from ..training import autocast_context, optimizer_step
 from ..utils import quiet, testhooks
-from ..utils.compiling import compile_kwargs
+from ..utils.compiling import Compiler
 from ..utils.distributed import check_divisible, gather_rows, sync_buffers, world
 from ..utils.hashing import seed_from_key
 from ..utils.loss_window import LossWindow
@@ -108,14 +109,16 @@ class PlateauStopper:
 
 def train_stage(hybrid: Hybrid, losses: nn.ModuleDict, stage: Stage, feed: GuideActivations | GuideStream,
                 data: TaskData, config: ConvertConfig, *, key: str, device, probe: tuple, heldout: tuple,
-                progress: bool = False, n_stages: int = 1) -> tuple[list[float], int, str]:
+                progress: bool = False, n_stages: int = 1,
+                compiler: Compiler | None = None) -> tuple[list[float], int, str]:
     """Train one stage of ``hybrid`` (its parts ``stage.new`` swapped in, ``losses`` holding an alignment loss
     per part in ``stage.loss``) on batches from ``feed``; ``probe`` and ``heldout`` are (rows, guide
     activations) pairs: the rows adapters are refit on, and the rows the plateau rule scores. Returns (loss
     curve, steps taken, why it stopped: ``fixed`` | ``plateau`` | ``max_steps``). Under the plateau rule the
     best evaluated state is the one left in place. Seeded by ``key``: a rerun draws the same batches. In a
     data-parallel run every rank calls this alike: each trains on its shard of every batch, the loss is over the
-    global batch (:mod:`nas_theseus.utils.distributed`), and the curve and the weights are every rank's."""
+    global batch (:mod:`nas_theseus.utils.distributed`), and the curve and the weights are every rank's.
+    ``compiler``: a conversion's, so one that fell back stays off (default: one for ``config.compile``)."""
     torch.manual_seed(seed_from_key(key))
     generator = torch.Generator().manual_seed(seed_from_key(key))
     modules = _trainable_modules(hybrid, stage)
@@ -124,13 +127,11 @@ def train_stage(hybrid: Hybrid, losses: nn.ModuleDict, stage: Stage, feed: Guide
     # what sees only this rank's rows in a data-parallel run: its gradients are summed over the ranks (a loss's
     # own parameters, a bridge of MSE, see the gathered batch and have the whole gradient on every rank)
     local = [p for m in modules for p in m.parameters()]
-    _set_modes(hybrid, modules, compile=config.compile)
+    compiler = _set_modes(hybrid, modules, compiler or Compiler(config.compile))
     names = ",".join(hybrid.guide.parts[k].name for k in stage.new)
     stop = max(stage.loss)
     batches = _batches(hybrid, stage, feed, data, config, generator, device)
-    where = f"{config.alignment}, parts {names}"
-    window = LossWindow(max(1, stage.steps // 50), lambda v, step: ConversionError(
-        f"non-finite alignment loss ({v}) at stage {stage.index + 1}, step {step} ({where})"))
+    window = _loss_window(stage, f"{config.alignment}, parts {names}")
     curve: list[float] = []  # one point per window: the mean over its steps of the per-part mean loss
     plateau = (_Plateau(hybrid, stage, losses, heldout, config, watched, opt) if config.stage_stop == "plateau"
                else None)
@@ -142,7 +143,8 @@ def train_stage(hybrid: Hybrid, losses: nn.ModuleDict, stage: Stage, feed: Guide
                        enabled=progress)
     try:
         for step in range(stage.steps):
-            loss = _step(hybrid, losses, stage, next(batches), opt, sched, config, device, local, modules, ranks)
+            loss = compiler.run(partial(_step, hybrid, losses, stage, next(batches), opt, sched, config, device,
+                                        local, modules, ranks), f"stage {stage.index + 1}, step {step + 1}")
             if window.add(loss, step):  # once per window of steps, the host reads the losses
                 curve.append(_window_sum(window, len(stage.loss)) / window.size)
                 bar.set_postfix(loss=f"{curve[-1]:.4f}")
@@ -167,16 +169,20 @@ def train_stage(hybrid: Hybrid, losses: nn.ModuleDict, stage: Stage, feed: Guide
     return curve, steps, stopped
 
 
-def _set_modes(hybrid: Hybrid, modules: list[nn.Module], *, compile: bool | str) -> None:
-    """The hybrid in eval mode but for the modules that train (compiled in place when asked, in ``compile``'s
-    mode: parameter names, which checkpoints and deploy read, are unchanged)."""
+def _set_modes(hybrid: Hybrid, modules: list[nn.Module], compiler: Compiler) -> Compiler:
+    """The hybrid in eval mode but for the modules that train (compiled in place where ``compiler`` is on:
+    parameter names, which checkpoints and deploy read, are unchanged); returns ``compiler``."""
     hybrid.eval()
     for m in modules:
         m.train()
-    kwargs = compile_kwargs(compile)
-    if kwargs is not None:
-        for m in modules:
-            m.compile(**kwargs)
+    compiler.in_place(modules)
+    return compiler
+
+
+def _loss_window(stage: Stage, where: str) -> LossWindow:
+    """The stage's losses, read by the host once per ~1/50 of its steps; a non-finite one fails it."""
+    return LossWindow(max(1, stage.steps // 50), lambda v, step: ConversionError(
+        f"non-finite alignment loss ({v}) at stage {stage.index + 1}, step {step} ({where})"))
 
 
 def _batches(hybrid: Hybrid, stage: Stage, feed: GuideActivations | GuideStream, data: TaskData,

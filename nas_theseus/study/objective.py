@@ -226,6 +226,8 @@ def _train_and_measure(trial: optuna.Trial, ctx: StudyContext, wd: WorkDir, acti
                            progress=progress)
         if getattr(result, "activations", None):
             trial.set_user_attr("activations", result.activations)  # cache or stream, and why
+        if getattr(result, "compile_failed", ""):
+            trial.set_user_attr("compile_failed", result.compile_failed)  # it trained eagerly from there on
         if getattr(result, "checkpoints", None):
             trial.set_user_attr(CHECKPOINT_PATH, result.checkpoints)
         for key, value in trial_reuse(stages).items():
