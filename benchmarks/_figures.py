@@ -589,10 +589,18 @@ figure("latency_stability.absolute_span", "latency_stability")(
     lambda d: span(_spreads(d, absolute=True), lambda x: f"{x:.0f}"))
 figure("latency_stability.relative_span", "latency_stability")(
     lambda d: span(_spreads(d, absolute=False), lambda x: f"{x:.0f}"))
+def _settings_held(d: dict, runtime: str, goal: float = 5.0) -> str:
+    """How many of the timing settings kept every relative spread of ``runtime`` within ``goal`` %."""
+    settings = {k.split("|")[3] for k in d["runs"] if k.split("|")[1] == RELATIVE}
+    held = sum(max(_spreads(d, runtime=runtime, absolute=False, setting=s)) <= goal for s in settings)
+    return f"{held} of {len(settings)}"
+
+
 for _rt in ("eager", "onnxruntime"):
     figure(f"latency_stability.longest_worst_{_rt}", "latency_stability")(
         lambda d, rt=_rt: f"{max(_spreads(d, runtime=rt, absolute=False, setting=LONGEST)):.1f}")
     figure(f"latency_stability.shorter_worst_{_rt}", "latency_stability")(lambda d, rt=_rt: _worst_short(d, rt))
+    figure(f"latency_stability.settings_held_{_rt}", "latency_stability")(lambda d, rt=_rt: _settings_held(d, rt))
 figure("latency_stability.eager_16_vs_64", "latency_stability")(
     lambda d: (lambda a, b: f"{100 * (b / a - 1):.0f} %")(
         *(statistics.median(d["runs"][f"eager|{RELATIVE}|{w}|{LONGEST}"]["figures"]) for w in (16, 64))))
