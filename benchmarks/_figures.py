@@ -605,6 +605,11 @@ figure("latency_stability.eager_16_vs_64", "latency_stability")(
     lambda d: (lambda a, b: f"{100 * (b / a - 1):.0f} %")(
         *(statistics.median(d["runs"][f"eager|{RELATIVE}|{w}|{LONGEST}"]["figures"]) for w in (16, 64))))
 
+# --- the compile fallback's cost with compile off (step_overhead_compile_fallback.json: rates per round) ---
+figure("step_overhead_compile_fallback.trial_rounds", "step_overhead_compile_fallback")(
+    lambda d: times_span([a / b for a, b in zip(d["results"]["trial"]["rates"]["after"],
+                                                d["results"]["trial"]["rates"]["before"])]))
+
 # --- code before a change (the *_before records the history page keeps) ---
 figure("stage_loop_before.ratio", "stage_loop_before")(
     lambda d: span([r["ratio"] for r in d["runs"].values()], lambda x: f"{x:.2f}"))
