@@ -63,7 +63,8 @@ def _config(objectives=("accuracy", "latency_ms"), **latency):
 
 
 @pytest.mark.parametrize(("setting", "device", "aside"), [
-    ("auto", "cuda:0", True), ("auto", "cpu", False), ("shared", "cuda:0", False), ("reserved", "cpu", True)])
+    ("auto", "cuda:0", True), ("auto", "cpu", False), ("shared", "cuda:0", False), ("reserved", "cpu", True),
+    ("reserved", "meta", False)])  # a meta network (the dry runs of tests) has no data to send a measurer
 def test_auto_times_aside_where_the_trainers_run_on_a_gpu(monkeypatch, setting, device, aside):
     _machine(monkeypatch, 16, smt=False)
     assert (layout_for(_config(cores=setting), device) is not None) == aside

@@ -60,12 +60,15 @@ def candidates(ctx, n_sampled: int = 3):
 
 
 @pytest.mark.parametrize("study, feed", [(s, "the study's own") for s in SHIPPED]
-                         + [("mnist1d_deploy.toml", "stream")])  # the README's study caches: both feeds
+                         + [("mnist1d_deploy.toml", "stream"),  # the README's study caches: both feeds
+                            ("mnist1d_deploy.toml", "latency aside")])  # no meta network sent to a measurer
 def test_a_study_dry_runs_and_trains_a_trial_on_meta_up_to_its_first_loss_read(study, feed, tmp_path):
     """The context is built there, the dry run reads no value, every enqueued (and a few sampled) candidate's
     hybrid and deploy network live there, and a trial's conversion gets to the stage loop's first loss read,
-    its guide's activations read from a cache or streamed, as the study chooses (or streamed, forced)."""
-    config = meta_config(study, tmp_path, *(['convert.activations="stream"'] if feed == "stream" else []))
+    its guide's activations read from a cache or streamed, as the study chooses (or streamed, forced), its
+    latency to be timed where the study says (or on reserved cores, forced)."""
+    overrides = {"stream": ['convert.activations="stream"'], "latency aside": ['latency.cores="reserved"']}
+    config = meta_config(study, tmp_path, *overrides.get(feed, []))
     ctx = build_context(config, progress=False)
     assert ctx.device == "meta" and one_device(ctx.guide.module) == META
     with device_guard():

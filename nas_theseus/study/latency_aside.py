@@ -57,10 +57,11 @@ def layout_for(config, device: str) -> cores.Layout | None:
     :class:`~nas_theseus.utils.cores.Layout` to time it aside, or None for a quiet slot on the trainers' own
     cores (or nothing to time: no latency objective or constraint). ``[latency] cores = "auto"``: aside when the
     study trains on a GPU (its trainers leave the cores idle) and latency is timed on the CPU, on a machine with
-    cores to spare; ``"reserved"``: aside wherever the machine can set cores apart (else one line why)."""
+    cores to spare; ``"reserved"``: aside wherever the machine can set cores apart (else one line why). Never
+    for a study on the ``meta`` device (the tests' dry runs): a network without data cannot be sent."""
     latency = config.latency
     if latency.cores == "shared" or torch.device(latency.device).type != "cpu" or \
-            "latency_ms" not in {*config.objectives, *config.constraints}:
+            torch.device(device).type == "meta" or "latency_ms" not in {*config.objectives, *config.constraints}:
         return None
     if latency.cores == "auto" and torch.device(device).type != "cuda":
         return None
