@@ -72,16 +72,19 @@ def storage(tmp_path, monkeypatch):
                         retry_s=30)
 
 
-def test_retry_loop_retries_transient_errors_and_raises_the_rest(storage, capsys):
-    calls = []
-
-    def flaky():
+def down_for(n: int, calls: list):
+    """A storage call that finds the database locked its first ``n`` times (counted in ``calls``), then works."""
+    def call():
         calls.append(1)
-        if len(calls) < 3:
+        if len(calls) <= n:
             raise sqlite_error(5, "database is locked")
         return "done"
+    return call
 
-    assert storage._call("get_all_studies", flaky) == "done" and len(calls) == 3
+
+def test_retry_loop_retries_transient_errors_and_raises_the_rest(storage, capsys):
+    calls = []
+    assert storage._call("get_all_studies", down_for(2, calls)) == "done" and len(calls) == 3
     err = capsys.readouterr().err
     assert "storage unavailable" in err and "storage reachable again" in err
 
@@ -103,13 +106,7 @@ def test_an_outage_inside_a_trial_says_the_trial_is_still_running_here(storage, 
     """What a worker prints when its storage comes back while it runs a trial (the PostgreSQL restart test
     cannot make sure that the outage lands inside one)."""
     calls = []
-
-    def once_down():
-        calls.append(1)
-        if len(calls) < 2:
-            raise sqlite_error(5, "database is locked")
-        return "done"
-
+    once_down = down_for(1, calls)
     storage.running_trial = 7
     assert storage._call("set_trial_user_attr", once_down) == "done"
     err = capsys.readouterr().err
