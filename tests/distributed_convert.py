@@ -4,6 +4,8 @@
 
 from __future__ import annotations
 
+import atexit
+import os
 import sys
 from pathlib import Path
 
@@ -41,9 +43,16 @@ def seen(result) -> dict:
             "state": {k: v.clone() for k, v in result.model.state_dict().items()}}
 
 
+def record_exit(out: Path) -> None:
+    """Whether this rank still held a process group as it exited: registered before the conversion joins one,
+    this runs after every exit handler registered later (the last registered runs first)."""
+    (out / f"rank{os.environ['RANK']}.exit").write_text(str(torch.distributed.is_initialized()))
+
+
 if __name__ == "__main__":
     torch.set_num_threads(1)
     out = Path(sys.argv[1])
+    atexit.register(record_exit, out)
     checkpoint_dir = sys.argv[2] if len(sys.argv) > 2 and sys.argv[2] else None
     activations = sys.argv[3] if len(sys.argv) > 3 else "cache"
     batch_size = int(sys.argv[4]) if len(sys.argv) > 4 else GLOBAL_BATCH

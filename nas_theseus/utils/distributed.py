@@ -17,6 +17,7 @@ Outside ``torch.distributed`` (one process) every function is the identity.
 
 from __future__ import annotations
 
+import atexit
 import os
 
 import torch
@@ -44,7 +45,8 @@ def launched() -> bool:
 
 def init_from_env(device: torch.device) -> torch.device:
     """Join the process group ``torchrun`` describes in the environment (once), NCCL for CUDA, else gloo;
-    returns the device this rank uses (``cuda:LOCAL_RANK`` for ``cuda``)."""
+    returns the device this rank uses (``cuda:LOCAL_RANK`` for ``cuda``). A group joined here is destroyed at
+    exit (:func:`leave`)."""
     if not launched():
         return device
     if device.type == "cuda" and device.index is None:
@@ -53,7 +55,17 @@ def init_from_env(device: torch.device) -> torch.device:
         if device.type == "cuda":
             torch.cuda.set_device(device)
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        atexit.register(leave)
     return device
+
+
+def leave() -> None:
+    """Destroy every process group, while the interpreter is still whole (registered with ``atexit`` by
+    :func:`init_from_env`; nothing if already destroyed). Left to interpreter teardown, gloo's worker threads
+    can outlive the Python objects they hold, and the process aborts after its work is done ("terminate called
+    without an active exception", SIGABRT on every rank: seen in CI on a resumed conversion, torch 2.14)."""
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def shard(x: torch.Tensor) -> torch.Tensor:
