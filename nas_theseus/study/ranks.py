@@ -23,6 +23,7 @@ a collective until its timeout.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import datetime
 import os
@@ -35,7 +36,7 @@ import torch
 import torch.distributed as dist
 
 from ..errors import UserError
-from ..utils.distributed import from_main, is_main, world
+from ..utils.distributed import from_main, is_main, leave, world
 
 _CONTROL: list = []  # the gloo group rank 0's messages go through, made once per process
 CONTROL_TIMEOUT = datetime.timedelta(days=7)  # rank 0 may measure or export at length while the others wait
@@ -49,6 +50,7 @@ def control():
     """The ranks' own gloo group (also where NCCL holds the default group): CPU messages, long timeout."""
     if not _CONTROL:
         _CONTROL.append(dist.new_group(backend="gloo", timeout=CONTROL_TIMEOUT))
+        atexit.register(leave, _CONTROL[0])
     return _CONTROL[0]
 
 

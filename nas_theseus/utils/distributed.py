@@ -45,8 +45,8 @@ def launched() -> bool:
 
 def init_from_env(device: torch.device) -> torch.device:
     """Join the process group ``torchrun`` describes in the environment (once), NCCL for CUDA, else gloo;
-    returns the device this rank uses (``cuda:LOCAL_RANK`` for ``cuda``). A group joined here is destroyed at
-    exit (:func:`leave`)."""
+    returns the device this rank uses (``cuda:LOCAL_RANK`` for ``cuda``). A gloo group joined here is destroyed
+    at exit (:func:`leave`)."""
     if not launched():
         return device
     if device.type == "cuda" and device.index is None:
@@ -54,18 +54,23 @@ def init_from_env(device: torch.device) -> torch.device:
     if not dist.is_initialized():
         if device.type == "cuda":
             torch.cuda.set_device(device)
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-        atexit.register(leave)
+            dist.init_process_group("nccl")
+        else:
+            dist.init_process_group("gloo")
+            atexit.register(leave)
     return device
 
 
-def leave() -> None:
-    """Destroy every process group, while the interpreter is still whole (registered with ``atexit`` by
-    :func:`init_from_env`; nothing if already destroyed). Left to interpreter teardown, gloo's worker threads
-    can outlive the Python objects they hold, and the process aborts after its work is done ("terminate called
-    without an active exception", SIGABRT on every rank: seen in CI on a resumed conversion, torch 2.14)."""
+def leave(group=None) -> None:
+    """Destroy a gloo process group (None: every group) while the interpreter is still whole; registered with
+    ``atexit`` for each gloo group this package makes, so it runs before teardown (nothing if the groups are
+    already gone). Left to teardown, gloo's worker threads can outlive the Python objects they hold, and the
+    process aborts after its work is done ("terminate called without an active exception", SIGABRT on every
+    rank: CI, a resumed conversion, torch 2.14). NCCL's groups are left to torch's own teardown: destroying one
+    first waits for its pending collectives (torch >= 2.6), so a rank exiting on an error could wait on peers
+    that never join them, instead of exiting so that torchrun stops the others."""
     if dist.is_available() and dist.is_initialized():
-        dist.destroy_process_group()
+        dist.destroy_process_group(group)
 
 
 def shard(x: torch.Tensor) -> torch.Tensor:
