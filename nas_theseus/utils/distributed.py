@@ -67,8 +67,8 @@ def leave(group=None) -> None:
     already gone). Left to teardown, gloo's worker threads can outlive the Python objects they hold, and the
     process aborts after its work is done ("terminate called without an active exception", SIGABRT on every
     rank: CI, a resumed conversion, torch 2.14). NCCL's groups are left to torch's own teardown: destroying one
-    first waits for its pending collectives (torch >= 2.6), so a rank exiting on an error could wait on peers
-    that never join them, instead of exiting so that torchrun stops the others."""
+    first waits for its pending collectives (pytorch/pytorch#141510), so a rank exiting on an error could wait
+    on peers that never join them, instead of exiting so that torchrun stops the others."""
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group(group)
 
