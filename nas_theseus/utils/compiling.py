@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import warnings
 from collections.abc import Callable
+from functools import partial
 from typing import TypeVar
 
 import torch
@@ -107,12 +108,7 @@ class Compiler:
         try:
             return step()
         except Exception as e:
-            if not raised_by_compiler(e):
-                raise
-            self._off()
-            result = step()
-            self._said(where, e)
-            return result
+            return self._eagerly(e, step, where)
 
     def _guarded(self, compiled, eager, name: str):
         def call(*args, **kwargs):
@@ -121,13 +117,18 @@ class Compiler:
             try:
                 return compiled(*args, **kwargs)
             except Exception as e:
-                if not raised_by_compiler(e):
-                    raise
-                self._off()
-                result = eager(*args, **kwargs)
-                self._said(f"the forward of {name}", e)
-                return result
+                return self._eagerly(e, partial(eager, *args, **kwargs), f"the forward of {name}")
         return call
+
+    def _eagerly(self, error: Exception, call: Callable[[], T], where: str) -> T:
+        """After ``error`` in a compiled ``call``: where the compiler raised it, compiling off and ``call()`` run
+        again eagerly, then one warning; else ``error`` raised as it is."""
+        if not raised_by_compiler(error):
+            raise error
+        self._off()
+        result = call()
+        self._said(where, error)
+        return result
 
     def _off(self) -> None:
         self._eager = True
